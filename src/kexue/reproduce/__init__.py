@@ -1,0 +1,52 @@
+"""``kexue reproduce``: run each article's section and write the report.
+
+Each section is a module with ``run(out: Path, quick: bool) -> SectionResult`` that only calls
+kexue's public functions, so every number in the report is something a user can rerun.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kexue.errors import KexueError
+from kexue.io import make_run_dir
+from kexue.reproduce.report import SectionResult, write_report
+
+# Ordered as the articles are numbered.
+SECTIONS = {
+}
+
+
+def reproduce(quick: bool = False, full: bool = False, only: str | None = None,
+              out: Path | None = None) -> Path:
+    """Run the article sections and write report.md, figures/*.png and results.json.
+
+    Args:
+        quick: small settings that finish in minutes on 2 CPU cores (the default).
+        full: the paper-like settings (hours; several seeds).
+        only: comma-separated section names to run (default: all). Known: see SECTIONS.
+        out: run folder (default runs/reproduce-<timestamp>/).
+    Returns:
+        The path of report.md.
+    """
+    if quick and full:
+        raise KexueError("choose one of --quick and --full")
+    names = list(SECTIONS) if not only else [s.strip() for s in only.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SECTIONS]
+    if unknown:
+        raise KexueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    mode = "full" if full else "quick"
+    out = make_run_dir(out, "reproduce", {"mode": mode, "only": only})
+    (out / "figures").mkdir(exist_ok=True)
+    results: list[SectionResult] = []
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"[reproduce] section {name} ({mode})", flush=True)
+        section = SECTIONS[name](out, quick=not full)
+        section.seconds = time.perf_counter() - t0
+        results.append(section)
+        write_report(out, results, mode)  # keep a valid report after every section
+    report = write_report(out, results, mode)
+    print(f"[reproduce] wrote {report} and {out / 'results.json'}")
+    return report

@@ -1,0 +1,66 @@
+"""The reproduction report: one section per article, written as report.md + results.json."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kexue.io import write_text
+from kexue.results import Figure, write_results
+
+
+@dataclass
+class SectionResult:
+    """What one article's section produced.
+
+    Attributes:
+        name: short key, e.g. ``"vae"``.
+        title: heading, e.g. ``"1. Clustering VAE (kexue.fm/archives/5887)"``.
+        figures: measured numbers beside the published ones.
+        notes: markdown shown under the table (setting, what falls short and by how much).
+        images: PNG paths relative to the report folder.
+        seconds: wall time of the section.
+    """
+
+    name: str
+    title: str
+    figures: list[Figure] = field(default_factory=list)
+    notes: str = ""
+    images: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _fmt(x: float | None) -> str:
+    if x is None:
+        return "–"
+    return f"{x:.4g}" if abs(x) < 1e4 else f"{x:.3e}"
+
+
+def figure_table(figures: list[Figure]) -> str:
+    """Markdown table: metric | ours | published | source | command."""
+    rows = ["| metric | ours | published | source | command |", "|---|---|---|---|---|"]
+    for f in figures:
+        cmd = f"`{f.command}`" if f.command else ""
+        rows.append(f"| {f.key} | {_fmt(f.value)} | {_fmt(f.published)} | {f.source or ''} | {cmd} |")
+    return "\n".join(rows)
+
+
+def write_report(out: Path, sections: list[SectionResult], mode: str) -> Path:
+    """Write ``out/report.md`` and ``out/results.json`` (atomically) from finished sections."""
+    parts = [
+        "# kexue reproduction report",
+        "",
+        f"Mode: `{mode}`. Written {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+        "Each row puts our measured figure beside the published one; see each section's notes "
+        "for the setting and for what falls short.",
+        "",
+    ]
+    for s in sections:
+        parts += [f"## {s.title}", "", f"Wall time: {s.seconds:.0f} s.", "", figure_table(s.figures), ""]
+        if s.notes:
+            parts += [s.notes.strip(), ""]
+        parts += [f"![{Path(img).stem}]({img})" for img in s.images]
+        parts.append("")
+    write_results(out / "results.json", [f for s in sections for f in s.figures])
+    return write_text(out / "report.md", "\n".join(parts))
