@@ -11,15 +11,18 @@ import sys
 
 from jsonargparse import auto_cli
 
+from kexue.commands import vae_cluster
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
 COMMANDS = {
     "reproduce": reproduce,
+    "vae-cluster": {"train": vae_cluster.train, "eval": vae_cluster.evaluate, "sample": vae_cluster.sample,
+                    "study": vae_cluster.study},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
-FLAGS = {"--quick", "--full", "--resume", "--draw"}
+FLAGS = {"--quick", "--full", "--resume", "--draw", "--augment"}
 
 
 def _bare_flags(argv: list[str]) -> list[str]:

@@ -171,7 +171,7 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainConfig,
         out_dir: str | Path | None = None, eval_fn: EvalFn | None = None, resume: bool = False,
-        desc: str = "train") -> FitResult:
+        desc: str = "train", until: int | None = None) -> FitResult:
     """Train ``model`` for ``cfg.steps`` optimizer steps.
 
     Args:
@@ -184,6 +184,8 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
         eval_fn: ``(model) -> metrics``, run on rank 0 every ``cfg.eval_every`` steps and at the end.
         resume: continue from ``out_dir/checkpoints/latest`` if there is one.
         desc: label of the progress bar.
+        until: stop (with a checkpoint) after this step instead of ``cfg.steps``; the schedule
+            still spans ``cfg.steps``, so a later ``resume`` continues exactly.
     Returns:
         A :class:`FitResult`.
     Raises:
@@ -226,9 +228,10 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
             result.evals.append({"step": step, **metrics})
         dist.barrier()
 
+    end = cfg.steps if until is None else min(until, cfg.steps)
     model.train()
     try:
-        for step in range(start, cfg.steps):
+        for step in range(start, end):
             seed = step_seed(cfg.seed, step, dist.rank())
             torch.manual_seed(seed)  # dropout and other global-RNG draws
             generator.manual_seed(seed)
@@ -255,19 +258,19 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
             count += 1
             done = step + 1
             bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.steps:
+            if done % cfg.log_every == 0 or done == end:
                 result.train = {k: v / count for k, v in sums.items()}
                 logger.log(done, "train", {**result.train, "lr": optimizer.param_groups[0]["lr"]})
                 bar.set_postfix(loss=f"{result.train['loss']:.4g}")
                 sums, count = {}, 0
-            if cfg.eval_every and done % cfg.eval_every == 0 and done != cfg.steps:
+            if cfg.eval_every and done % cfg.eval_every == 0 and done != end:
                 evaluate(done)
-            if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done != cfg.steps:
+            if cfg.ckpt_every and done % cfg.ckpt_every == 0 and done != end:
                 checkpoint(done)
             result.step = done
-        if result.step == cfg.steps and start < cfg.steps:
-            evaluate(cfg.steps)
-            checkpoint(cfg.steps)
+        if start < end:
+            evaluate(end)
+            checkpoint(end)
     finally:
         bar.close()
         logger.close()

@@ -1,0 +1,195 @@
+"""Clustering VAE with a Gaussian-mixture prior (Su, kexue.fm/archives/5887).
+
+Inference p(z|x) = N(μ(x), diag σ²(x)) and a classifier p(y|z); generation q(z|y) = N(μ_y, I)
+with learnable class means, uniform q(y), and a decoder G(z). Per-example loss (eq. in §1 of
+METHODS.md):
+
+    L(x) = λ·Σ_pixels ½(x − G(z))²  +  Σ_y p(y|z)·log[p(z|x)/q(z|y)]  +  KL(p(y|z) ‖ q(y))
+
+Clustering: y* = argmax_y p(y | μ(x)). Generation: z ~ N(μ_y, I), x = G(z).
+
+The middle term has two variants: ``kl="closed"`` (2018 code, an exact Gaussian KL per class)
+and ``kl="sampled"`` (Su's Dec-2018 revision, a one-sample estimate). The architecture follows
+the author's Keras code: two conv blocks (32, 64 filters) for 28×28 images, and an MLP for any
+other size (e.g. 8×8 digits).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kexue.errors import KexueError
+
+
+def conv_encoder(latent_dim: int) -> nn.Module:
+    """28×28×1 -> (B, 2·latent_dim): two blocks [conv s2, conv s1] of 32 and 64 filters."""
+    act = nn.LeakyReLU(0.2)
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 3, stride=2, padding=1), act,   # (B, 32, 14, 14)
+        nn.Conv2d(32, 32, 3, padding=1), act,
+        nn.Conv2d(32, 64, 3, stride=2, padding=1), act,  # (B, 64, 7, 7)
+        nn.Conv2d(64, 64, 3, padding=1), act,
+        nn.Flatten(),                                    # (B, 3136)
+        nn.Linear(7 * 7 * 64, 2 * latent_dim),           # μ and log σ², concatenated
+    )
+
+
+def conv_decoder(latent_dim: int) -> nn.Module:
+    """(B, latent_dim) -> (B, 1, 28, 28) in [0, 1], mirroring the encoder."""
+    act = nn.LeakyReLU(0.2)
+    return nn.Sequential(
+        nn.Linear(latent_dim, 7 * 7 * 64), nn.Unflatten(1, (64, 7, 7)),          # (B, 64, 7, 7)
+        nn.ConvTranspose2d(64, 64, 3, padding=1), act,
+        nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1), act,  # (B, 64, 14, 14)
+        nn.ConvTranspose2d(64, 32, 3, padding=1), act,
+        nn.ConvTranspose2d(32, 32, 3, stride=2, padding=1, output_padding=1), act,  # (B, 32, 28, 28)
+        nn.ConvTranspose2d(32, 1, 3, padding=1), nn.Sigmoid(),
+    )
+
+
+def mlp_encoder(pixels: int, latent_dim: int, hidden: int = 256) -> nn.Module:
+    return nn.Sequential(nn.Flatten(), nn.Linear(pixels, hidden), nn.LeakyReLU(0.2),
+                         nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * latent_dim))
+
+
+def mlp_decoder(size: tuple[int, int], latent_dim: int, hidden: int = 256) -> nn.Module:
+    return nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
+                         nn.LeakyReLU(0.2), nn.Linear(hidden, size[0] * size[1]), nn.Sigmoid(),
+                         nn.Unflatten(1, (1, *size)))
+
+
+class ClusterVAE(nn.Module):
+    """Encoder p(z|x), classifier p(y|z), class means μ_y and decoder G(z).
+
+    Args:
+        image_size: (H, W); 28×28 uses the conv backbone unless ``backbone="mlp"``.
+        latent_dim: d, the size of z (author: 20).
+        num_classes: K (author: 10).
+        backbone: ``"auto"`` (conv for 28×28, MLP otherwise), ``"conv"`` or ``"mlp"``.
+        classifier_hidden: width of the classifier's hidden layer (author: 256).
+    Example: ``ClusterVAE((28, 28)).encode(x)`` -> ``(mu, logvar)``, each (B, 20).
+    """
+
+    def __init__(self, image_size: tuple[int, int] = (28, 28), latent_dim: int = 20, num_classes: int = 10,
+                 backbone: str = "auto", classifier_hidden: int = 256):
+        super().__init__()
+        image_size = tuple(image_size)
+        if backbone == "auto":
+            backbone = "conv" if image_size == (28, 28) else "mlp"
+        if backbone == "conv" and image_size != (28, 28):
+            raise KexueError(f"the conv backbone needs 28×28 images, got {image_size[0]}×{image_size[1]}; "
+                             "use --backbone mlp")
+        if backbone not in ("conv", "mlp"):
+            raise KexueError(f"backbone must be auto, conv or mlp, got {backbone!r}")
+        if num_classes < 2 or latent_dim < 1:
+            raise KexueError("need num_classes >= 2 and latent_dim >= 1")
+        self.image_size, self.latent_dim, self.num_classes, self.backbone = image_size, latent_dim, num_classes, backbone
+        pixels = image_size[0] * image_size[1]
+        self.encoder = conv_encoder(latent_dim) if backbone == "conv" else mlp_encoder(pixels, latent_dim)
+        self.decoder = conv_decoder(latent_dim) if backbone == "conv" else mlp_decoder(image_size, latent_dim)
+        self.classifier = nn.Sequential(nn.Linear(latent_dim, classifier_hidden), nn.ReLU(),
+                                        nn.Linear(classifier_hidden, num_classes))
+        self.class_means = nn.Parameter(torch.zeros(num_classes, latent_dim))  # μ_y, zero-initialised
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x (B, 1, H, W) -> μ (B, d), log σ² (B, d)."""
+        if tuple(x.shape[-2:]) != self.image_size:
+            raise KexueError(f"model expects {self.image_size[0]}×{self.image_size[1]} images, "
+                             f"got {x.shape[-2]}×{x.shape[-1]}")
+        mu, logvar = self.encoder(x).chunk(2, dim=-1)
+        return mu, logvar
+
+    def class_logits(self, z: torch.Tensor) -> torch.Tensor:
+        """Logits of p(y|z): (B, K)."""
+        return self.classifier(z)
+
+    @torch.no_grad()
+    def predict(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """Cluster of each image: argmax_y p(y | μ(x)); (N,) int64."""
+        was = self.training
+        self.eval()
+        out = [self.class_logits(self.encode(xb)[0]).argmax(-1) for xb in x.split(batch_size)]
+        self.train(was)
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+        """μ(x) for every image: (N, d)."""
+        return torch.cat([self.encode(xb)[0] for xb in x.split(batch_size)])
+
+    @torch.no_grad()
+    def sample(self, classes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Class-conditional images: z ~ N(μ_y, I), x = G(z); classes (N,) -> (N, 1, H, W)."""
+        mu = self.class_means[classes]
+        z = mu + torch.randn(mu.shape, generator=generator, device=mu.device)
+        return self.decoder(z)
+
+
+def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Generator | None = None,
+                      kl: str = "sampled", eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """The three loss terms of eq. (L), each averaged over the batch (reductions as in the author code).
+
+    Args:
+        model: the VAE.
+        x: images (B, 1, H, W) in [0, 1].
+        generator: draws ε for z = μ + σ∘ε.
+        kl: ``"closed"`` (exact Gaussian KL per class) or ``"sampled"`` (one-sample estimate).
+        eps: a fixed ε (B, d) instead of a draw (tests use it).
+    Returns:
+        ``recon`` Σ_pixels ½(x − x̂)², ``kl_z`` Σ_y p(y|z)·log p(z|x)/q(z|y) (estimate), ``kl_y``
+        KL(p(y|z) ‖ uniform), ``probs`` p(y|z) (B, K), ``z`` (B, d); per-example means.
+    """
+    mu, logvar = model.encode(x)                                   # (B, d) each
+    if eps is None:
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    z = mu + torch.exp(0.5 * logvar) * eps                         # reparameterisation
+    x_hat = model.decoder(z)                                       # (B, 1, H, W)
+    recon = 0.5 * (x - x_hat).pow(2).flatten(1).sum(1)             # (B,)
+    log_probs = F.log_softmax(model.class_logits(z), dim=-1)       # (B, K)
+    probs = log_probs.exp()
+    diff = mu.unsqueeze(1) if kl == "closed" else z.unsqueeze(1)   # (B, 1, d)
+    sq = (diff - model.class_means.unsqueeze(0)).pow(2)            # (B, K, d): (μ or z − μ_y)²
+    if kl == "closed":
+        # KL(N(μ, σ²) ‖ N(μ_y, I)) = −½ Σ_d [1 + log σ² − (μ − μ_y)² − σ²]
+        per_class = -0.5 * (1 + logvar.unsqueeze(1) - sq - logvar.exp().unsqueeze(1)).sum(-1)
+    elif kl == "sampled":
+        # log p(z|x) − log q(z|y) ≈ −½ Σ_d [log σ² − (z − μ_y)²]   (Su's revision; constants dropped)
+        per_class = -0.5 * (logvar.unsqueeze(1) - sq).sum(-1)      # (B, K)
+    else:
+        raise KexueError(f"kl must be 'closed' or 'sampled', got {kl!r}")
+    kl_z = (probs * per_class).sum(-1)                              # (B,)
+    kl_y = (probs * log_probs).sum(-1) + math.log(model.num_classes)  # KL(p(y|z) ‖ 1/K)
+    return {"recon": recon.mean(), "kl_z": kl_z.mean(), "kl_y": kl_y.mean(), "probs": probs, "z": z}
+
+
+def cluster_vae_loss(model: ClusterVAE, x: torch.Tensor, generator: torch.Generator | None = None,
+                     kl: str = "sampled", recon_weight: float = 2.5, balance: bool = True,
+                     batch_balance: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """λ·recon + kl_z + kl_y (+ optional batch-balance extension); returns (loss, metrics).
+
+    Args:
+        recon_weight: λ (2018 code: 5; revision: 2.5).
+        balance: include KL(p(y|z) ‖ q(y)) (Su calls it optional).
+        batch_balance: weight of KL(mean_batch p(y|z) ‖ uniform). An extension, not in the
+            sources: it enforces equal cluster sizes at the batch level. 0 turns it off.
+    """
+    t = cluster_vae_terms(model, x, generator, kl)
+    loss = recon_weight * t["recon"] + t["kl_z"] + (t["kl_y"] if balance else 0.0)
+    metrics = {"recon": t["recon"].item(), "kl_z": t["kl_z"].item(), "kl_y": t["kl_y"].item()}
+    if batch_balance:
+        mean_p = t["probs"].mean(0).clamp_min(1e-8)
+        kl_batch = (mean_p * mean_p.log()).sum() + math.log(model.num_classes)
+        loss = loss + batch_balance * kl_batch
+        metrics["kl_batch"] = kl_batch.item()
+    return loss, metrics
+
+
+def autoencoder_loss(model: ClusterVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Pre-training loss: deterministic autoencoder through μ(x) (no sampling, no prior)."""
+    mu, _ = model.encode(x)
+    recon = 0.5 * (x - model.decoder(mu)).pow(2).flatten(1).sum(1).mean()
+    return recon, {"recon": recon.item()}

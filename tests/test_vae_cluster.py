@@ -1,0 +1,101 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from kexue.commands.vae_cluster import VAEClusterConfig, evaluate_model, train_cluster_vae
+from kexue.data.images import ImageSet
+from kexue.analysis.clustering import clustering_scores, contingency, hungarian_accuracy, majority_accuracy
+from kexue.errors import KexueError
+from kexue.models.vae_cluster import ClusterVAE, cluster_vae_loss, cluster_vae_terms
+
+
+class Const(nn.Module):
+    """Returns the same values for every example: (B, *shape)."""
+
+    def __init__(self, *values, shape=None):
+        super().__init__()
+        self.register_buffer("v", torch.tensor(list(values)))
+        self.shape = shape or (len(values),)
+
+    def forward(self, x):
+        return self.v.view(1, *self.shape).expand(len(x), *self.shape)
+
+
+def _hand_model():
+    """d = 1, K = 2, one pixel: μ = 1, log σ² = 0, x̂ = 0.25, μ_y = (0, 2), p(y|z) = (1/4, 3/4)."""
+    m = ClusterVAE((1, 1), latent_dim=1, num_classes=2, backbone="mlp")
+    m.encoder = Const(1.0, 0.0)
+    m.decoder = Const(0.25, shape=(1, 1, 1))
+    m.classifier = Const(0.0, math.log(3.0))
+    with torch.no_grad():
+        m.class_means.copy_(torch.tensor([[0.0], [2.0]]))
+    return m
+
+
+def test_loss_terms_match_hand_computation():
+    m, x, eps = _hand_model(), torch.full((1, 1, 1, 1), 0.5), torch.tensor([[0.5]])  # z = 1.5
+    closed = cluster_vae_terms(m, x, kl="closed", eps=eps)
+    sampled = cluster_vae_terms(m, x, kl="sampled", eps=eps)
+    assert closed["recon"].item() == pytest.approx(0.5 * 0.25**2)
+    # closed: KL(N(1,1) || N(μ_y,1)) = ½(1 − μ_y)² = ½ for both classes
+    assert closed["kl_z"].item() == pytest.approx(0.5)
+    # sampled: ½(z − μ_y)² = 1.125, 0.125; weighted by (1/4, 3/4)
+    assert sampled["kl_z"].item() == pytest.approx(0.25 * 1.125 + 0.75 * 0.125)
+    assert closed["kl_y"].item() == pytest.approx(math.log(2) + 0.25 * math.log(0.25) + 0.75 * math.log(0.75))
+    loss, metrics = cluster_vae_loss(m, x, kl="closed", recon_weight=2.0, balance=False, generator=None)
+    assert metrics["kl_z"] > 0 and torch.isfinite(loss)
+
+
+def test_closed_form_is_the_mean_of_the_sampled_estimate():
+    torch.manual_seed(0)
+    m = ClusterVAE((4, 4), latent_dim=3, num_classes=4, backbone="mlp")
+    with torch.no_grad():
+        m.class_means.normal_()
+    x = torch.rand(2, 1, 4, 4)
+    mu, logvar = m.encode(x)
+    # E_ε[log p(z|x) − log q(z|y)] = closed-form KL; the sampled form drops −½‖ε‖², whose mean is −d/2.
+    eps = torch.randn(200_000, 3)
+    z = mu[0] + torch.exp(0.5 * logvar[0]) * eps
+    sampled = (-0.5 * (logvar[0] - (z - m.class_means[1]) ** 2)).sum(-1).mean() - 1.5
+    closed = -0.5 * (1 + logvar[0] - (mu[0] - m.class_means[1]) ** 2 - logvar[0].exp()).sum()
+    assert sampled.item() == pytest.approx(closed.item(), abs=0.02)
+
+
+def test_accuracies_on_hand_made_confusion():
+    clusters = [0, 0, 0, 1, 1, 2, 2, 2, 2, 2]
+    labels = [0, 0, 1, 1, 1, 1, 2, 2, 2, 0]
+    table = contingency(clusters, labels)
+    assert table.tolist() == [[2, 1, 0], [0, 2, 0], [1, 1, 3]]
+    assert majority_accuracy(clusters, labels) == pytest.approx((2 + 2 + 3) / 10)
+    assert hungarian_accuracy(clusters, labels) == pytest.approx((2 + 2 + 3) / 10)
+    # Many-to-one beats one-to-one when two clusters hold the same label.
+    c2, y2 = [0, 0, 1, 1, 2, 2], [0, 0, 0, 0, 1, 2]
+    assert majority_accuracy(c2, y2) == pytest.approx(5 / 6)
+    assert hungarian_accuracy(c2, y2) == pytest.approx(3 / 6)
+    s = clustering_scores(c2, y2)
+    assert 0 < s["nmi"] < 1 and s["ari"] < 1
+
+
+def test_bad_backbone_size_is_a_clear_error():
+    with pytest.raises(KexueError, match="28×28"):
+        ClusterVAE((32, 32), backbone="conv")
+    m = ClusterVAE((28, 28))
+    with pytest.raises(KexueError, match="expects 28×28"):
+        m.encode(torch.zeros(1, 1, 8, 8))
+
+
+def test_three_blobs_are_clustered():
+    """The training recipe (AE pre-training, GMM init, VAE loss) separates three blobs."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(3, 16, generator=g).round()                 # three binary 4×4 patterns
+    labels = torch.arange(3).repeat_interleave(200)
+    x = (centres[labels] * 0.8 + 0.1 + 0.05 * torch.randn(600, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
+    images = ImageSet("blobs", x[::2], labels[::2], x[1::2], labels[1::2])
+    cfg = VAEClusterConfig(epochs=10, batch_size=50, lr=3e-3, latent_dim=4, num_classes=3, pretrain_epochs=10,
+                           gmm_restarts=2, classifier_fit_steps=100)
+    model = train_cluster_vae(images, cfg, progress=False)
+    scores = evaluate_model(model, images.test_x, images.test_y)
+    assert scores["acc_hungarian"] >= 0.95
