@@ -22,7 +22,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 # Debian data package(s): Fashion-MNIST IDX files under /usr/share/datasets.
 $(DATA_STAMP):
 	@if [ ! -f $(FASHION) ]; then \
-	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -qq dataset-fashion-mnist || \
+	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist); \
 	  else sudo apt-get install -y -qq dataset-fashion-mnist || echo "warning: could not install dataset-fashion-mnist; Fashion-MNIST runs will say so"; fi; \
 	fi
 	touch $(DATA_STAMP)

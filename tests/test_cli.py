@@ -16,12 +16,12 @@ def _run(args, capsys):
 
 def test_vae_cluster_train_eval_sample_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    main(["vae-cluster", "train", "--data", "digits", "--epochs", "1", "--pretrain_epochs", "1",
-          "--gmm_restarts", "1", "--out", str(out)])
+    main(["vae-cluster", "train", "--data", "digits", "--settings.epochs", "1", "--settings.pretrain_epochs", "1",
+          "--settings.gmm_restarts", "1", "--settings.spectral_neighbors", "5", "--out", str(out)])
     printed = capsys.readouterr().out
     assert "Hungarian acc" in printed
     config = yaml.safe_load((out / "config.yaml").read_text())
-    assert config["command"] == "vae-cluster-train" and config["epochs"] == 1 and config["data"] == "digits"
+    assert config["command"] == "vae-cluster-train" and config["settings"]["epochs"] == 1 and config["data"] == "digits"
     results = json.loads((out / "results.json").read_text())
     assert set(results) >= {"vae.digits.acc_hungarian", "vae.digits.acc_majority"}
     assert 0.0 <= results["vae.digits.acc_hungarian"]["value"] <= results["vae.digits.acc_majority"]["value"]
@@ -40,8 +40,11 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert code == 2 and "no trained model" in io.err
     code, io = _run(["reproduce", "--only", "nosuch", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "unknown section" in io.err
-    code, io = _run(["vae-cluster", "train", "--data", "digits", "--backbone", "conv", "--out", str(tmp_path / "c")], capsys)
+    code, io = _run(["vae-cluster", "train", "--data", "digits", "--settings.backbone", "conv", "--settings.epochs", "1",
+                     "--settings.pretrain_epochs", "0", "--out", str(tmp_path / "c")], capsys)
     assert code == 2 and "28×28" in io.err
+    code, io = _run(["vae-cluster", "train", "--settings.kl", "exact", "--out", str(tmp_path / "k")], capsys)
+    assert code == 2 and "kl must be" in io.err
 
 
 def test_console_script_help_lists_commands():

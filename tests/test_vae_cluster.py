@@ -95,7 +95,8 @@ def test_three_blobs_are_clustered():
     x = (centres[labels] * 0.8 + 0.1 + 0.05 * torch.randn(600, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
     images = ImageSet("blobs", x[::2], labels[::2], x[1::2], labels[1::2])
     cfg = VAEClusterConfig(epochs=10, batch_size=50, lr=3e-3, latent_dim=4, num_classes=3, pretrain_epochs=10,
-                           gmm_restarts=2, classifier_fit_steps=100)
+                           gmm_restarts=2, classifier_fit_steps=100, spectral_neighbors=0, augment=False,
+                           consistency=0.0, balance=True, batch_balance=0.0)
     model = train_cluster_vae(images, cfg, progress=False)
     scores = evaluate_model(model, images.test_x, images.test_y)
     assert scores["acc_hungarian"] >= 0.95

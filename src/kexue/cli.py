@@ -22,7 +22,7 @@ COMMANDS = {
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
-FLAGS = {"--quick", "--full", "--resume", "--draw", "--augment"}
+FLAGS = {"--quick", "--full", "--resume", "--draw"}
 
 
 def _bare_flags(argv: list[str]) -> list[str]:

@@ -24,7 +24,7 @@ from kexue.analysis.clustering import cluster_sizes, clustering_scores
 from kexue.data.images import ImageSet, load_images, random_affine
 from kexue.errors import KexueError
 from kexue.io import make_run_dir, save_figure, write_json
-from kexue.models.vae_cluster import ClusterVAE, autoencoder_loss, cluster_vae_loss
+from kexue.models.vae_cluster import ClusterVAE, autoencoder_loss, cluster_vae_loss, consistency_loss
 from kexue.results import Figure, write_results
 from kexue.training import TensorBatches, TrainConfig, fit
 from kexue.training.checkpoint import load_weights, save_weights
@@ -38,7 +38,34 @@ PUBLISHED = {  # (value, source) of the numbers we stand beside; see ANCHORS.md 
 
 @dataclass
 class VAEClusterConfig:
-    """Settings of one clustering-VAE run (defaults: the author's, plus our unsupervised init)."""
+    """Settings of one clustering-VAE run.
+
+    The defaults are our best label-free recipe; the author's setting (archives/5887) is
+    ``pretrain_epochs=0, gmm_init=False, augment=False, consistency=0, balance=True,
+    batch_balance=0, spectral_neighbors=0``.
+
+    Attributes:
+        epochs: VAE training epochs (author: 50).
+        batch_size: images per step (author: 100).
+        lr: Adam learning rate (author: 1e-3).
+        latent_dim: size d of z (author: 20).
+        num_classes: K, the number of clusters (author: 10).
+        kl: 'sampled' (Su's revision) or 'closed' (2018 code).
+        recon_weight: λ on the squared error (2.5 revision, 5 in 2018).
+        balance: include KL(p(y|z) || q(y)) (Su: optional).
+        batch_balance: weight of KL(batch-mean p(y|z) || uniform), an extension.
+        pretrain_epochs: autoencoder pre-training epochs (0 = none, as the author).
+        gmm_init: initialise μ_y and the classifier from a Gaussian mixture on the codes.
+        gmm_restarts: mixture restarts; the best by likelihood (unsupervised) is kept.
+        classifier_fit_steps: steps fitting p(y|z) to the mixture's responsibilities.
+        spectral_neighbors: fit the mixture on a spectral embedding of the k-NN graph of the
+            codes (0 = on the codes themselves), an extension.
+        consistency: weight of the augmentation-consistency term, an extension (0 = off).
+        augment: train on randomly shifted, rotated and scaled images.
+        backbone: auto (conv for 28×28, MLP otherwise), conv or mlp.
+        seed: random seed.
+        eval_every_epochs: log test-set scores every N epochs (labels score only).
+    """
 
     epochs: int = 50
     batch_size: int = 100
@@ -47,16 +74,24 @@ class VAEClusterConfig:
     num_classes: int = 10
     kl: str = "sampled"
     recon_weight: float = 2.5
-    balance: bool = True
-    batch_balance: float = 0.0
-    pretrain_epochs: int = 10
+    balance: bool = False
+    batch_balance: float = 1.0
+    pretrain_epochs: int = 30
     gmm_init: bool = True
     gmm_restarts: int = 5
     classifier_fit_steps: int = 300
+    spectral_neighbors: int = 20
+    consistency: float = 10.0
+    augment: bool = True
     backbone: str = "auto"
     seed: int = 0
     eval_every_epochs: int = 5
-    augment: bool = False
+
+    def __post_init__(self) -> None:
+        if self.kl not in ("sampled", "closed"):
+            raise KexueError(f"kl must be 'sampled' or 'closed', got {self.kl!r}")
+        if min(self.epochs, self.batch_size, self.latent_dim) < 1 or self.num_classes < 2:
+            raise KexueError("epochs, batch_size and latent_dim must be >= 1 and num_classes >= 2")
 
 
 def _device(name: str) -> torch.device:
@@ -79,15 +114,34 @@ def evaluate_model(model: ClusterVAE, x: torch.Tensor, y: torch.Tensor) -> dict[
 
 @torch.no_grad()
 def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int, fit_steps: int,
-                   lr: float = 1e-3) -> dict[str, float]:
-    """Fit a GMM on μ(x), rescale the latent space to unit within-class spread, set μ_y, fit p(y|z)."""
+                   lr: float = 1e-3, spectral_neighbors: int = 0) -> dict[str, float]:
+    """Initialise μ_y and p(y|z) from a Gaussian mixture on the codes μ(x) (no labels).
+
+    The mixture is fitted on μ(x) itself, or, with ``spectral_neighbors`` > 0, on a spectral
+    embedding of the k-nearest-neighbour graph of μ(x) (it follows the data manifold; an
+    extension, not in the sources). The latent space is rescaled so that the clusters'
+    within-class spread matches the prior's unit variance (an exact reparameterisation of the
+    autoencoder), μ_y become the responsibility-weighted cluster means, and the classifier is
+    fitted to the responsibilities.
+    """
     from sklearn.mixture import GaussianMixture
 
     device = next(model.parameters()).device
-    emb = model.embed(x.to(device)).cpu().double().numpy()            # (N, d)
-    gmm = GaussianMixture(model.num_classes, covariance_type="diag", n_init=restarts,
-                          random_state=seed, reg_covar=1e-4).fit(emb)
-    scale = float(np.sqrt(gmm.covariances_.mean()))                   # within-class std of μ(x)
+    codes = model.embed(x.to(device)).cpu().double()                  # (N, d)
+    features = codes.numpy()
+    if spectral_neighbors:
+        from sklearn.manifold import SpectralEmbedding
+
+        features = SpectralEmbedding(n_components=model.num_classes, affinity="nearest_neighbors",
+                                     n_neighbors=spectral_neighbors, random_state=seed).fit_transform(features)
+    features = features / features.std()  # one global scale, so reg_covar means the same everywhere
+    gmm = GaussianMixture(model.num_classes, covariance_type="full" if spectral_neighbors else "diag",
+                          n_init=restarts, random_state=seed, reg_covar=1e-4).fit(features)
+    resp = torch.as_tensor(gmm.predict_proba(features))               # (N, K) soft assignments
+    weights = resp / resp.sum(0, keepdim=True).clamp_min(1e-12)
+    means = weights.T @ codes                                          # (K, d)
+    spread = (resp.unsqueeze(-1) * (codes.unsqueeze(1) - means.unsqueeze(0)).pow(2)).sum((0, 1)) / len(codes)
+    scale = float(spread.mean().sqrt())                                # within-class std of μ(x)
     # Exact reparameterisation: μ'(x) = μ(x)/s and G'(z') = G(s·z'), so the AE is unchanged.
     enc_out: torch.nn.Linear = model.encoder[-1]
     d = model.latent_dim
@@ -95,20 +149,20 @@ def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int,
     enc_out.bias[:d] /= scale
     dec_in: torch.nn.Linear = model.decoder[0]
     dec_in.weight *= scale
-    model.class_means.copy_(torch.as_tensor(gmm.means_ / scale, dtype=model.class_means.dtype))
-    resp = torch.as_tensor(gmm.predict_proba(emb), dtype=torch.float32)  # (N, K) soft targets
+    model.class_means.copy_((means / scale).to(model.class_means.dtype))
+    resp = resp.float()
     with torch.enable_grad():
         opt = torch.optim.Adam(model.classifier.parameters(), lr=lr)
-        z_all = torch.as_tensor(emb / scale, dtype=torch.float32, device=device)
+        z_all = (codes / scale).float().to(device)
         g = torch.Generator().manual_seed(seed)
         for _ in range(fit_steps):
             idx = torch.randint(len(z_all), (256,), generator=g)
-            zb = z_all[idx] + torch.randn(len(idx), d, generator=g).to(device)  # z ~ N(μ, I)-ish
+            zb = z_all[idx] + 0.5 * torch.randn(len(idx), d, generator=g).to(device)
             loss = -(resp[idx].to(device) * F.log_softmax(model.classifier(zb), -1)).sum(-1).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return {"gmm_scale": scale, "gmm_log_likelihood": float(gmm.score(emb))}
+    return {"latent_scale": scale, "gmm_log_likelihood": float(gmm.score(features))}
 
 
 def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | None = None,
@@ -145,15 +199,21 @@ def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | N
             pre, sub("pretrain"), resume=resume, desc="pretrain AE")
     init = {}
     if cfg.gmm_init and not resuming_vae:
-        init = gmm_initialise(model, x, cfg.gmm_restarts, cfg.seed, cfg.classifier_fit_steps)
+        init = gmm_initialise(model, x, cfg.gmm_restarts, cfg.seed, cfg.classifier_fit_steps,
+                              spectral_neighbors=cfg.spectral_neighbors)
         init.update({f"init_{k}": v for k, v in eval_fn(model).items()})  # labels score only
         print(f"after GMM initialisation: test Hungarian acc {init['init_acc_hungarian']:.4f}", flush=True)
     main = TrainConfig(steps=cfg.epochs * per_epoch, lr=cfg.lr, seed=cfg.seed + 1, clip_norm=None,
                        log_every=per_epoch, eval_every=cfg.eval_every_epochs * per_epoch, progress=progress)
 
     def loss_fn(m, batch, g):
-        batch = random_affine(batch, g) if cfg.augment else batch
-        return cluster_vae_loss(m, batch, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance)
+        view = random_affine(batch, g) if cfg.augment else batch
+        loss, metrics = cluster_vae_loss(m, view, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance)
+        if cfg.consistency:
+            cons = consistency_loss(m, batch, view, g)
+            loss = loss + cfg.consistency * cons
+            metrics["consistency"] = cons.item()
+        return loss, metrics
 
     fit(model, loss_fn, TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed + 1), main, vae_dir,
         eval_fn=eval_fn, resume=resume, desc="train VAE")
@@ -238,41 +298,21 @@ def plot_samples(model: ClusterVAE, path: Path, per_class: int = 10, seed: int =
 
 # ---- command-line entry points -------------------------------------------------------------
 
-def train(data: str = "mnist5k", out: Path | None = None, epochs: int = 50, batch_size: int = 100,
-          lr: float = 1e-3, latent_dim: int = 20, num_classes: int = 10, kl: str = "sampled",
-          recon_weight: float = 2.5, balance: bool = True, batch_balance: float = 0.0,
-          pretrain_epochs: int = 10, gmm_init: bool = True, gmm_restarts: int = 5,
-          augment: bool = False, backbone: str = "auto", seed: int = 0, resume: bool = False,
-          device: str = "auto") -> dict:
+def train(data: str = "mnist5k", out: Path | None = None, settings: VAEClusterConfig = VAEClusterConfig(),
+          resume: bool = False, device: str = "auto") -> dict:
     """Train the clustering VAE (labels are never used for training) and evaluate it on the test split.
 
     Args:
         data: digits, mnist5k, fashion_mnist, an IDX folder or an .npz file.
         out: run folder (default runs/vae-cluster-train-<time>/).
-        epochs: VAE training epochs (author: 50).
-        batch_size: images per step (author: 100).
-        lr: Adam learning rate (author: 1e-3).
-        latent_dim: size d of z (author: 20).
-        num_classes: K, the number of clusters (author: 10).
-        kl: 'sampled' (Su's revision) or 'closed' (2018 code) estimate of Σ_y p(y|z) log p(z|x)/q(z|y).
-        recon_weight: λ on the squared error (2.5 revision, 5 in 2018).
-        balance: include KL(p(y|z) || q(y)).
-        batch_balance: weight of the batch-level balance extension (0 = off; not in the sources).
-        pretrain_epochs: autoencoder pre-training epochs (0 = none, as the author).
-        gmm_init: initialise μ_y and the classifier from a GMM on the pre-trained codes.
-        gmm_restarts: GMM restarts; the best by likelihood (unsupervised) is kept.
-        augment: train on randomly shifted, rotated and scaled images (label-free augmentation).
-        backbone: auto (conv for 28x28, MLP otherwise), conv or mlp.
-        seed: random seed.
+        settings: model and training settings (--settings.epochs 50, --settings.kl closed, ...).
         resume: continue from the checkpoints in --out.
         device: auto, cpu or cuda.
     """
-    cfg = VAEClusterConfig(epochs=epochs, batch_size=batch_size, lr=lr, latent_dim=latent_dim,
-                           num_classes=num_classes, kl=kl, recon_weight=recon_weight, balance=balance,
-                           batch_balance=batch_balance, pretrain_epochs=pretrain_epochs, gmm_init=gmm_init,
-                           gmm_restarts=gmm_restarts, augment=augment, backbone=backbone, seed=seed)
+    cfg = settings
     images = load_images(data)
-    run = make_run_dir(out, "vae-cluster-train", {"data": data, **asdict(cfg), "resume": resume, "device": device})
+    run = make_run_dir(out, "vae-cluster-train", {"data": data, "settings": asdict(cfg), "resume": resume,
+                                                   "device": device})
     model = train_cluster_vae(images, cfg, run, resume=resume, device=device)
     scores = evaluate_model(model, images.test_x, images.test_y)
     write_json(run / "eval.json", scores)
@@ -366,8 +406,7 @@ def seed_figures(data: str, per_seed: dict[str, list[float]], command: str) -> l
 
 
 def study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = None,
-          results: Path | None = None, epochs: int = 50, pretrain_epochs: int = 10, kl: str = "sampled",
-          recon_weight: float = 2.5, device: str = "auto") -> dict:
+          results: Path | None = None, settings: VAEClusterConfig = VAEClusterConfig(), device: str = "auto") -> dict:
     """Train and evaluate several seeds; report mean ± std and best (resumable: rerun to continue).
 
     Args:
@@ -375,10 +414,7 @@ def study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = No
         seeds: comma-separated seeds.
         out: study folder (default runs/vae-cluster-study-<time>/); one sub-folder per seed.
         results: also merge the figures into this results JSON (e.g. benchmarks/results/vae_cluster.json).
-        epochs: VAE epochs per seed.
-        pretrain_epochs: autoencoder pre-training epochs per seed.
-        kl: 'sampled' or 'closed'.
-        recon_weight: λ on the squared error.
+        settings: model and training settings shared by all seeds (--settings.epochs 50, ...).
         device: auto, cpu or cuda.
     """
     try:
@@ -387,11 +423,9 @@ def study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = No
         raise KexueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
     if not seed_list:
         raise KexueError("--seeds is empty")
-    cfg = VAEClusterConfig(epochs=epochs, pretrain_epochs=pretrain_epochs, kl=kl, recon_weight=recon_weight)
-    run = make_run_dir(out, "vae-cluster-study", {"data": data, "seeds": seeds, **asdict(cfg)})
-    per_seed = run_seeds(data, cfg, seed_list, run, device)
-    command = (f"kexue vae-cluster study --data {data} --seeds {seeds} --epochs {epochs} "
-               f"--pretrain_epochs {pretrain_epochs} --kl {kl} --recon_weight {recon_weight}")
+    run = make_run_dir(out, "vae-cluster-study", {"data": data, "seeds": seeds, "settings": asdict(settings)})
+    per_seed = run_seeds(data, settings, seed_list, run, device)
+    command = f"kexue vae-cluster study --data {data} --seeds {seeds} " + settings_flags(settings)
     figures = seed_figures(load_images(data).name, per_seed, command)
     write_results(run / "results.json", figures)
     if results is not None:
@@ -401,3 +435,9 @@ def study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = No
         s = seed_summary(per_seed[metric])
         print(f"{data} {metric}: {s['mean']:.4f} ± {s['std']:.4f} (best {s['best']:.4f}, {s['n']} seeds)")
     return per_seed
+
+
+def settings_flags(cfg: VAEClusterConfig) -> str:
+    """The ``--settings.x`` flags that differ from the defaults (to print the exact command)."""
+    default = asdict(VAEClusterConfig())
+    return " ".join(f"--settings.{k} {v}" for k, v in asdict(cfg).items() if k not in ("seed",) and default[k] != v)

@@ -188,6 +188,21 @@ def cluster_vae_loss(model: ClusterVAE, x: torch.Tensor, generator: torch.Genera
     return loss, metrics
 
 
+def consistency_loss(model: ClusterVAE, x: torch.Tensor, x_aug: torch.Tensor,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Cross-entropy of p(y|z(x_aug)) against p(y|μ(x)) held fixed: a label-free invariance term.
+
+    An extension, not in the sources: the cluster of an image should not change when the image
+    is shifted or rotated a little. The target side is detached (a teacher on the clean image).
+    """
+    with torch.no_grad():
+        target = F.softmax(model.class_logits(model.encode(x)[0]), dim=-1)          # (B, K)
+    mu, logvar = model.encode(x_aug)
+    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+    log_probs = F.log_softmax(model.class_logits(mu + torch.exp(0.5 * logvar) * eps), dim=-1)
+    return -(target * log_probs).sum(-1).mean()
+
+
 def autoencoder_loss(model: ClusterVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Pre-training loss: deterministic autoencoder through μ(x) (no sampling, no prior)."""
     mu, _ = model.encode(x)
