@@ -72,3 +72,18 @@ def test_fashion_mnist_from_debian_package():
     f = load_images("fashion_mnist")
     assert f.train_x.shape == (60000, 1, 28, 28) and f.test_x.shape == (10000, 1, 28, 28)
     assert f.train_y.bincount().tolist() == [6000] * 10
+
+
+def test_random_affine_identity_and_seeded():
+    import torch
+
+    from kexue.data.images import random_affine
+
+    x = load_images("digits").train_x[:16]
+    assert torch.equal(random_affine(x, torch.Generator().manual_seed(0), 0.0, 0.0, 0.0), x)
+    a = random_affine(x, torch.Generator().manual_seed(1))
+    b = random_affine(x, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and not torch.equal(a, x)
+    assert a.min() >= 0 and a.max() <= 1
+    # Mass is roughly kept by a small shift/rotation/zoom (nothing is cropped from an 8×8 digit's centre).
+    assert (a.sum((1, 2, 3)) / x.sum((1, 2, 3))).mean().item() == pytest.approx(1.0, abs=0.2)

@@ -191,7 +191,7 @@ def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | N
     resuming_vae = resume and vae_dir is not None and (vae_dir / "checkpoints" / "latest").is_file()
     if cfg.pretrain_epochs and not resuming_vae:
         pre = TrainConfig(steps=cfg.pretrain_epochs * per_epoch, lr=cfg.lr, seed=cfg.seed, clip_norm=None,
-                          log_every=per_epoch, progress=progress)
+                          log_every=per_epoch, ckpt_every=5 * per_epoch, progress=progress)
         def pre_loss(m, batch, g):
             return autoencoder_loss(m, random_affine(batch, g) if cfg.augment else batch)
 
@@ -204,7 +204,8 @@ def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | N
         init.update({f"init_{k}": v for k, v in eval_fn(model).items()})  # labels score only
         print(f"after GMM initialisation: test Hungarian acc {init['init_acc_hungarian']:.4f}", flush=True)
     main = TrainConfig(steps=cfg.epochs * per_epoch, lr=cfg.lr, seed=cfg.seed + 1, clip_norm=None,
-                       log_every=per_epoch, eval_every=cfg.eval_every_epochs * per_epoch, progress=progress)
+                       log_every=per_epoch, eval_every=cfg.eval_every_epochs * per_epoch,
+                       ckpt_every=5 * per_epoch, progress=progress)
 
     def loss_fn(m, batch, g):
         view = random_affine(batch, g) if cfg.augment else batch
