@@ -100,3 +100,12 @@ def test_three_blobs_are_clustered():
     model = train_cluster_vae(images, cfg, progress=False)
     scores = evaluate_model(model, images.test_x, images.test_y)
     assert scores["acc_hungarian"] >= 0.95
+
+
+def test_consistency_term_is_the_cross_entropy_against_the_target():
+    m, x = _hand_model(), torch.full((1, 1, 1, 1), 0.5)
+    target = torch.tensor([[1.0, 0.0]])
+    _, plain = cluster_vae_loss(m, x, balance=False)
+    _, metrics = cluster_vae_loss(m, x, balance=False, target_probs=target, consistency=2.0)
+    assert metrics["consistency"] == pytest.approx(-math.log(0.25))  # p(y=0|z) = 1/4 for any z
+    assert "consistency" not in plain

@@ -24,7 +24,7 @@ from kexue.analysis.clustering import cluster_sizes, clustering_scores
 from kexue.data.images import ImageSet, load_images, random_affine
 from kexue.errors import KexueError
 from kexue.io import make_run_dir, save_figure, write_json
-from kexue.models.vae_cluster import ClusterVAE, autoencoder_loss, cluster_vae_loss, consistency_loss
+from kexue.models.vae_cluster import ClusterVAE, autoencoder_loss, cluster_probs, cluster_vae_loss
 from kexue.results import Figure, write_results
 from kexue.training import TensorBatches, TrainConfig, fit
 from kexue.training.checkpoint import load_weights, save_weights
@@ -209,12 +209,9 @@ def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | N
 
     def loss_fn(m, batch, g):
         view = random_affine(batch, g) if cfg.augment else batch
-        loss, metrics = cluster_vae_loss(m, view, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance)
-        if cfg.consistency:
-            cons = consistency_loss(m, batch, view, g)
-            loss = loss + cfg.consistency * cons
-            metrics["consistency"] = cons.item()
-        return loss, metrics
+        target = cluster_probs(m, batch) if cfg.consistency else None
+        return cluster_vae_loss(m, view, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance,
+                                target, cfg.consistency)
 
     fit(model, loss_fn, TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed + 1), main, vae_dir,
         eval_fn=eval_fn, resume=resume, desc="train VAE")

@@ -141,7 +141,8 @@ def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Gener
         eps: a fixed ε (B, d) instead of a draw (tests use it).
     Returns:
         ``recon`` Σ_pixels ½(x − x̂)², ``kl_z`` Σ_y p(y|z)·log p(z|x)/q(z|y) (estimate), ``kl_y``
-        KL(p(y|z) ‖ uniform), ``probs`` p(y|z) (B, K), ``z`` (B, d); per-example means.
+        KL(p(y|z) ‖ uniform) (these three averaged over the batch), and per example ``probs`` and
+        ``log_probs`` of p(y|z) (B, K) and ``z`` (B, d).
     """
     mu, logvar = model.encode(x)                                   # (B, d) each
     if eps is None:
@@ -163,19 +164,24 @@ def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Gener
         raise KexueError(f"kl must be 'closed' or 'sampled', got {kl!r}")
     kl_z = (probs * per_class).sum(-1)                              # (B,)
     kl_y = (probs * log_probs).sum(-1) + math.log(model.num_classes)  # KL(p(y|z) ‖ 1/K)
-    return {"recon": recon.mean(), "kl_z": kl_z.mean(), "kl_y": kl_y.mean(), "probs": probs, "z": z}
+    return {"recon": recon.mean(), "kl_z": kl_z.mean(), "kl_y": kl_y.mean(), "probs": probs,
+            "log_probs": log_probs, "z": z}
 
 
 def cluster_vae_loss(model: ClusterVAE, x: torch.Tensor, generator: torch.Generator | None = None,
                      kl: str = "sampled", recon_weight: float = 2.5, balance: bool = True,
-                     batch_balance: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
-    """λ·recon + kl_z + kl_y (+ optional batch-balance extension); returns (loss, metrics).
+                     batch_balance: float = 0.0, target_probs: torch.Tensor | None = None,
+                     consistency: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+    """λ·recon + kl_z + kl_y (+ optional extensions); returns (loss, metrics).
 
     Args:
         recon_weight: λ (2018 code: 5; revision: 2.5).
         balance: include KL(p(y|z) ‖ q(y)) (Su calls it optional).
         batch_balance: weight of KL(mean_batch p(y|z) ‖ uniform). An extension, not in the
             sources: it enforces equal cluster sizes at the batch level. 0 turns it off.
+        target_probs: (B, K) cluster probabilities of the clean images, see :func:`cluster_probs`.
+        consistency: weight of the cross-entropy of p(y|z(x)) against ``target_probs``, when
+            ``x`` is an augmented view (an extension: a cluster should survive a small shift).
     """
     t = cluster_vae_terms(model, x, generator, kl)
     loss = recon_weight * t["recon"] + t["kl_z"] + (t["kl_y"] if balance else 0.0)
@@ -185,22 +191,17 @@ def cluster_vae_loss(model: ClusterVAE, x: torch.Tensor, generator: torch.Genera
         kl_batch = (mean_p * mean_p.log()).sum() + math.log(model.num_classes)
         loss = loss + batch_balance * kl_batch
         metrics["kl_batch"] = kl_batch.item()
+    if consistency and target_probs is not None:
+        cross_entropy = -(target_probs * t["log_probs"]).sum(-1).mean()
+        loss = loss + consistency * cross_entropy
+        metrics["consistency"] = cross_entropy.item()
     return loss, metrics
 
 
-def consistency_loss(model: ClusterVAE, x: torch.Tensor, x_aug: torch.Tensor,
-                     generator: torch.Generator | None = None) -> torch.Tensor:
-    """Cross-entropy of p(y|z(x_aug)) against p(y|μ(x)) held fixed: a label-free invariance term.
-
-    An extension, not in the sources: the cluster of an image should not change when the image
-    is shifted or rotated a little. The target side is detached (a teacher on the clean image).
-    """
-    with torch.no_grad():
-        target = F.softmax(model.class_logits(model.encode(x)[0]), dim=-1)          # (B, K)
-    mu, logvar = model.encode(x_aug)
-    eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    log_probs = F.log_softmax(model.class_logits(mu + torch.exp(0.5 * logvar) * eps), dim=-1)
-    return -(target * log_probs).sum(-1).mean()
+@torch.no_grad()
+def cluster_probs(model: ClusterVAE, x: torch.Tensor) -> torch.Tensor:
+    """p(y | μ(x)) without gradient: (B, K); the teacher side of the consistency term."""
+    return F.softmax(model.class_logits(model.encode(x)[0]), dim=-1)
 
 
 def autoencoder_loss(model: ClusterVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
