@@ -122,3 +122,21 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
         outs[n] = json.loads(out.read_text())
     for a, b in zip(outs[1], outs[2]):
         assert torch.allclose(torch.tensor(a), torch.tensor(b), atol=1e-5)
+
+
+def test_gradient_accumulation_matches_the_large_batch():
+    x, y = _problem()
+
+    def loss_fn(m, batch, g):
+        return torch.nn.functional.cross_entropy(m(batch[0]), batch[1]), {}
+
+    def model():
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(6, 16), torch.nn.Tanh(), torch.nn.Linear(16, 2))
+
+    big, small = model(), model()
+    cfg = dict(steps=10, lr=1e-2, clip_norm=None, progress=False)
+    fit(big, loss_fn, TensorBatches(x, y, batch_size=16, seed=2), TrainConfig(**cfg))
+    fit(small, loss_fn, TensorBatches(x, y, batch_size=8, seed=2), TrainConfig(**cfg, grad_accum=2))
+    for p, q in zip(big.parameters(), small.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)

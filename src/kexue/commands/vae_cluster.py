@@ -114,7 +114,7 @@ def evaluate_model(model: ClusterVAE, x: torch.Tensor, y: torch.Tensor) -> dict[
 
 @torch.no_grad()
 def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int, fit_steps: int,
-                   lr: float = 1e-3, spectral_neighbors: int = 0) -> dict[str, float]:
+                   lr: float = 1e-3, spectral_neighbors: int = 0, max_points: int = 20000) -> dict[str, float]:
     """Initialise μ_y and p(y|z) from a Gaussian mixture on the codes μ(x) (no labels).
 
     The mixture is fitted on μ(x) itself, or, with ``spectral_neighbors`` > 0, on a spectral
@@ -122,11 +122,14 @@ def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int,
     extension, not in the sources). The latent space is rescaled so that the clusters'
     within-class spread matches the prior's unit variance (an exact reparameterisation of the
     autoencoder), μ_y become the responsibility-weighted cluster means, and the classifier is
-    fitted to the responsibilities.
+    fitted to the responsibilities. At most ``max_points`` images (a seeded random subset) enter
+    the mixture, which bounds the cost of the spectral embedding on large data sets.
     """
     from sklearn.mixture import GaussianMixture
 
     device = next(model.parameters()).device
+    if len(x) > max_points:
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_points]]
     codes = model.embed(x.to(device)).cpu().double()                  # (N, d)
     features = codes.numpy()
     if spectral_neighbors:
