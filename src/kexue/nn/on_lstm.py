@@ -1,0 +1,232 @@
+"""ON-LSTM: the ordered-neurons LSTM of Shen et al. (ICLR 2019), kexue.fm/archives/6621.
+
+Hidden size ``n`` is split into ``p = n / chunk_size`` levels. Two master gates over the levels,
+each repeated ``chunk_size`` times, decide how much of the history and of the new input each
+level keeps:
+
+    f~_t = cumax(a_f)                        master forget gate, rises to 1
+    i~_t = 1 - cumax(a_i)   ("paper")        master input gate, falls from 1
+         = cs<-(softmax(a_i)) ("su")         Su's reverse cumulative sum
+    w_t  = f~_t * i~_t
+    c_t  = w_t*(f_t*c_{t-1} + i_t*c^_t) + (f~_t - w_t)*c_{t-1} + (i~_t - w_t)*c^_t
+    h_t  = o_t * tanh(c_t)
+
+The layer computes the input projections of every time step in one matrix product and runs a
+minimal recurrent loop whose backward pass is written by hand (:class:`_ONLSTMRecurrence`): per
+step only ``h_{t-1} @ U`` and a few element-wise ops are recorded, and the weight gradient of the
+hidden-to-hidden matrix is one matrix product over all steps after the loop. Plain Python (no
+TorchScript or ``torch.compile``): the matrix products dominate, see ``kexue bench onlstm``.
+
+Gate layout of the fused projections (``G = 2p + 4n`` outputs):
+``[master forget (p) | master input (p) | forget (n) | input (n) | output (n) | cell (n)]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from kexue.errors import KexueError
+
+MASTER_INPUT_FORMS = ("paper", "su")
+
+
+def cumax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Cumulative softmax ``cumsum(softmax(x))``: monotonically rising from >0 to exactly 1.
+
+    Example: ``cumax(torch.zeros(4))`` -> ``[0.25, 0.5, 0.75, 1.0]``.
+    """
+    return torch.cumsum(torch.softmax(x, dim=dim), dim=dim)
+
+
+def reverse_cumsum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """``y_k = sum_{j >= k} x_j`` along ``dim`` (Su's cs<- operator)."""
+    return torch.flip(torch.cumsum(torch.flip(x, (dim,)), dim=dim), (dim,))
+
+
+def master_gates(a_f: torch.Tensor, a_i: torch.Tensor, master_input: str = "paper"):
+    """Master forget and input gates over levels from their pre-activations (..., p).
+
+    Returns ``(f~, i~, softmax(a_f), softmax(a_i))``, each (..., p).
+    """
+    s_f, s_i = torch.softmax(a_f, -1), torch.softmax(a_i, -1)
+    m_f = torch.cumsum(s_f, -1)  # eq. (9): cumax, rising to 1
+    m_i = 1.0 - torch.cumsum(s_i, -1) if master_input == "paper" else reverse_cumsum(s_i)  # eq. (10) / Su
+    return m_f, m_i, s_f, s_i
+
+
+class _ONLSTMRecurrence(torch.autograd.Function):
+    """The recurrent loop of one ON-LSTM layer with a hand-written backward pass.
+
+    Inputs: ``xproj`` (T, B, G) input projections incl. bias; ``weight_hh`` (G, n), already
+    DropConnect-masked; ``h0``, ``c0`` (B, n); ``chunk`` size; ``master_input`` form.
+    Outputs: ``H`` (T, B, n), ``h_T``, ``c_T`` (B, n), forget distances (T, B), input distances (T, B).
+    """
+
+    @staticmethod
+    def forward(ctx, xproj, weight_hh, h0, c0, chunk: int, master_input: str):
+        T, B, G = xproj.shape
+        n = weight_hh.shape[1]
+        p = n // chunk
+        w_t = weight_hh.t()  # (n, G)
+        H = xproj.new_empty(T + 1, B, n)  # H[0] = h0, H[t+1] = h_t
+        C = xproj.new_empty(T + 1, B, n)
+        acts = xproj.new_empty(T, B, 4 * n)  # sigmoid/tanh of f, i, o, c^
+        soft = xproj.new_empty(T, B, 2 * p)  # softmax of the master pre-activations
+        masters = xproj.new_empty(T, B, 2 * p)  # f~, i~
+        H[0], C[0] = h0, c0
+        for t in range(T):
+            g = torch.addmm(xproj[t], H[t], w_t)  # (B, G)
+            m_f, m_i, s_f, s_i = master_gates(g[:, :p], g[:, p:2 * p], master_input)
+            soft[t, :, :p], soft[t, :, p:] = s_f, s_i
+            masters[t, :, :p], masters[t, :, p:] = m_f, m_i
+            a = acts[t]
+            torch.sigmoid(g[:, 2 * p:2 * p + 3 * n], out=a[:, :3 * n])
+            torch.tanh(g[:, 2 * p + 3 * n:], out=a[:, 3 * n:])
+            f, i, o, cc = (a[:, k * n:(k + 1) * n].view(B, p, chunk) for k in range(4))
+            mf, mi = m_f.unsqueeze(-1), m_i.unsqueeze(-1)  # (B, p, 1)
+            w = mf * mi
+            c = (f * w + (mf - w)) * C[t].view(B, p, chunk) + (i * w + (mi - w)) * cc
+            C[t + 1] = c.view(B, n)
+            H[t + 1] = o.reshape(B, n) * torch.tanh(C[t + 1])
+        dist_f = 1.0 - masters[..., :p].mean(-1)  # (T, B): syntactic distance d_t
+        dist_i = masters[..., p:].mean(-1)
+        ctx.save_for_backward(weight_hh, H, C, acts, soft, masters)
+        ctx.chunk, ctx.master_input = chunk, master_input
+        ctx.mark_non_differentiable(dist_f, dist_i)
+        return H[1:], H[T].clone(), C[T].clone(), dist_f, dist_i
+
+    @staticmethod
+    def backward(ctx, dH, dhT, dcT, _df, _di):
+        weight_hh, H, C, acts, soft, masters = ctx.saved_tensors
+        chunk, form = ctx.chunk, ctx.master_input
+        T, B, n = dH.shape[0], H.shape[1], H.shape[2]
+        p = n // chunk
+        dG = H.new_empty(T, B, 2 * p + 4 * n)
+        dh = dhT.clone() if dhT is not None else H.new_zeros(B, n)
+        dc = dcT.clone() if dcT is not None else H.new_zeros(B, n)
+        for t in range(T - 1, -1, -1):
+            if dH is not None:
+                dh = dh + dH[t]
+            a = acts[t]
+            f, i, o, cc = (a[:, k * n:(k + 1) * n] for k in range(4))
+            tc = torch.tanh(C[t + 1])
+            dc = dc + dh * o * (1 - tc * tc)
+            dfhat = (dc * C[t]).view(B, p, chunk)
+            dihat = (dc * cc).view(B, p, chunk)
+            mf = masters[t, :, :p].unsqueeze(-1)
+            mi = masters[t, :, p:].unsqueeze(-1)
+            w = mf * mi
+            fv, iv = f.view(B, p, chunk), i.view(B, p, chunk)
+            dc_prev = dc.view(B, p, chunk) * (fv * w + (mf - w))
+            dw = (dfhat * (fv - 1) + dihat * (iv - 1)).sum(-1)  # (B, p)
+            dmf = dfhat.sum(-1) + dw * mi.squeeze(-1)
+            dmi = dihat.sum(-1) + dw * mf.squeeze(-1)
+            # cumax backward: m = cumsum(s) -> ds = reverse_cumsum(dm); softmax backward.
+            s_f, s_i = soft[t, :, :p], soft[t, :, p:]
+            ds_f = reverse_cumsum(dmf)
+            ds_i = -reverse_cumsum(dmi) if form == "paper" else torch.cumsum(dmi, -1)
+            g = dG[t]
+            g[:, :p] = s_f * (ds_f - (s_f * ds_f).sum(-1, keepdim=True))
+            g[:, p:2 * p] = s_i * (ds_i - (s_i * ds_i).sum(-1, keepdim=True))
+            gf, gi, go, gc = (g[:, 2 * p + k * n:2 * p + (k + 1) * n] for k in range(4))
+            torch.mul((dfhat * w).view(B, n), f * (1 - f), out=gf)
+            torch.mul((dihat * w).view(B, n), i * (1 - i), out=gi)
+            torch.mul(dh * tc, o * (1 - o), out=go)
+            torch.mul((dc.view(B, p, chunk) * (iv * w + (mi - w))).view(B, n), 1 - cc * cc, out=gc)
+            dh = g @ weight_hh  # (B, n)
+            dc = dc_prev.view(B, n)
+        d_weight = dG.reshape(T * B, -1).t() @ H[:T].reshape(T * B, n)  # (G, n), one product
+        return dG, d_weight, dh, dc, None, None
+
+
+class ONLSTMLayer(nn.Module):
+    """One ON-LSTM layer over a whole sequence.
+
+    Args:
+        input_size: features of the input.
+        hidden_size: ``n``; must be divisible by ``chunk_size``.
+        chunk_size: units per level ``C``; the master gates have ``p = n / C`` levels.
+        master_input: ``"paper"`` (1 - cumax) or ``"su"`` (reverse cumulative softmax).
+        dropconnect: DropConnect rate on the hidden-to-hidden weight; one mask per forward
+            pass (per batch of sequences), no rescaling in training and the weight times
+            ``1 - dropconnect`` in evaluation, as the official code does.
+
+    Example: ``ONLSTMLayer(8, 12, 3)(torch.randn(2, 5, 8))`` -> ``(out (2, 5, 12), (h, c), (d_f, d_i))``.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, chunk_size: int,
+                 master_input: str = "paper", dropconnect: float = 0.0):
+        super().__init__()
+        if hidden_size % chunk_size:
+            raise KexueError(f"hidden size {hidden_size} is not divisible by chunk size {chunk_size}")
+        if master_input not in MASTER_INPUT_FORMS:
+            raise KexueError(f"master_input must be one of {MASTER_INPUT_FORMS}, got {master_input!r}")
+        if not 0.0 <= dropconnect < 1.0:
+            raise KexueError(f"dropconnect must be in [0, 1), got {dropconnect}")
+        self.input_size, self.hidden_size, self.chunk_size = input_size, hidden_size, chunk_size
+        self.levels = hidden_size // chunk_size
+        self.master_input, self.dropconnect = master_input, dropconnect
+        gates = 2 * self.levels + 4 * hidden_size
+        self.weight_ih = nn.Parameter(torch.empty(gates, input_size))
+        self.weight_hh = nn.Parameter(torch.empty(gates, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(gates))
+        bound = 1.0 / math.sqrt(hidden_size)
+        nn.init.uniform_(self.weight_ih, -bound, bound)
+        nn.init.uniform_(self.weight_hh, -bound, bound)
+
+    def recurrent_weight(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """The hidden-to-hidden weight after DropConnect (training) or its expectation (eval)."""
+        if not self.dropconnect:
+            return self.weight_hh
+        if not self.training:
+            return self.weight_hh * (1.0 - self.dropconnect)
+        keep = torch.rand(self.weight_hh.shape, generator=generator, device=self.weight_hh.device)
+        return self.weight_hh * (keep >= self.dropconnect).to(self.weight_hh.dtype)
+
+    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
+                generator: torch.Generator | None = None):
+        """Run the layer.
+
+        Args:
+            x: (B, T, input_size).
+            state: ``(h, c)``, each (B, n); zeros when None.
+            generator: random source of the DropConnect mask.
+        Returns:
+            ``out`` (B, T, n), ``(h_T, c_T)``, ``(dist_forget, dist_input)`` each (B, T), where
+            ``dist_forget = 1 - mean_k f~_t(k)`` is the syntactic distance of each token.
+        """
+        B, T, _ = x.shape
+        if state is None:
+            zeros = x.new_zeros(B, self.hidden_size)
+            state = (zeros, zeros)
+        # All input projections in one product: (T, B, G).
+        xproj = torch.addmm(self.bias, x.transpose(0, 1).reshape(T * B, -1), self.weight_ih.t()).view(T, B, -1)
+        out, h, c, d_f, d_i = _ONLSTMRecurrence.apply(
+            xproj, self.recurrent_weight(generator), state[0], state[1], self.chunk_size, self.master_input)
+        return out.transpose(0, 1), (h, c), (d_f.t(), d_i.t())
+
+
+class ONLSTM(nn.Module):
+    """A stack of ON-LSTM layers (no dropout between them; the LM adds its own).
+
+    Example: ``ONLSTM(8, [12, 12], 3)(x)`` -> ``(out, states, distances)`` with one entry per layer.
+    """
+
+    def __init__(self, input_size: int, hidden_sizes: list[int], chunk_size: int,
+                 master_input: str = "paper", dropconnect: float = 0.0):
+        super().__init__()
+        sizes = [input_size, *hidden_sizes]
+        self.layers = nn.ModuleList(ONLSTMLayer(sizes[k], sizes[k + 1], chunk_size, master_input, dropconnect)
+                                    for k in range(len(hidden_sizes)))
+
+    def forward(self, x, states=None, generator=None):
+        states = states or [None] * len(self.layers)
+        new_states, distances = [], []
+        for layer, state in zip(self.layers, states):
+            x, s, d = layer(x, state, generator)
+            new_states.append(s)
+            distances.append(d)
+        return x, new_states, distances
