@@ -11,11 +11,15 @@ import sys
 
 from jsonargparse import auto_cli
 
+from kexue.bench.onlstm import onlstm as bench_onlstm
+from kexue.commands import onlstm as onlstm_commands
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
 COMMANDS = {
     "reproduce": reproduce,
+    "onlstm": {"train": onlstm_commands.train, "parse": onlstm_commands.parse, "eval": onlstm_commands.eval},
+    "bench": {"onlstm": bench_onlstm},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.

@@ -79,18 +79,23 @@ class _ONLSTMRecurrence(torch.autograd.Function):
         H[0], C[0] = h0, c0
         for t in range(T):
             g = torch.addmm(xproj[t], H[t], w_t)  # (B, G)
-            m_f, m_i, s_f, s_i = master_gates(g[:, :p], g[:, p:2 * p], master_input)
-            soft[t, :, :p], soft[t, :, p:] = s_f, s_i
-            masters[t, :, :p], masters[t, :, p:] = m_f, m_i
+            s = soft[t].view(B, 2, p)  # softmax of both master pre-activations
+            s.copy_(torch.softmax(g[:, :2 * p].view(B, 2, p), -1))
+            m = torch.cumsum(s, -1, out=masters[t].view(B, 2, p))  # eq. (9) for both rows
+            m_i = m[:, 1]
+            m_i.neg_().add_(1.0)  # paper, eq. (10): 1 - cumax
+            if master_input == "su":
+                m_i.add_(s[:, 1])  # reverse cumsum = 1 - cumsum + s
             a = acts[t]
             torch.sigmoid(g[:, 2 * p:2 * p + 3 * n], out=a[:, :3 * n])
             torch.tanh(g[:, 2 * p + 3 * n:], out=a[:, 3 * n:])
             f, i, o, cc = (a[:, k * n:(k + 1) * n].view(B, p, chunk) for k in range(4))
-            mf, mi = m_f.unsqueeze(-1), m_i.unsqueeze(-1)  # (B, p, 1)
+            mf, mi = m[:, 0].unsqueeze(-1), m_i.unsqueeze(-1)  # (B, p, 1)
             w = mf * mi
-            c = (f * w + (mf - w)) * C[t].view(B, p, chunk) + (i * w + (mi - w)) * cc
-            C[t + 1] = c.view(B, n)
-            H[t + 1] = o.reshape(B, n) * torch.tanh(C[t + 1])
+            c = C[t + 1].view(B, p, chunk)
+            torch.mul(f * w + (mf - w), C[t].view(B, p, chunk), out=c)
+            c.addcmul_(i * w + (mi - w), cc)
+            torch.mul(torch.tanh(C[t + 1]), a[:, 2 * n:3 * n], out=H[t + 1])
         dist_f = 1.0 - masters[..., :p].mean(-1)  # (T, B): syntactic distance d_t
         dist_i = masters[..., p:].mean(-1)
         ctx.save_for_backward(weight_hh, H, C, acts, soft, masters)
