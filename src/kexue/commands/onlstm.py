@@ -19,6 +19,7 @@ from kexue.data.text import LMBatches, Vocab, load_corpus, token_stream
 from kexue.data.treebank import GoldSentence, generate_sentences, read_treebank
 from kexue.errors import KexueError
 from kexue.io import make_run_dir, save_figure, write_json
+from kexue.results import Figure, write_results
 from kexue.models.onlstm_lm import LanguageModel, LMConfig, ResettingBatches, StatefulLMLoss, perplexity, \
     sentence_distances
 from kexue.training import TrainConfig, fit
@@ -57,7 +58,7 @@ def train(corpus: str = "ptb", cell: str = "onlstm", emb: int = 400, hidden: int
           beta: float = 1.0, steps: int = 2000, batch_size: int = 20, bptt: int = 70, lr: float = 2e-3,
           weight_decay: float = 1.2e-6, clip: float = 0.25, seed: int = 0, grammar_sentences: int = 20000,
           eval_every: int = 500, ckpt_every: int = 200, max_valid_tokens: int = 0, threads: int = 0,
-          resume: bool = False, out: Path | None = None) -> dict:
+          resume: bool = False, results: Path | None = None, out: Path | None = None) -> dict:
     """Train an ON-LSTM (or LSTM baseline) language model.
 
     Args:
@@ -89,6 +90,8 @@ def train(corpus: str = "ptb", cell: str = "onlstm", emb: int = 400, hidden: int
         max_valid_tokens: cap validation tokens during training (0 = all).
         threads: torch threads (0 keeps the default).
         resume: continue from the run folder's latest checkpoint.
+        results: merge the test perplexity into this results JSON (``onlstm.ptb.ppl`` or
+            ``onlstm.ptb.lstm_ppl`` for PTB; ``onlstm.<corpus>...`` otherwise).
         out: run folder.
     Returns:
         Summary with validation and test perplexity.
@@ -123,6 +126,13 @@ def train(corpus: str = "ptb", cell: str = "onlstm", emb: int = 400, hidden: int
                "valid_ppl": perplexity(model, streams["valid"]), "test_ppl": perplexity(model, streams["test"]),
                "seconds": time.perf_counter() - t0, "parameters": model.num_parameters()}
     write_json(out / "summary.json", summary)
+    if results is not None:
+        name = "ptb" if corpus == "ptb" else "synthetic" if corpus == "grammar" else "corpus"
+        key = f"onlstm.{name}.{'ppl' if cell == 'onlstm' else 'lstm_ppl'}"
+        published = {("ptb", "onlstm"): (56.17, "Shen et al. 2019, Table 1 (25M params, 1000 epochs)"),
+                     ("ptb", "lstm"): (57.3, "AWD-LSTM in Shen et al. 2019, Table 1 (24M params)")}
+        pub, src = published.get((name, cell), (None, None))
+        write_results(results, [Figure(key, summary["test_ppl"], pub, src, _command_line())], merge=True)
     print(f"[onlstm] {cell} after {result.step} steps ({summary['epochs']:.2f} epochs): "
           f"valid ppl {summary['valid_ppl']:.2f}, test ppl {summary['test_ppl']:.2f} -> {out}")
     return summary
@@ -212,22 +222,38 @@ def _print_scores(scores: dict) -> None:
 
 
 def eval(model: Path, treebank: Path | None = None, grammar: int = 0, grammar_seed: int = 0,
-         max_sentences: int = 0, out: Path | None = None) -> dict:
+         corpus: str | None = None, max_sentences: int = 0, results: Path | None = None,
+         out: Path | None = None) -> dict:
     """Score induced trees against gold trees: unlabeled F1 per layer, all and WSJ10, baselines beside.
+    With ``--corpus`` instead, the test perplexity of the language model.
 
     Args:
         model: run folder of ``kexue onlstm train``.
         treebank: folder (or file) of Penn Treebank ``.mrg`` files.
         grammar: instead, score N generated test sentences (the test split of the grammar corpus).
         grammar_seed: seed of the grammar corpus (as in training).
+        corpus: ``ptb`` or a folder with test.txt: report test perplexity instead of parsing.
         max_sentences: score at most this many sentences (0 = all).
+        results: merge F1 figures into this results JSON (``onlstm.synthetic.*`` for the grammar,
+            ``onlstm.treebank.*`` for .mrg files).
         out: run folder; ``scores.json`` goes there.
     Returns:
         The scores.
     """
-    if (treebank is None) == (grammar == 0):
-        raise KexueError("give exactly one of --treebank DIR and --grammar N")
+    if (treebank is not None) + (grammar != 0) + (corpus is not None) != 1:
+        raise KexueError("give exactly one of --treebank DIR, --grammar N and --corpus ptb|DIR")
     lm, vocab = load_lm(model)
+    if corpus is not None:
+        ppl = perplexity(lm, token_stream(load_corpus(corpus, "test"), vocab))
+        print(f"[onlstm] {lm.cfg.cell} test perplexity on {corpus}: {ppl:.2f}")
+        if results is not None:
+            cell = lm.cfg.cell
+            key = f"onlstm.{'ptb' if corpus == 'ptb' else 'corpus'}.{'ppl' if cell == 'onlstm' else 'lstm_ppl'}"
+            pub = {"onlstm": (56.17, "Shen et al. 2019, Table 1 (25M params, 1000 epochs)"),
+                   "lstm": (57.3, "AWD-LSTM in Shen et al. 2019, Table 1 (24M params)")}[cell] \
+                if corpus == "ptb" else (None, None)
+            write_results(results, [Figure(key, ppl, pub[0], pub[1], _command_line())], merge=True)
+        return {"test_ppl": ppl}
     gold = read_treebank(treebank) if treebank is not None else grammar_corpus("test", grammar, grammar_seed)
     if max_sentences:
         gold = gold[:max_sentences]
@@ -236,4 +262,35 @@ def eval(model: Path, treebank: Path | None = None, grammar: int = 0, grammar_se
     scores = score_trees(lm, vocab, gold)
     write_json(out / "scores.json", scores)
     _print_scores(scores)
+    if results is not None:
+        write_results(results, score_figures(scores, "synthetic" if grammar else "treebank", _command_line()),
+                      merge=True)
     return scores
+
+
+def score_figures(scores: dict, name: str, command: str) -> list[Figure]:
+    """Results-JSON figures of :func:`score_trees` output (F1 in %, all sentences and <= 10 words)."""
+    figs = []
+    paper = name == "treebank"
+    for subset, suffix in (("all", ""), ("wsj10", "_wsj10")):
+        if subset not in scores:
+            continue
+        row = scores[subset]
+        layers = {k: v for k, v in row.items() if k.startswith("layer")}
+        best = max(layers, key=layers.get)
+        pub = {"": (47.7, 16.5, 13.1, 21.3), "_wsj10": (65.1, 61.7, 28.7, None)}[suffix] if paper else (None,) * 4
+        src = "Shen et al. 2019, Table 2 (WSJ test / WSJ10, 2nd layer)" if paper else None
+        figs += [Figure(f"onlstm.{name}.f1_best_layer{suffix}", layers[best], pub[0], src and f"{src}; ours: {best}",
+                        command),
+                 Figure(f"onlstm.{name}.f1_mean_layers{suffix}", row["mean"], None, None, command),
+                 Figure(f"onlstm.{name}.f1_right_branching{suffix}", row["right_branching"], pub[1], src, command),
+                 Figure(f"onlstm.{name}.f1_left_branching{suffix}", row["left_branching"], pub[2], src, command),
+                 Figure(f"onlstm.{name}.f1_random{suffix}", row["random"], pub[3], src, command)]
+    return figs
+
+
+def _command_line() -> str:
+    import sys
+
+    args = sys.argv[1:] if sys.argv and sys.argv[0].endswith(("kexue", "__main__.py")) else []
+    return "kexue " + " ".join(args) if args else "kexue onlstm (python API)"
