@@ -73,6 +73,8 @@ class _ONLSTMRecurrence(torch.autograd.Function):
         w_t = weight_hh.t()  # (n, G)
         H = xproj.new_empty(T + 1, B, n)  # H[0] = h0, H[t+1] = h_t
         C = xproj.new_empty(T + 1, B, n)
+        TC = xproj.new_empty(T, B, n)  # tanh(c_t)
+        FI = xproj.new_empty(T, B, 2, n)  # effective forget f^ and input i^ (official form)
         acts = xproj.new_empty(T, B, 4 * n)  # sigmoid/tanh of f, i, o, c^
         soft = xproj.new_empty(T, B, 2 * p)  # softmax of the master pre-activations
         masters = xproj.new_empty(T, B, 2 * p)  # f~, i~
@@ -89,60 +91,63 @@ class _ONLSTMRecurrence(torch.autograd.Function):
             a = acts[t]
             torch.sigmoid(g[:, 2 * p:2 * p + 3 * n], out=a[:, :3 * n])
             torch.tanh(g[:, 2 * p + 3 * n:], out=a[:, 3 * n:])
-            f, i, o, cc = (a[:, k * n:(k + 1) * n].view(B, p, chunk) for k in range(4))
-            mf, mi = m[:, 0].unsqueeze(-1), m_i.unsqueeze(-1)  # (B, p, 1)
-            w = mf * mi
+            fi = a[:, :2 * n].view(B, 2, p, chunk)  # f, i
+            mm = m.unsqueeze(-1)  # (B, 2, p, 1): f~, i~
+            w = mm[:, :1] * mm[:, 1:]  # omega = f~ * i~, (B, 1, p, 1)
+            fih = FI[t].view(B, 2, p, chunk)
+            torch.addcmul(mm - w, fi, w, out=fih)  # f^ = f*w + (f~ - w), i^ = i*w + (i~ - w)
             c = C[t + 1].view(B, p, chunk)
-            torch.mul(f * w + (mf - w), C[t].view(B, p, chunk), out=c)
-            c.addcmul_(i * w + (mi - w), cc)
-            torch.mul(torch.tanh(C[t + 1]), a[:, 2 * n:3 * n], out=H[t + 1])
+            torch.mul(fih[:, 0], C[t].view(B, p, chunk), out=c)
+            c.addcmul_(fih[:, 1], a[:, 3 * n:].view(B, p, chunk))  # c_t = f^ c_{t-1} + i^ c^
+            torch.mul(torch.tanh(C[t + 1], out=TC[t]), a[:, 2 * n:3 * n], out=H[t + 1])
         dist_f = 1.0 - masters[..., :p].mean(-1)  # (T, B): syntactic distance d_t
         dist_i = masters[..., p:].mean(-1)
-        ctx.save_for_backward(weight_hh, H, C, acts, soft, masters)
+        ctx.save_for_backward(weight_hh, H, C, TC, FI, acts, soft, masters)
         ctx.chunk, ctx.master_input = chunk, master_input
         ctx.mark_non_differentiable(dist_f, dist_i)
         return H[1:], H[T].clone(), C[T].clone(), dist_f, dist_i
 
     @staticmethod
     def backward(ctx, dH, dhT, dcT, _df, _di):
-        weight_hh, H, C, acts, soft, masters = ctx.saved_tensors
+        weight_hh, H, C, TC, FI, acts, soft, masters = ctx.saved_tensors
         chunk, form = ctx.chunk, ctx.master_input
         T, B, n = dH.shape[0], H.shape[1], H.shape[2]
         p = n // chunk
+        # Every factor that does not depend on the incoming gradient, for all steps at once.
+        f, i, o, cc = (acts[..., k * n:(k + 1) * n].view(T, B, p, chunk) for k in range(4))
+        c_prev, tc = C[:T].view(T, B, p, chunk), TC.view(T, B, p, chunk)
+        mf = masters[..., :p].view(T, B, p, 1)
+        mi = masters[..., p:].view(T, B, p, 1)
+        w = mf * mi
+        K = (o * (1 - tc * tc)).reshape(T, B, n)  # dc += dh * K
+        gate_fi = torch.stack([c_prev * w * f * (1 - f), cc * w * i * (1 - i)], 2).view(T, B, 2, n)
+        gate_o = (tc * o * (1 - o)).reshape(T, B, n)
+        gate_c = (FI[:, :, 1].view(T, B, p, chunk) * (1 - cc * cc)).reshape(T, B, n)
+        # d/d(f~), d/d(i~) summed over each chunk: dm = sum_C dc * A
+        a_f = c_prev * (1 + mi * (f - 1)) + cc * mi * (i - 1)
+        a_i = c_prev * mf * (f - 1) + cc * (1 + mf * (i - 1))
+        A = torch.stack([a_f, -a_i if form == "paper" else a_i], 2)  # (T, B, 2, p, C)
+        f_hat = FI[:, :, 0]
         dG = H.new_empty(T, B, 2 * p + 4 * n)
-        dh = dhT.clone() if dhT is not None else H.new_zeros(B, n)
-        dc = dcT.clone() if dcT is not None else H.new_zeros(B, n)
+        dh = dhT.clone()
+        dc = dcT.clone()
         for t in range(T - 1, -1, -1):
-            if dH is not None:
-                dh = dh + dH[t]
-            a = acts[t]
-            f, i, o, cc = (a[:, k * n:(k + 1) * n] for k in range(4))
-            tc = torch.tanh(C[t + 1])
-            dc = dc + dh * o * (1 - tc * tc)
-            dfhat = (dc * C[t]).view(B, p, chunk)
-            dihat = (dc * cc).view(B, p, chunk)
-            mf = masters[t, :, :p].unsqueeze(-1)
-            mi = masters[t, :, p:].unsqueeze(-1)
-            w = mf * mi
-            fv, iv = f.view(B, p, chunk), i.view(B, p, chunk)
-            dc_prev = dc.view(B, p, chunk) * (fv * w + (mf - w))
-            dw = (dfhat * (fv - 1) + dihat * (iv - 1)).sum(-1)  # (B, p)
-            dmf = dfhat.sum(-1) + dw * mi.squeeze(-1)
-            dmi = dihat.sum(-1) + dw * mf.squeeze(-1)
-            # cumax backward: m = cumsum(s) -> ds = reverse_cumsum(dm); softmax backward.
-            s_f, s_i = soft[t, :, :p], soft[t, :, p:]
-            ds_f = reverse_cumsum(dmf)
-            ds_i = -reverse_cumsum(dmi) if form == "paper" else torch.cumsum(dmi, -1)
+            dh += dH[t]
+            dc.addcmul_(dh, K[t])
+            dm = (dc.view(B, 1, p, chunk) * A[t]).sum(-1)  # (B, 2, p)
+            if form == "paper":  # m_f = cumsum(s_f), m_i = 1 - cumsum(s_i): ds = +/- reverse cumsum
+                ds = reverse_cumsum(dm)
+            else:  # Su: m_i = reverse cumsum(s_i) -> ds_i = cumsum(dm_i)
+                ds = torch.stack([reverse_cumsum(dm[:, 0]), torch.cumsum(dm[:, 1], -1)], 1)
+            s = soft[t].view(B, 2, p)
+            sds = s * ds
             g = dG[t]
-            g[:, :p] = s_f * (ds_f - (s_f * ds_f).sum(-1, keepdim=True))
-            g[:, p:2 * p] = s_i * (ds_i - (s_i * ds_i).sum(-1, keepdim=True))
-            gf, gi, go, gc = (g[:, 2 * p + k * n:2 * p + (k + 1) * n] for k in range(4))
-            torch.mul((dfhat * w).view(B, n), f * (1 - f), out=gf)
-            torch.mul((dihat * w).view(B, n), i * (1 - i), out=gi)
-            torch.mul(dh * tc, o * (1 - o), out=go)
-            torch.mul((dc.view(B, p, chunk) * (iv * w + (mi - w))).view(B, n), 1 - cc * cc, out=gc)
+            torch.mul(s, ds - sds.sum(-1, keepdim=True), out=g[:, :2 * p].view(B, 2, p))  # softmax backward
+            torch.mul(dc.unsqueeze(1), gate_fi[t], out=g[:, 2 * p:2 * p + 2 * n].view(B, 2, n))
+            torch.mul(dh, gate_o[t], out=g[:, 2 * p + 2 * n:2 * p + 3 * n])
+            torch.mul(dc, gate_c[t], out=g[:, 2 * p + 3 * n:])
             dh = g @ weight_hh  # (B, n)
-            dc = dc_prev.view(B, n)
+            dc = dc * f_hat[t]
         d_weight = dG.reshape(T * B, -1).t() @ H[:T].reshape(T * B, n)  # (G, n), one product
         return dG, d_weight, dh, dc, None, None
 
