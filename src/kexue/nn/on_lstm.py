@@ -12,10 +12,12 @@ level keeps:
     h_t  = o_t * tanh(c_t)
 
 The layer computes the input projections of every time step in one matrix product and runs a
-minimal recurrent loop whose backward pass is written by hand (:class:`_ONLSTMRecurrence`): per
-step only ``h_{t-1} @ U`` and a few element-wise ops are recorded, and the weight gradient of the
-hidden-to-hidden matrix is one matrix product over all steps after the loop. Plain Python (no
-TorchScript or ``torch.compile``): the matrix products dominate, see ``kexue bench onlstm``.
+minimal recurrent loop whose backward pass is written by hand (:class:`_ONLSTMRecurrence`):
+autograd records nothing per step; the backward loop runs ``dgates @ U`` and ~16 element-wise
+ops per step (every factor independent of the incoming gradient is computed for all steps at
+once), and the hidden-to-hidden weight gradient is one matrix product over all steps. Plain
+Python (no TorchScript or ``torch.compile``): the matrix products dominate at paper scale, see
+``kexue bench onlstm``.
 
 Gate layout of the fused projections (``G = 2p + 4n`` outputs):
 ``[master forget (p) | master input (p) | forget (n) | input (n) | output (n) | cell (n)]``.
@@ -34,7 +36,7 @@ MASTER_INPUT_FORMS = ("paper", "su")
 
 
 def cumax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Cumulative softmax ``cumsum(softmax(x))``: monotonically rising from >0 to exactly 1.
+    """Cumulative softmax ``cumsum(softmax(x))``: monotonically rising from > 0 to 1 (up to rounding).
 
     Example: ``cumax(torch.zeros(4))`` -> ``[0.25, 0.5, 0.75, 1.0]``.
     """
@@ -44,17 +46,6 @@ def cumax(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
 def reverse_cumsum(x: torch.Tensor, dim: int = -1) -> torch.Tensor:
     """``y_k = sum_{j >= k} x_j`` along ``dim`` (Su's cs<- operator)."""
     return torch.flip(torch.cumsum(torch.flip(x, (dim,)), dim=dim), (dim,))
-
-
-def master_gates(a_f: torch.Tensor, a_i: torch.Tensor, master_input: str = "paper"):
-    """Master forget and input gates over levels from their pre-activations (..., p).
-
-    Returns ``(f~, i~, softmax(a_f), softmax(a_i))``, each (..., p).
-    """
-    s_f, s_i = torch.softmax(a_f, -1), torch.softmax(a_i, -1)
-    m_f = torch.cumsum(s_f, -1)  # eq. (9): cumax, rising to 1
-    m_i = 1.0 - torch.cumsum(s_i, -1) if master_input == "paper" else reverse_cumsum(s_i)  # eq. (10) / Su
-    return m_f, m_i, s_f, s_i
 
 
 class _ONLSTMRecurrence(torch.autograd.Function):
