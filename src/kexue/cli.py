@@ -11,7 +11,8 @@ import sys
 
 from jsonargparse import auto_cli
 
-from kexue.commands import vae_cluster
+from kexue.bench.onlstm import onlstm as bench_onlstm
+from kexue.commands import onlstm, vae_cluster
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
@@ -19,6 +20,8 @@ COMMANDS = {
     "reproduce": reproduce,
     "vae-cluster": {"train": vae_cluster.train, "eval": vae_cluster.evaluate, "sample": vae_cluster.sample,
                     "study": vae_cluster.study},
+    "onlstm": {"train": onlstm.train, "parse": onlstm.parse, "eval": onlstm.eval},
+    "bench": {"onlstm": bench_onlstm},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
