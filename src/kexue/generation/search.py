@@ -7,7 +7,9 @@ token, ``state`` is the model's KV cache or recurrent state (None on the first c
 search reorders that state with ``reorder(state, index)``; the default indexes every tensor in
 it along dim 0 (so keep the batch first in your state, or pass your own ``reorder``).
 
-A search sees the processed scores and picks tokens:
+A search sees the processed scores and picks tokens, returning them with the parent row of each
+new row (beam reordering; greedy and sampling drop finished rows so the model stops computing
+them):
 :class:`Greedy` (argmax of the processed raw scores), :class:`Sample` (softmax of them, one draw
 from an explicit ``torch.Generator``) and :class:`Beam` (batched beam search on processed
 log-probabilities, with HF ``generate`` semantics for ``length_penalty`` and ``early_stopping``).
@@ -77,7 +79,9 @@ class Search:
 
     def start(self, batch: int, prompt_len: int, stopping: Stopping, device) -> Any: ...
 
-    def step(self, run: Any, tokens: torch.Tensor, scores: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+    def step(self, run: Any, tokens: torch.Tensor, scores: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pick tokens from ``scores`` (n, V); return them for the next rows and the parent row of
+        each next row (None: rows unchanged)."""
 
     def done(self, run: Any) -> bool: ...
 
@@ -86,12 +90,13 @@ class Search:
 
 @dataclass
 class _Rows:
-    """Bookkeeping of greedy and sampling: one hypothesis per row."""
+    """Bookkeeping of greedy and sampling: one hypothesis per row; finished rows leave the batch."""
 
     tokens: torch.Tensor  # (B, L)
     log_probs: torch.Tensor  # (B, L)
     finished: torch.Tensor  # (B,)
     lengths: torch.Tensor  # (B,)
+    active: torch.Tensor  # (n,) rows of the batch still being decoded, in the order the model sees them
     stopping: Stopping
     t: int = 0
 
@@ -101,25 +106,31 @@ class _PerRow(Search):
         L = stopping.max_new_tokens
         return _Rows(torch.full((batch, L), stopping.pad, dtype=torch.long, device=device),
                      torch.zeros(batch, L, device=device), torch.zeros(batch, dtype=torch.bool, device=device),
-                     torch.zeros(batch, dtype=torch.long, device=device), stopping)
+                     torch.zeros(batch, dtype=torch.long, device=device), torch.arange(batch, device=device), stopping)
 
     def choose(self, scores: torch.Tensor, generator) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError
 
     def step(self, run, tokens, scores, generator):
-        choice = self.choose(scores, generator)  # (B,)
+        choice = self.choose(scores, generator)  # (n,) for the active rows
         logq = scores.log_softmax(-1).gather(1, choice[:, None])[:, 0]
-        alive = ~run.finished
-        run.tokens[:, run.t] = torch.where(alive, choice, run.tokens[:, run.t])
-        run.log_probs[:, run.t] = torch.where(alive, logq, run.log_probs[:, run.t])
-        run.lengths += alive.long()
-        if run.stopping.eos_token_id is not None:
-            run.finished |= alive & (choice == run.stopping.eos_token_id)
+        rows = run.active
+        run.tokens[rows, run.t] = choice
+        run.log_probs[rows, run.t] = logq
+        run.lengths[rows] += 1
         run.t += 1
-        return run.tokens[:, run.t - 1], None
+        if run.stopping.eos_token_id is None:
+            return choice, None
+        ended = choice == run.stopping.eos_token_id
+        if not bool(ended.any()):
+            return choice, None
+        run.finished[rows[ended]] = True
+        keep = (~ended).nonzero()[:, 0]  # finished rows leave the batch: no more model calls for them
+        run.active = rows[keep]
+        return choice[keep], keep
 
     def done(self, run):
-        return bool(run.finished.all()) or run.t >= run.stopping.max_new_tokens
+        return len(run.active) == 0 or run.t >= run.stopping.max_new_tokens
 
     def finish(self, run):
         reasons = [EOS if f else MAX_LENGTH for f in run.finished.tolist()]
@@ -306,12 +317,11 @@ def decode(step: StepFn, prompt: torch.Tensor, processors: Iterable[LogitsProces
         seen = buf[:, : T0 + t]
         scores = procs(seen, scores)
         chosen, parent = search.step(run, seen, scores, generator)
-        if parent is not None:
-            buf[:, : T0 + t] = buf.index_select(0, parent)[:, : T0 + t]
-        buf[:, T0 + t] = chosen
         if search.done(run):
             break
-        if parent is not None:
+        if parent is not None:  # beams were reordered, or finished rows left the batch
+            buf = buf.index_select(0, parent)
             state = reorder(state, parent)
+        buf[:, T0 + t] = chosen
         new = buf[:, T0 + t: T0 + t + 1]
     return search.finish(run)
