@@ -12,12 +12,14 @@ import sys
 from jsonargparse import auto_cli
 
 from kexue.errors import KexueError
+from kexue.bench.decoding import decoding as bench_decoding
 from kexue.commands import lm
 from kexue.reproduce import reproduce
 
 COMMANDS = {
     "reproduce": reproduce,
     "lm": {"train": lm.train, "generate": lm.generate, "termination": lm.termination},
+    "bench": {"decoding": bench_decoding},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.

@@ -63,7 +63,8 @@ def load_lm(run: str | Path) -> tuple[torch.nn.Module, Vocab, LMConfig]:
 
 def train(arch: str = "lstm", head: str = "softmax", eps: float = 5e-4, dim: int = 256, layers: int = 2,
           heads: int = 4, dropout: float = 0.3, corpus: str = "ptb", steps: int = 2000, batch_size: int = 32,
-          bptt: int = 35, lr: float = 2e-3, eval_every: int = 500, eval_tokens: int = 20000, seed: int = 0,
+          bptt: int = 35, lr: float = 2e-3, eval_every: int = 500, eval_tokens: int = 20000,
+          max_vocab: int | None = None, seed: int = 0,
           threads: int | None = None, resume: bool = False, out: Path | None = None) -> Path:
     """Train a word-level LM (vanilla or self-terminating) on PTB through the shared fit().
 
@@ -82,6 +83,7 @@ def train(arch: str = "lstm", head: str = "softmax", eps: float = 5e-4, dim: int
         lr: Adam learning rate (cosine decay).
         eval_every: validation perplexity every N steps.
         eval_tokens: validation tokens used during training (the final test uses all).
+        max_vocab: keep only the most frequent words (others become <unk>); None keeps all 10k of PTB.
         seed: seed of initialisation and batches.
         threads: torch CPU threads (default: torch's choice).
         resume: continue from the last checkpoint in --out.
@@ -93,7 +95,7 @@ def train(arch: str = "lstm", head: str = "softmax", eps: float = 5e-4, dim: int
     out = make_run_dir(out, "lm-train", {k: v for k, v in locals().items() if k != "out"} | {"out": out})
     torch.manual_seed(seed)
     train_s = load_corpus(corpus, "train")
-    vocab = Vocab.build(train_s)
+    vocab = Vocab.build(train_s, max_size=max_vocab)
     cfg = LMConfig(arch=arch, vocab=len(vocab), eos_id=vocab.eos, dim=dim, layers=layers, heads=heads,
                    max_len=max(bptt, 2048), dropout=dropout, head=head, eps=eps)
     model = build_lm(cfg)
@@ -109,7 +111,8 @@ def train(arch: str = "lstm", head: str = "softmax", eps: float = 5e-4, dim: int
     save_weights(model, out / "model.safetensors")
     write_json(out / "model.json", asdict(cfg))
     vocab.save(out / "vocab.json")
-    cmd = f"kexue lm train --arch {arch} --head {head} --eps {eps} --steps {steps} --out {out}"
+    cmd = (f"kexue lm train --arch {arch} --head {head} --eps {eps} --dim {dim} --steps {steps} "
+           f"--max_vocab {max_vocab} --out {out}")
     write_results(out / "results.json", [Figure(f"lm.{arch}_{head}.test_ppl", test_ppl, command=cmd)])
     print(f"lm {arch}/{head}: {result.step} steps in {time.perf_counter() - t0:.0f} s, "
           f"train loss {result.train.get('loss', float('nan')):.3f}, test perplexity {test_ppl:.1f} -> {out}")
