@@ -74,7 +74,7 @@ class HFStep:
         if self.head is None:
             return self.model(**kw, logits_to_keep=1).logits[:, -1], state
         h = self.model.base_model(**kw).last_hidden_state[:, -1]  # (N, D)
-        logits = torch.mm(self.head.weight, h.t()).t()  # (N, V): W (V, D) read row by row
+        logits = torch.mm(self.head.weight, h.t()).t().contiguous()  # (N, V): W (V, D) read row by row
         if self.head.bias is not None:
             logits = logits + self.head.bias
         return logits, state

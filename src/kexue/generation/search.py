@@ -108,12 +108,12 @@ class _PerRow(Search):
                      torch.zeros(batch, L, device=device), torch.zeros(batch, dtype=torch.bool, device=device),
                      torch.zeros(batch, dtype=torch.long, device=device), torch.arange(batch, device=device), stopping)
 
-    def choose(self, scores: torch.Tensor, generator) -> torch.Tensor:  # pragma: no cover
+    def choose(self, scores: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """(n,) chosen ids and their log-probabilities under softmax(scores)."""
         raise NotImplementedError
 
     def step(self, run, tokens, scores, generator):
-        choice = self.choose(scores, generator)  # (n,) for the active rows
-        logq = scores.log_softmax(-1).gather(1, choice[:, None])[:, 0]
+        choice, logq = self.choose(scores, generator)  # (n,) for the active rows
         rows = run.active
         run.tokens[rows, run.t] = choice
         run.log_probs[rows, run.t] = logq
@@ -142,7 +142,8 @@ class Greedy(_PerRow):
     """Argmax of the processed scores at every step."""
 
     def choose(self, scores, generator):
-        return scores.argmax(-1)
+        choice = scores.argmax(-1)  # first maximum on ties, as HF
+        return choice, scores.gather(1, choice[:, None])[:, 0] - scores.logsumexp(-1)
 
 
 class Sample(_PerRow):
@@ -150,9 +151,11 @@ class Sample(_PerRow):
 
     def choose(self, scores, generator):
         probs = scores.float().softmax(-1)
-        if not torch.isfinite(probs).all():
-            raise KexueError("every token was filtered out of a row (all scores -inf); check the processors")
-        return torch.multinomial(probs, 1, generator=generator)[:, 0]
+        try:
+            choice = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        except RuntimeError:
+            raise KexueError("a row has no token left to sample (all scores -inf or NaN); check the processors") from None
+        return choice, probs.gather(1, choice[:, None])[:, 0].log()
 
 
 @dataclass
