@@ -225,28 +225,12 @@ class Beam(Search):
             ends = torch.ones_like(ends)
 
         # finished candidates among the top K enter the pool (HF _update_finished_beams)
-        gen = tokens[:, run.prompt_len:].view(B, K, t)  # (B, K, t) generated so far
-        cand_tokens = torch.full((B, 2 * K, L), run.stopping.pad, dtype=torch.long, device=scores.device)
-        cand_tokens[:, :, :t] = gen.gather(1, parent[:, :, None].expand(B, 2 * K, t))
-        cand_tokens[:, :, t] = token
-        cand_lp = torch.zeros(B, 2 * K, L, device=scores.device)
-        cand_lp[:, :, :t] = run.run_lp.view(B, K, L)[:, :, :t].gather(1, parent[:, :, None].expand(B, 2 * K, t))
-        cand_lp[:, :, t] = token_lp
         enter = ends.clone()
         enter[:, K:] = False
-        cand_scores = top / float(t + 1) ** self.length_penalty
         full = run.pool_done.all(1, keepdim=True) & (self.early_stopping is True)
-        cand_scores = cand_scores + full.float() * NEG + (~run.improvable).float() * NEG + (~enter).float() * NEG
-        merged = torch.cat([run.pool_scores, cand_scores], 1)  # (B, 3K)
-        keep = torch.topk(merged, K, dim=1).indices  # (B, K)
-        k3 = keep[:, :, None].expand(B, K, L)
-        run.pool_tokens = torch.cat([run.pool_tokens, cand_tokens], 1).gather(1, k3)
-        run.pool_lp = torch.cat([run.pool_lp, cand_lp], 1).gather(1, k3)
-        run.pool_scores = merged.gather(1, keep)
-        run.pool_len = torch.cat([run.pool_len, torch.full_like(token, t + 1)], 1).gather(1, keep)
-        run.pool_eos = torch.cat([run.pool_eos, token == eos if eos is not None else ends & False], 1).gather(1, keep)
-        run.pool_done = torch.cat([run.pool_done, enter], 1).gather(1, keep)
-
+        enter = enter & ~full & run.improvable
+        if bool(enter.any()):  # most steps nothing ends: skip building candidate sequences
+            self._update_pool(run, tokens, parent, token, token_lp, top, enter)
         # the best K candidates that did not end keep running (HF _get_running_beams_for_next_iteration)
         alive = top + ends.float() * NEG
         nxt = torch.topk(alive, K, dim=1).indices  # (B, K)
@@ -267,6 +251,30 @@ class Beam(Search):
         open_beams = not (bool(run.pool_done.all()) and self.early_stopping is True)
         run.stop = not (bool(run.improvable.any()) and open_beams and not bool(ends.all()))
         return token.gather(1, nxt).view(-1), src
+
+    def _update_pool(self, run, tokens, parent, token, token_lp, top, enter):
+        B, K = run.running.shape
+        t, L = run.t, run.stopping.max_new_tokens
+        eos = run.stopping.eos_token_id
+        gen = tokens[:, run.prompt_len:].view(B, K, t)  # (B, K, t) generated so far
+        cand_tokens = torch.full((B, 2 * K, L), run.stopping.pad, dtype=torch.long, device=top.device)
+        cand_tokens[:, :, :t] = gen.gather(1, parent[:, :, None].expand(B, 2 * K, t))
+        cand_tokens[:, :, t] = token
+        cand_lp = torch.zeros(B, 2 * K, L, device=top.device)
+        cand_lp[:, :, :t] = run.run_lp.view(B, K, L)[:, :, :t].gather(1, parent[:, :, None].expand(B, 2 * K, t))
+        cand_lp[:, :, t] = token_lp
+        # score sum log p / length ** penalty; candidates that may not enter get HF's -1e9
+        cand_scores = top / float(t + 1) ** self.length_penalty + (~enter).float() * NEG
+        merged = torch.cat([run.pool_scores, cand_scores], 1)  # (B, 3K)
+        keep = torch.topk(merged, K, dim=1).indices  # (B, K)
+        k3 = keep[:, :, None].expand(B, K, L)
+        run.pool_tokens = torch.cat([run.pool_tokens, cand_tokens], 1).gather(1, k3)
+        run.pool_lp = torch.cat([run.pool_lp, cand_lp], 1).gather(1, k3)
+        run.pool_scores = merged.gather(1, keep)
+        run.pool_len = torch.cat([run.pool_len, torch.full_like(token, t + 1)], 1).gather(1, keep)
+        ended_eos = token == eos if eos is not None else torch.zeros_like(enter)
+        run.pool_eos = torch.cat([run.pool_eos, ended_eos], 1).gather(1, keep)
+        run.pool_done = torch.cat([run.pool_done, enter], 1).gather(1, keep)
 
     def done(self, run):
         return run.stop or run.t >= run.stopping.max_new_tokens
