@@ -116,6 +116,8 @@ def decoding(layers: int = 6, width: int = 384, heads: int = 6, vocab: int = 502
             rows = float((a == b).all(1).float().mean()) if a.shape == b.shape else 0.0
             figures.append(Figure(f"decoding.parity.{mode}", 1.0 if same else rows, command=cmd))
         raw[mode] = {"seconds": times, "median": med}
+        if results is not None:  # each mode lands as soon as it is measured
+            write_results(results, [f for f in figures if f".{mode}" in f.key], merge=True)
         bar.write(f"{mode:>7}: ours {generated / med['ours']:.1f} tok/s, HF {generate_rate(generated, med['hf'])} tok/s, "
                   f"speed-up {speedup:.2f}x")
     bar.close()
@@ -125,7 +127,6 @@ def decoding(layers: int = 6, width: int = 384, heads: int = 6, vocab: int = 502
     write_json(out / "timings.json", info)
     write_results(out / "results.json", figures)
     if results is not None:
-        write_results(results, figures, merge=True)
         write_json(Path(results).with_suffix(".meta.json"), info)
     flat = {f.key: f.value for f in figures}
     print("decoding bench: " + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in flat.items()
