@@ -126,8 +126,6 @@ def decoding(layers: int = 6, width: int = 384, heads: int = 6, vocab: int = 502
             "in the same run", "raw": raw}
     write_json(out / "timings.json", info)
     write_results(out / "results.json", figures)
-    if results is not None:
-        write_json(Path(results).with_suffix(".meta.json"), info)
     flat = {f.key: f.value for f in figures}
     print("decoding bench: " + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in flat.items()
                                          if "speedup" in k or "parity" in k))

@@ -22,7 +22,7 @@ PUBLISHED = {
 }
 SETTINGS = {  # quick: minutes on 2 cores; full: the committed benchmarks/results/termination.json run
     True: dict(dim=64, steps=150, batch_size=20, max_vocab=2000, prefixes=40, cap=300),
-    False: dict(dim=128, steps=400, batch_size=20, max_vocab=2000, prefixes=200, cap=1500),
+    False: dict(dim=128, steps=400, batch_size=20, max_vocab=2000, prefixes=100, cap=1500),
 }
 
 
