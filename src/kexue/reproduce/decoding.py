@@ -54,7 +54,7 @@ def run(out: Path, quick: bool = True) -> SectionResult:
                                out=out / "runs" / f"lm-{model}")
     models = ",".join(f"{k}={v}" for k, v in runs.items())
     flat = lm.termination(models=models, prefixes=s["prefixes"], cap=s["cap"], out=out / "runs" / "termination")
-    cmd = (f"kexue lm train --head softmax|st --dim {s['dim']} --steps {s['steps']} --max_vocab {s['max_vocab']}; "
+    cmd = (f"kexue lm train --head softmax (and st --eps 5e-4) --dim {s['dim']} --steps {s['steps']} --max_vocab {s['max_vocab']}; "
            f"kexue lm termination --models vanilla=...,st=... --prefixes {s['prefixes']} --cap {s['cap']}")
     figures = []
     for model in ("vanilla", "st"):
