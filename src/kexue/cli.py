@@ -11,8 +11,9 @@ import sys
 
 from jsonargparse import auto_cli
 
+from kexue.bench.decoding import decoding as bench_decoding
 from kexue.bench.onlstm import onlstm as bench_onlstm
-from kexue.commands import onlstm, vae_cluster
+from kexue.commands import lm, onlstm, vae_cluster
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
@@ -21,7 +22,8 @@ COMMANDS = {
     "vae-cluster": {"train": vae_cluster.train, "eval": vae_cluster.evaluate, "sample": vae_cluster.sample,
                     "study": vae_cluster.study},
     "onlstm": {"train": onlstm.train, "parse": onlstm.parse, "eval": onlstm.eval},
-    "bench": {"onlstm": bench_onlstm},
+    "lm": {"train": lm.train, "generate": lm.generate, "termination": lm.termination},
+    "bench": {"decoding": bench_decoding, "onlstm": bench_onlstm},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.

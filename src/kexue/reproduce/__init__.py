@@ -11,13 +11,14 @@ from pathlib import Path
 
 from kexue.errors import KexueError
 from kexue.io import make_run_dir
-from kexue.reproduce import onlstm, vae_cluster
+from kexue.reproduce import decoding, onlstm, vae_cluster
 from kexue.reproduce.report import SectionResult, write_report
 
 # Ordered as the articles are numbered.
 SECTIONS = {
     "vae": vae_cluster.run,
     "onlstm": onlstm.run,
+    "decoding": decoding.run,
 }
 
 

@@ -1,0 +1,136 @@
+"""``kexue bench decoding``: our decode loop vs transformers ``generate`` on the same model.
+
+A random-init GPT-2-shape model (built offline from a config) continues the same prompts with
+greedy, beam-4 and top-p decoding, both ways, interleaved in one run so that the ratios see
+the same machine load. Speed-up = HF time / our time (median over repeats); parity = share of
+rows whose tokens are identical (greedy, beam).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from kexue.errors import KexueError
+from kexue.generation import Beam, Greedy, Sample, Stopping, TopP, decode
+from kexue.generation.hf import HFStep
+from kexue.io import make_run_dir, write_json
+from kexue.results import Figure, write_results
+
+MODES = ("greedy", "beam4", "top_p")
+
+
+def build_gpt2(layers: int, width: int, heads: int, vocab: int, seed: int):
+    """A random-init GPT-2 LM head model of the given shape (no download)."""
+    try:
+        from transformers import GPT2Config, GPT2LMHeadModel
+    except ImportError:
+        raise KexueError("kexue bench decoding needs transformers (pip install 'kexue[hf]')") from None
+    torch.manual_seed(seed)
+    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=1024)
+    return GPT2LMHeadModel(cfg).eval()
+
+
+def run_ours(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
+    procs, search = {"greedy": ([], Greedy()), "beam4": ([], Beam(4, 1.0, False)),
+                     "top_p": ([TopP(0.9)], Sample())}[mode]
+    out = decode(HFStep(model), prompt, procs, search, Stopping(new_tokens, eos),
+                 torch.Generator().manual_seed(seed))
+    return out.tokens
+
+
+def run_hf(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
+    kw = {"greedy": dict(do_sample=False), "beam4": dict(do_sample=False, num_beams=4, length_penalty=1.0,
+                                                          early_stopping=False),
+          "top_p": dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)}[mode]
+    torch.manual_seed(seed)
+    seqs = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
+                          pad_token_id=eos, eos_token_id=eos, **kw)
+    return seqs[:, prompt.shape[1]:]
+
+
+@torch.no_grad()
+def decoding(layers: int = 6, width: int = 384, heads: int = 6, vocab: int = 50257, batch: int = 8,
+             prompt_len: int = 16, new_tokens: int = 128, repeats: int = 3, modes: str = ",".join(MODES),
+             threads: int = 1, seed: int = 0, results: Path | None = Path("benchmarks/results/decoding.json"),
+             out: Path | None = None) -> dict[str, float]:
+    """Tokens/s of kexue's decode loop vs ``model.generate``, same model, same prompts, one run.
+
+    Args:
+        layers: GPT-2 layers.
+        width: hidden width.
+        heads: attention heads.
+        vocab: vocabulary size (GPT-2's 50257 by default).
+        batch: prompts decoded together.
+        prompt_len: prompt tokens.
+        new_tokens: tokens generated per prompt.
+        repeats: timed runs per method and mode (median taken), interleaved ours / HF.
+        modes: comma-separated subset of greedy, beam4, top_p.
+        threads: torch CPU threads for both.
+        seed: model, prompt and sampling seed.
+        results: results JSON to merge the figures into (None: only the run folder).
+        out: run folder (default runs/bench-decoding-<time>).
+    Returns:
+        decoding.speedup_vs_hf.<mode>, decoding.parity.<mode>, decoding.tokens_per_s.<ours|hf>.<mode>.
+    """
+    names = [m.strip() for m in modes.split(",") if m.strip()]
+    if any(m not in MODES for m in names):
+        raise KexueError(f"modes must be among {', '.join(MODES)}, got {modes!r}")
+    torch.set_num_threads(threads)
+    out = make_run_dir(out, "bench-decoding", {k: v for k, v in locals().items() if k != "out"} | {"out": out})
+    model = build_gpt2(layers, width, heads, vocab, seed)
+    eos = model.config.eos_token_id
+    prompt = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(seed))
+    cmd = (f"kexue bench decoding --layers {layers} --width {width} --batch {batch} --new_tokens {new_tokens} "
+           f"--repeats {repeats} --threads {threads}")
+    figures, raw = [], {}
+    bar = tqdm(total=len(names) * (repeats + 1) * 2, desc="bench decoding", dynamic_ncols=True)
+    for mode in names:
+        for f in (run_ours, run_hf):  # warm-up (allocator, lazy init)
+            f(model, prompt[:2], mode, 4, eos, seed)
+            bar.update(1)
+        times = {"ours": [], "hf": []}
+        toks = {}
+        for r in range(repeats):
+            order = [("ours", run_ours), ("hf", run_hf)] if r % 2 == 0 else [("hf", run_hf), ("ours", run_ours)]
+            for who, f in order:
+                t0 = time.perf_counter()
+                toks[who] = f(model, prompt, mode, new_tokens, eos, seed)
+                times[who].append(time.perf_counter() - t0)
+                bar.update(1)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        generated = batch * new_tokens
+        speedup = med["hf"] / med["ours"]
+        figures.append(Figure(f"decoding.speedup_vs_hf.{mode}", speedup, command=cmd))
+        for who in ("ours", "hf"):
+            figures.append(Figure(f"decoding.tokens_per_s.{who}.{mode}", generated / med[who], command=cmd))
+        if mode != "top_p":  # sampling draws from different random streams: no token parity
+            a, b = toks["ours"], toks["hf"]
+            same = (a.shape == b.shape) and bool(torch.equal(a, b))
+            rows = float((a == b).all(1).float().mean()) if a.shape == b.shape else 0.0
+            figures.append(Figure(f"decoding.parity.{mode}", 1.0 if same else rows, command=cmd))
+        raw[mode] = {"seconds": times, "median": med}
+        if results is not None:  # each mode lands as soon as it is measured
+            write_results(results, [f for f in figures if f".{mode}" in f.key], merge=True)
+        bar.write(f"{mode:>7}: ours {generated / med['ours']:.1f} tok/s, HF {generate_rate(generated, med['hf'])} tok/s, "
+                  f"speed-up {speedup:.2f}x")
+    bar.close()
+    info = {"torch": torch.__version__, "threads": threads, "machine": platform.machine(),
+            "cpus": os.cpu_count(), "note": "2-core machine shared with other jobs; ratios measured interleaved "
+            "in the same run", "raw": raw}
+    write_json(out / "timings.json", info)
+    write_results(out / "results.json", figures)
+    flat = {f.key: f.value for f in figures}
+    print("decoding bench: " + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in flat.items()
+                                         if "speedup" in k or "parity" in k))
+    return flat
+
+
+def generate_rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:.1f}"

@@ -1,0 +1,338 @@
+"""Search strategies and the decoding loop that knows neither the model nor the strategy.
+
+``decode(step, prompt, processors, search, stopping, generator)`` drives any
+``step(tokens, state) -> (logits, state)`` callable: ``tokens`` (N, t) are the *new* tokens
+(the whole prompt on the first call, then one token per row), ``logits`` (N, V) score the next
+token, ``state`` is the model's KV cache or recurrent state (None on the first call). Beam
+search reorders that state with ``reorder(state, index)``; the default indexes every tensor in
+it along dim 0 (so keep the batch first in your state, or pass your own ``reorder``).
+
+A search sees the processed scores and picks tokens, returning them with the parent row of each
+new row (beam reordering; greedy and sampling drop finished rows so the model stops computing
+them):
+:class:`Greedy` (argmax of the processed raw scores), :class:`Sample` (softmax of them, one draw
+from an explicit ``torch.Generator``) and :class:`Beam` (batched beam search on processed
+log-probabilities, with HF ``generate`` semantics for ``length_penalty`` and ``early_stopping``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+import torch
+
+from kexue.errors import KexueError
+from kexue.generation.processors import LogitsProcessor, Processors, validate_lengths
+from kexue.generation.stopping import EOS, MAX_LENGTH, Stopping
+
+StepFn = Callable[[torch.Tensor, Any], "tuple[torch.Tensor, Any]"]
+NEG = -1.0e9  # HF's "never choose" score: finite so that sums stay ordered
+
+
+@dataclass
+class DecodeOutput:
+    """What :func:`decode` returns; one row per prompt.
+
+    Attributes:
+        tokens: (B, L) generated tokens (prompt excluded), ``pad`` after a sequence ends.
+        log_probs: (B, L) log-probability of each generated token under the distribution the
+            search drew it from (processed scores, renormalised); 0 on padding.
+        lengths: (B,) generated tokens per row, eos included.
+        finished: (B,) True where the row ended with eos.
+        stop_reasons: per row ``"eos"`` or ``"max_length"``.
+        scores: (B,) beam score (length-penalised) for beam search, else the summed log-probs.
+    """
+
+    tokens: torch.Tensor
+    log_probs: torch.Tensor
+    lengths: torch.Tensor
+    finished: torch.Tensor
+    stop_reasons: list[str] = field(default_factory=list)
+    scores: torch.Tensor | None = None
+
+    def sequences(self) -> list[list[int]]:
+        """Generated ids per row without padding (eos kept if emitted)."""
+        return [row[: int(n)].tolist() for row, n in zip(self.tokens, self.lengths)]
+
+
+def reorder_batch(state: Any, index: torch.Tensor) -> Any:
+    """Select rows ``index`` of every tensor in a nested tuple/list/dict state (dim 0)."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.index_select(0, index)
+    if isinstance(state, (tuple, list)):
+        return type(state)(reorder_batch(s, index) for s in state)
+    if isinstance(state, dict):
+        return {k: reorder_batch(v, index) for k, v in state.items()}
+    if hasattr(state, "reorder"):
+        return state.reorder(index)
+    raise KexueError(f"cannot reorder a decoding state of type {type(state).__name__}; pass reorder=")
+
+
+class Search:
+    """A strategy: ``start`` its bookkeeping, ``step`` picks tokens, ``finish`` builds the output."""
+
+    num_beams: int = 1
+    log_probs: bool = False  # processors see log-softmax scores (beam) or raw logits
+
+    def start(self, batch: int, prompt_len: int, stopping: Stopping, device) -> Any: ...
+
+    def step(self, run: Any, tokens: torch.Tensor, scores: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Pick tokens from ``scores`` (n, V); return them for the next rows and the parent row of
+        each next row (None: rows unchanged)."""
+
+    def done(self, run: Any) -> bool: ...
+
+    def finish(self, run: Any) -> DecodeOutput: ...
+
+
+@dataclass
+class _Rows:
+    """Bookkeeping of greedy and sampling: one hypothesis per row; finished rows leave the batch."""
+
+    tokens: torch.Tensor  # (B, L)
+    log_probs: torch.Tensor  # (B, L)
+    finished: torch.Tensor  # (B,)
+    lengths: torch.Tensor  # (B,)
+    active: torch.Tensor  # (n,) rows of the batch still being decoded, in the order the model sees them
+    stopping: Stopping
+    t: int = 0
+
+
+class _PerRow(Search):
+    def start(self, batch, prompt_len, stopping, device):
+        L = stopping.max_new_tokens
+        return _Rows(torch.full((batch, L), stopping.pad, dtype=torch.long, device=device),
+                     torch.zeros(batch, L, device=device), torch.zeros(batch, dtype=torch.bool, device=device),
+                     torch.zeros(batch, dtype=torch.long, device=device), torch.arange(batch, device=device), stopping)
+
+    def choose(self, scores: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        """(n,) chosen ids and their log-probabilities under softmax(scores)."""
+        raise NotImplementedError
+
+    def step(self, run, tokens, scores, generator):
+        choice, logq = self.choose(scores, generator)  # (n,) for the active rows
+        rows = run.active
+        run.tokens[rows, run.t] = choice
+        run.log_probs[rows, run.t] = logq
+        run.lengths[rows] += 1
+        run.t += 1
+        if run.stopping.eos_token_id is None:
+            return choice, None
+        ended = choice == run.stopping.eos_token_id
+        if not bool(ended.any()):
+            return choice, None
+        run.finished[rows[ended]] = True
+        keep = (~ended).nonzero()[:, 0]  # finished rows leave the batch: no more model calls for them
+        run.active = rows[keep]
+        return choice[keep], keep
+
+    def done(self, run):
+        return len(run.active) == 0 or run.t >= run.stopping.max_new_tokens
+
+    def finish(self, run):
+        reasons = [EOS if f else MAX_LENGTH for f in run.finished.tolist()]
+        lp = run.log_probs[:, : run.t]
+        return DecodeOutput(run.tokens[:, : run.t], lp, run.lengths, run.finished.clone(), reasons, lp.sum(-1))
+
+
+class Greedy(_PerRow):
+    """Argmax of the processed scores at every step."""
+
+    def choose(self, scores, generator):
+        choice = scores.argmax(-1)  # first maximum on ties, as HF
+        return choice, scores.gather(1, choice[:, None])[:, 0] - scores.logsumexp(-1)
+
+
+class Sample(_PerRow):
+    """Ancestral sampling from softmax(processed scores) with an explicit generator."""
+
+    def choose(self, scores, generator):
+        probs = scores.float().softmax(-1)
+        try:
+            choice = torch.multinomial(probs, 1, generator=generator)[:, 0]
+        except RuntimeError:
+            raise KexueError("a row has no token left to sample (all scores -inf or NaN); check the processors") from None
+        return choice, probs.gather(1, choice[:, None])[:, 0].log()
+
+
+@dataclass
+class _Beams:
+    """Batched beam bookkeeping: running beams and the pool of the best finished hypotheses."""
+
+    running: torch.Tensor  # (B, K) summed log-probs of the running beams
+    run_lp: torch.Tensor  # (B*K, L) per-token log-probs of the running beams
+    pool_tokens: torch.Tensor  # (B, K, L)
+    pool_lp: torch.Tensor  # (B, K, L)
+    pool_scores: torch.Tensor  # (B, K) length-penalised
+    pool_len: torch.Tensor  # (B, K)
+    pool_eos: torch.Tensor  # (B, K) the hypothesis ended with eos
+    pool_done: torch.Tensor  # (B, K) HF's is_sent_finished
+    improvable: torch.Tensor  # (B, 1) HF's early-stop heuristic still unsatisfied
+    prompt_len: int
+    stopping: Stopping
+    t: int = 0
+    stop: bool = False
+
+
+class Beam(Search):
+    """Batched beam search with HF ``generate`` semantics.
+
+    Each step takes the top ``2K`` continuations over all ``K`` beams; those that end (eos, or
+    the length cap) and rank within the first ``K`` enter a pool of finished hypotheses scored
+    ``sum log p / generated_length ** length_penalty``; the best ``K`` that do not end keep running.
+    ``early_stopping``: True stops a row once K hypotheses are finished; False stops when the best
+    running beam, at its current length, cannot beat the worst finished one; ``"never"`` uses
+    the best length it could still reach (the canonical rule with ``length_penalty`` 0).
+
+    Example: ``decode(step, prompt, search=Beam(4, length_penalty=1.0), stopping=Stopping(50, eos))``.
+    """
+
+    log_probs = True
+
+    def __init__(self, num_beams: int, length_penalty: float = 1.0, early_stopping: bool | str = False):
+        if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
+            raise KexueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
+        if early_stopping not in (True, False, "never"):
+            raise KexueError(f"early_stopping must be true, false or 'never', got {early_stopping!r}")
+        self.num_beams, self.length_penalty, self.early_stopping = num_beams, float(length_penalty), early_stopping
+
+    def start(self, batch, prompt_len, stopping, device):
+        K, L = self.num_beams, stopping.max_new_tokens
+        running = torch.zeros(batch, K, device=device)
+        running[:, 1:] = NEG  # all beams start equal: only the first may expand
+        return _Beams(running, torch.zeros(batch * K, L, device=device),
+                      torch.full((batch, K, L), stopping.pad, dtype=torch.long, device=device),
+                      torch.zeros(batch, K, L, device=device), torch.full((batch, K), NEG, device=device),
+                      torch.zeros(batch, K, dtype=torch.long, device=device),
+                      torch.zeros(batch, K, dtype=torch.bool, device=device),
+                      torch.zeros(batch, K, dtype=torch.bool, device=device),
+                      torch.ones(batch, 1, dtype=torch.bool, device=device), prompt_len, stopping)
+
+    def step(self, run, tokens, scores, generator):
+        B, K = run.running.shape
+        V, t, L = scores.shape[-1], run.t, run.stopping.max_new_tokens
+        eos = run.stopping.eos_token_id
+        total = (scores.view(B, K, V) + run.running[:, :, None]).view(B, K * V)
+        top, flat = torch.topk(total, 2 * K, dim=1)  # (B, 2K), sorted
+        parent, token = flat // V, flat % V  # beam within the row, token id
+        offset = (torch.arange(B, device=scores.device) * K)[:, None]
+        token_lp = scores.view(B * K, V)[(parent + offset).view(-1), token.view(-1)].view(B, 2 * K)
+        ends = torch.zeros_like(token, dtype=torch.bool) if eos is None else token == eos
+        if t + 1 >= L:
+            ends = torch.ones_like(ends)
+
+        # finished candidates among the top K enter the pool (HF _update_finished_beams)
+        enter = ends.clone()
+        enter[:, K:] = False
+        full = run.pool_done.all(1, keepdim=True) & (self.early_stopping is True)
+        enter = enter & ~full & run.improvable
+        if bool(enter.any()):  # most steps nothing ends: skip building candidate sequences
+            self._update_pool(run, tokens, parent, token, token_lp, top, enter)
+        # the best K candidates that did not end keep running (HF _get_running_beams_for_next_iteration)
+        alive = top + ends.float() * NEG
+        nxt = torch.topk(alive, K, dim=1).indices  # (B, K)
+        run.running = alive.gather(1, nxt)
+        src = (parent.gather(1, nxt) + offset).view(-1)  # (B*K,) flat parent rows
+        run.run_lp = run.run_lp.index_select(0, src)
+        run.run_lp[:, t] = token_lp.gather(1, nxt).view(-1)
+        run.t = t + 1
+
+        # can a running beam still beat the worst finished one? (HF _check_early_stop_heuristic)
+        if self.early_stopping == "never" and self.length_penalty > 0:
+            best_len = L
+        else:
+            best_len = run.t
+        best_running = run.running[:, :1] / float(best_len) ** self.length_penalty
+        worst = torch.where(run.pool_done, run.pool_scores.min(1, keepdim=True).values, torch.full_like(run.pool_scores, NEG))
+        run.improvable = run.improvable & (best_running > worst).any(1, keepdim=True)
+        open_beams = not (bool(run.pool_done.all()) and self.early_stopping is True)
+        run.stop = not (bool(run.improvable.any()) and open_beams and not bool(ends.all()))
+        return token.gather(1, nxt).view(-1), src
+
+    def _update_pool(self, run, tokens, parent, token, token_lp, top, enter):
+        B, K = run.running.shape
+        t, L = run.t, run.stopping.max_new_tokens
+        eos = run.stopping.eos_token_id
+        gen = tokens[:, run.prompt_len:].view(B, K, t)  # (B, K, t) generated so far
+        cand_tokens = torch.full((B, 2 * K, L), run.stopping.pad, dtype=torch.long, device=top.device)
+        cand_tokens[:, :, :t] = gen.gather(1, parent[:, :, None].expand(B, 2 * K, t))
+        cand_tokens[:, :, t] = token
+        cand_lp = torch.zeros(B, 2 * K, L, device=top.device)
+        cand_lp[:, :, :t] = run.run_lp.view(B, K, L)[:, :, :t].gather(1, parent[:, :, None].expand(B, 2 * K, t))
+        cand_lp[:, :, t] = token_lp
+        # score sum log p / length ** penalty; candidates that may not enter get HF's -1e9
+        cand_scores = top / float(t + 1) ** self.length_penalty + (~enter).float() * NEG
+        merged = torch.cat([run.pool_scores, cand_scores], 1)  # (B, 3K)
+        keep = torch.topk(merged, K, dim=1).indices  # (B, K)
+        k3 = keep[:, :, None].expand(B, K, L)
+        run.pool_tokens = torch.cat([run.pool_tokens, cand_tokens], 1).gather(1, k3)
+        run.pool_lp = torch.cat([run.pool_lp, cand_lp], 1).gather(1, k3)
+        run.pool_scores = merged.gather(1, keep)
+        run.pool_len = torch.cat([run.pool_len, torch.full_like(token, t + 1)], 1).gather(1, keep)
+        ended_eos = token == eos if eos is not None else torch.zeros_like(enter)
+        run.pool_eos = torch.cat([run.pool_eos, ended_eos], 1).gather(1, keep)
+        run.pool_done = torch.cat([run.pool_done, enter], 1).gather(1, keep)
+
+    def done(self, run):
+        return run.stop or run.t >= run.stopping.max_new_tokens
+
+    def finish(self, run):
+        n = int(run.pool_len[:, 0].max())
+        eos_end = run.pool_eos[:, 0]
+        reasons = [EOS if f else MAX_LENGTH for f in eos_end.tolist()]
+        return DecodeOutput(run.pool_tokens[:, 0, :n], run.pool_lp[:, 0, :n], run.pool_len[:, 0].clone(),
+                            eos_end.clone(), reasons, run.pool_scores[:, 0].clone())
+
+
+@torch.no_grad()
+def decode(step: StepFn, prompt: torch.Tensor, processors: Iterable[LogitsProcessor] | Processors = (),
+           search: Search | None = None, stopping: Stopping | None = None,
+           generator: torch.Generator | None = None, state: Any = None,
+           reorder: Callable[[Any, torch.Tensor], Any] = reorder_batch) -> DecodeOutput:
+    """Decode continuations of ``prompt`` with ``step``.
+
+    Args:
+        step: ``(new_tokens (N, t), state) -> (logits (N, V), state)``.
+        prompt: (B, T0) token ids (all rows the same length).
+        processors: logits rules, applied in the fixed order of :class:`Processors`.
+        search: :class:`Greedy` (default), :class:`Sample` or :class:`Beam`.
+        stopping: length cap and eos (default ``Stopping()``: 100 tokens, no eos).
+        generator: the one source of randomness for sampling.
+        state: initial model state (None: the step builds it from the prompt).
+        reorder: ``(state, index) -> state`` for beam search.
+    Returns:
+        :class:`DecodeOutput` with tokens, per-token log-probs, finished flags and stop reasons.
+    Example:
+        ``out = decode(model.step, prompt, [TopP(0.9)], Sample(), Stopping(50, eos), torch.Generator().manual_seed(0))``
+    """
+    search = Greedy() if search is None else search
+    stopping = Stopping() if stopping is None else stopping
+    procs = processors if isinstance(processors, Processors) else Processors(processors)
+    if prompt.dim() != 2 or prompt.shape[1] < 1:
+        raise KexueError(f"prompt must be (batch, length >= 1) token ids, got shape {tuple(prompt.shape)}")
+    B, T0 = prompt.shape
+    validate_lengths(procs.processors, T0 + stopping.max_new_tokens)
+    K = search.num_beams
+    buf = torch.full((B * K, T0 + stopping.max_new_tokens), stopping.pad, dtype=torch.long, device=prompt.device)
+    buf[:, :T0] = prompt.repeat_interleave(K, 0) if K > 1 else prompt
+    run = search.start(B, T0, stopping, prompt.device)
+    new = buf[:, :T0]
+    for t in range(stopping.max_new_tokens):
+        logits, state = step(new, state)
+        scores = logits.float()
+        if search.log_probs:
+            scores = scores.log_softmax(-1)
+        seen = buf[:, : T0 + t]
+        scores = procs(seen, scores)
+        chosen, parent = search.step(run, seen, scores, generator)
+        if search.done(run):
+            break
+        if parent is not None:  # beams were reordered, or finished rows left the batch
+            buf = buf.index_select(0, parent)
+            state = reorder(state, parent)
+        buf[:, T0 + t] = chosen
+        new = buf[:, T0 + t: T0 + t + 1]
+    return search.finish(run)

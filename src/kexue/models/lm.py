@@ -1,0 +1,206 @@
+"""Word-level language models for decoding studies: an LSTM LM and a small Transformer LM.
+
+Both expose ``forward(x, state, reset) -> (log_probs, state)`` for training and evaluation and
+``step(tokens, state) -> (log_probs_of_next, state)`` for :func:`kexue.generation.decode`, and
+take an optional self-terminating output head (``head="st"``, Welleck et al. 2020).
+
+The ST product restarts (``reset``) after every eos in the input (a new sentence starts), and
+in ``step`` at the last prompt position, so that p(eos) >= 1 - (1 - eps)^(t + 1) holds at the
+t-th *generated* token (t = 0, 1, ...), as the official code does by setting beta = 1 on the prompt.
+
+States keep the batch first, so beam search reorders them with a plain ``index_select``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from kexue.errors import KexueError
+from kexue.nn.heads import SelfTerminatingHead, SoftmaxHead
+
+
+@dataclass
+class LMConfig:
+    """Architecture of :func:`build_lm` (saved beside the weights as ``model.json``).
+
+    Attributes:
+        arch: ``lstm`` or ``transformer``.
+        vocab: vocabulary size. eos_id: end-of-sequence id.
+        dim: embedding / hidden width. layers: LSTM or Transformer layers.
+        heads: attention heads (transformer). max_len: longest sequence (transformer positions).
+        dropout: dropout rate. head: ``softmax`` (vanilla) or ``st`` (self-terminating). eps: ST rate.
+    """
+
+    arch: str = "lstm"
+    vocab: int = 10000
+    eos_id: int = 3
+    dim: int = 256
+    layers: int = 2
+    heads: int = 4
+    max_len: int = 2048
+    dropout: float = 0.2
+    head: str = "softmax"
+    eps: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.arch not in ("lstm", "transformer"):
+            raise KexueError(f"arch must be lstm or transformer, got {self.arch!r}")
+        if self.head not in ("softmax", "st"):
+            raise KexueError(f"head must be softmax or st, got {self.head!r}")
+        if self.arch == "transformer" and self.dim % self.heads:
+            raise KexueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+
+
+def make_head(cfg: LMConfig) -> nn.Module:
+    if cfg.head == "st":
+        return SelfTerminatingHead(cfg.dim, cfg.vocab, cfg.eos_id, cfg.eps)
+    return SoftmaxHead(cfg.dim, cfg.vocab)
+
+
+class _StepMixin:
+    """``step`` for decoding on top of ``forward``: last-position log-probs, ST reset at the prompt."""
+
+    cfg: LMConfig
+
+    def step(self, tokens: torch.Tensor, state=None):
+        """``tokens`` (N, t) new ids -> (log-probs of the next token (N, V), state)."""
+        reset = torch.zeros_like(tokens, dtype=torch.bool)
+        if state is None:
+            reset[:, -1] = True  # the ST product starts at the first generated token
+        log_p, state = self.forward(tokens, state, reset)
+        return log_p[:, -1], state
+
+    def reset_after_eos(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, T) bool: positions whose input is eos (a new sentence is predicted from there)."""
+        return x == self.cfg.eos_id
+
+
+class LSTMLM(nn.Module, _StepMixin):
+    """Embedding -> LSTM (layers) -> dropout -> output head. State: (h (N, L, H), c (N, L, H), log_alpha (N,))."""
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.dim)
+        self.lstm = nn.LSTM(cfg.dim, cfg.dim, cfg.layers, batch_first=True,
+                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = make_head(cfg)
+
+    def forward(self, x: torch.Tensor, state=None, reset: torch.Tensor | None = None):
+        """x (N, T) -> (log-probs (N, T, V), state)."""
+        reset = self.reset_after_eos(x) if reset is None else reset
+        if state is None:
+            hc, log_alpha = None, torch.zeros(x.shape[0], device=x.device)
+        else:
+            h, c, log_alpha = state
+            hc = (h.transpose(0, 1).contiguous(), c.transpose(0, 1).contiguous())  # (L, N, H)
+        out, (h, c) = self.lstm(self.drop(self.embed(x)), hc)  # out (N, T, H)
+        log_p, log_alpha = self.head(self.drop(out), log_alpha, reset)
+        return log_p, (h.transpose(0, 1), c.transpose(0, 1), log_alpha)
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm Transformer block with a causal self-attention that can use a KV cache."""
+
+    def __init__(self, dim: int, heads: int, dropout: float):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.qkv, self.out = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.drop = nn.Dropout(dropout)
+        self.p = dropout
+
+    def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None):
+        N, T, D = x.shape
+        q, k, v = self.qkv(self.ln1(x)).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (N, H, T, d)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (N, H, S, d)
+        S = k.shape[2]
+        # query i sits at absolute position S - T + i and sees keys 0 .. S - T + i
+        mask = torch.ones(T, S, dtype=torch.bool, device=x.device).tril(S - T)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.p if self.training else 0.0)
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(N, T, D)))
+        x = x + self.drop(self.mlp(self.ln2(x)))
+        return x, (k, v)
+
+
+class TransformerLM(nn.Module, _StepMixin):
+    """GPT-style LM: token + learned position embeddings, pre-LN blocks, output head.
+
+    State: (keys/values per layer, each (N, H, S, d); log_alpha (N,)); the number of cached
+    positions S gives the next position.
+    """
+
+    def __init__(self, cfg: LMConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab, cfg.dim)
+        self.pos = nn.Embedding(cfg.max_len, cfg.dim)
+        self.blocks = nn.ModuleList(Block(cfg.dim, cfg.heads, cfg.dropout) for _ in range(cfg.layers))
+        self.ln = nn.LayerNorm(cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.head = make_head(cfg)
+
+    def forward(self, x: torch.Tensor, state=None, reset: torch.Tensor | None = None):
+        """x (N, T) -> (log-probs (N, T, V), state)."""
+        reset = self.reset_after_eos(x) if reset is None else reset
+        N, T = x.shape
+        caches, log_alpha = (None, torch.zeros(N, device=x.device)) if state is None else state
+        past = 0 if caches is None else caches[0][0].shape[2]
+        if past + T > self.cfg.max_len:
+            raise KexueError(f"sequence of {past + T} tokens exceeds max_len {self.cfg.max_len}")
+        h = self.drop(self.embed(x) + self.pos(torch.arange(past, past + T, device=x.device)))
+        new = []
+        for i, block in enumerate(self.blocks):
+            h, kv = block(h, None if caches is None else caches[i])
+            new.append(kv)
+        log_p, log_alpha = self.head(self.ln(h), log_alpha, reset)
+        return log_p, (new, log_alpha)
+
+
+def build_lm(cfg: LMConfig) -> nn.Module:
+    """The model of ``cfg.arch``. Example: ``build_lm(LMConfig(arch="lstm", vocab=100, dim=32))``."""
+    return LSTMLM(cfg) if cfg.arch == "lstm" else TransformerLM(cfg)
+
+
+def lm_loss(model: nn.Module, batch, generator=None):
+    """``fit()`` loss: mean NLL of targets (N, T) under ``model(inputs)``; metric ``ppl``."""
+    x, y = batch
+    log_p, _ = model(x)
+    nll = F.nll_loss(log_p.reshape(-1, log_p.shape[-1]), y.reshape(-1))
+    return nll, {"ppl": math.exp(min(nll.item(), 50.0))}
+
+
+@torch.no_grad()
+def perplexity(model: nn.Module, stream: torch.Tensor, batch_size: int = 16, window: int = 64) -> float:
+    """Perplexity of a token stream (N,), read as ``batch_size`` parallel rows in windows.
+
+    The LSTM carries its state across windows; the Transformer reads each window afresh
+    (its positions are bounded by ``max_len``).
+    """
+    was = model.training
+    model.eval()
+    rows = len(stream) // batch_size
+    data = stream[: rows * batch_size].view(batch_size, rows)
+    state, total, count = None, 0.0, 0
+    carry = isinstance(model, LSTMLM)
+    for start in range(0, rows - 1, window):
+        x = data[:, start: min(start + window, rows - 1)]
+        y = data[:, start + 1: start + 1 + x.shape[1]]
+        log_p, new_state = model(x, state if carry else None)
+        state = new_state if carry else None
+        total += -log_p.gather(2, y[..., None]).sum().item()
+        count += y.numel()
+    model.train(was)
+    return math.exp(total / count)
+
+
+def config_dict(cfg: LMConfig) -> dict:
+    return asdict(cfg)

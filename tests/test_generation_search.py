@@ -1,0 +1,95 @@
+"""Search strategies and the decode loop on hand-written probability tables."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from kexue.errors import KexueError
+from kexue.generation import Beam, Greedy, MinLength, Sample, Stopping, TopK, decode
+
+EOS, A, B = 0, 1, 2
+# p(next | prefix) for a 3-token vocabulary; unlisted prefixes end almost surely.
+TABLE = {
+    (): [0.1, 0.5, 0.4],
+    (A,): [0.4, 0.3, 0.3],
+    (B,): [0.9, 0.05, 0.05],
+}
+END = [0.98, 0.01, 0.01]
+
+
+def table_prob(prefix):
+    return TABLE.get(tuple(prefix), END)
+
+
+class TableLM:
+    """A step function that reads the table; its state is the generated prefix (N, t)."""
+
+    def __call__(self, tokens, state):
+        state = tokens[:, 1:] if state is None else torch.cat([state, tokens], 1)  # prompt is one bos token
+        probs = torch.tensor([table_prob(row.tolist()) for row in state])
+        return probs.log(), state
+
+
+def sequence_logp(seq):
+    return sum(math.log(table_prob(seq[:i])[tok]) for i, tok in enumerate(seq))
+
+
+def brute_force_best(max_len, length_penalty):
+    best, best_score = None, -math.inf
+    for n in range(1, max_len + 1):
+        for body in itertools.product([A, B], repeat=n - 1):
+            seq = list(body) + [EOS]
+            score = sequence_logp(seq) / n ** length_penalty
+            if score > best_score:
+                best, best_score = seq, score
+    return best, best_score
+
+
+def test_greedy_follows_the_argmax_and_misses_the_best():
+    out = decode(TableLM(), torch.zeros(1, 1, dtype=torch.long), search=Greedy(), stopping=Stopping(5, EOS))
+    assert out.sequences() == [[A, EOS]]
+    assert out.stop_reasons == ["eos"] and out.finished.tolist() == [True]
+    assert torch.allclose(out.log_probs, torch.tensor([[math.log(0.5), math.log(0.4)]]))
+
+
+@pytest.mark.parametrize("length_penalty", [0.0, 1.0])
+def test_beam_finds_the_known_best_sequence(length_penalty):
+    best, best_score = brute_force_best(4, length_penalty)
+    assert best == [B, EOS]  # p = 0.36 beats greedy's [A, EOS] (0.2)
+    prompt = torch.zeros(2, 1, dtype=torch.long)
+    out = decode(TableLM(), prompt, search=Beam(2, length_penalty, early_stopping=True), stopping=Stopping(4, EOS))
+    assert out.sequences() == [best, best]
+    assert out.scores[0].item() == pytest.approx(best_score, rel=1e-5)
+    assert out.stop_reasons == ["eos", "eos"]
+    assert out.log_probs[0].sum().item() == pytest.approx(math.log(0.36), rel=1e-5)
+
+
+def test_beam_of_one_is_greedy():
+    out = decode(TableLM(), torch.zeros(1, 1, dtype=torch.long), search=Beam(1, 0.0), stopping=Stopping(5, EOS))
+    assert out.sequences() == [[A, EOS]]
+
+
+def test_length_cap_and_min_length():
+    prompt = torch.zeros(1, 1, dtype=torch.long)
+    out = decode(TableLM(), prompt, [MinLength(3, EOS)], Greedy(), Stopping(3, EOS))
+    # eos masked while the sequence (bos included) is shorter than 3: A, then A (tie with B), then eos
+    assert out.sequences() == [[A, A, EOS]] and out.stop_reasons == ["eos"]
+    out = decode(TableLM(), prompt, search=Greedy(), stopping=Stopping(1, EOS))
+    assert out.stop_reasons == ["max_length"] and out.finished.tolist() == [False] and out.lengths.tolist() == [1]
+    # min length >= max length would mask eos at every step: a config error
+    with pytest.raises(KexueError, match="never stop"):
+        decode(TableLM(), prompt, [MinLength(3, EOS)], Greedy(), Stopping(2, EOS))
+
+
+def test_sampling_uses_the_generator_and_the_table():
+    prompt = torch.zeros(4000, 1, dtype=torch.long)
+    runs = [decode(TableLM(), prompt, search=Sample(), stopping=Stopping(1, EOS),
+                   generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert torch.equal(runs[0].tokens, runs[1].tokens)
+    freq = torch.bincount(runs[0].tokens[:, 0], minlength=3).float() / 4000
+    assert torch.allclose(freq, torch.tensor(TABLE[()]), atol=0.03)
+    # top-1 sampling is greedy; finished rows are padded and keep their reason
+    out = decode(TableLM(), prompt[:3], [TopK(1)], Sample(), Stopping(6, EOS), torch.Generator().manual_seed(0))
+    assert out.sequences() == [[A, EOS]] * 3 and out.stop_reasons == ["eos"] * 3
