@@ -11,11 +11,13 @@ import sys
 
 from jsonargparse import auto_cli
 
+from kexue.bench.nystrom import nystrom as bench_nystrom
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
 COMMANDS = {
     "reproduce": reproduce,
+    "bench": {"nystrom": bench_nystrom},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.

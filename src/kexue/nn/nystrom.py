@@ -31,13 +31,16 @@ and the n × n matrix is never formed, so no triangular mask can be applied.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from kexue.errors import KexueError
 
-__all__ = ["NystromAttention", "nystrom_attention", "exact_attention", "segment_means", "iterative_pinv"]
+__all__ = ["NystromAttention", "ExactAttention", "nystrom_attention", "exact_attention", "segment_means", "iterative_pinv"]
 
 
 def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -126,18 +129,75 @@ def iterative_pinv(a: torch.Tensor, iterations: int = 6) -> torch.Tensor:
     Returns:
         ``(..., m, m)``.
     """
-    norm_1 = a.abs().sum(dim=-2).amax(dim=-1)                         # (...,) max column sum
-    norm_inf = a.abs().sum(dim=-1).amax(dim=-1)                       # (...,) max row sum
+    m = a.shape[-1]
+    batch_shape = a.shape[:-2]
+    a = a.reshape(-1, m, m)                                           # (N, m, m)
+    norm_1 = a.abs().sum(dim=-2).amax(dim=-1)                         # (N,) max column sum
+    norm_inf = a.abs().sum(dim=-1).amax(dim=-1)                       # (N,) max row sum
     scale = (norm_1 * norm_inf).clamp(min=torch.finfo(a.dtype).tiny)
-    z = a.transpose(-1, -2) / scale[..., None, None]
-    eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+    z = a.transpose(-1, -2) / scale[:, None, None]
+    eye = torch.eye(m, dtype=a.dtype, device=a.device)
+    eye7, eye13, eye15 = ((c * eye).expand_as(a) for c in (7, 13, 15))
     for _ in range(iterations):
-        az = a @ z
-        t = 7 * eye - az
-        t = 15 * eye - az @ t
-        t = 13 * eye - az @ t
-        z = 0.25 * (z @ t)
-    return z
+        az = torch.bmm(a, z)
+        t = eye7 - az                                                 # 7I − AZ
+        t = torch.baddbmm(eye15, az, t, alpha=-1)                     # 15I − AZ(7I − AZ)
+        t = torch.baddbmm(eye13, az, t, alpha=-1)                     # 13I − AZ(15I − …)
+        z = torch.baddbmm(z, z, t, beta=0, alpha=0.25)                # ¼ Z(13I − …)
+    return z.reshape(*batch_shape, m, m)
+
+
+def _landmark_solve(q_land: torch.Tensor, k_land: torch.Tensor, bv: torch.Tensor,
+                    landmark_mask: torch.Tensor | None, iterations: int) -> torch.Tensor:
+    """W = softmax(Q̃K̃ᵀ/√d)^† · BV, the m × m middle of eq. (15): (B, H, m, d) -> (B, H, m, dv).
+
+    Empty landmarks (samples with fewer real tokens than m) drop out: their columns are masked
+    and their rows zeroed, so A = [[A_real, 0], [0, 0]] and A^† keeps that shape.
+    """
+    logits = (q_land @ k_land.transpose(-1, -2)) * q_land.shape[-1] ** -0.5    # (B, H, m, m)
+    if landmark_mask is not None:
+        logits = logits.masked_fill(~landmark_mask[:, None, None, :], torch.finfo(logits.dtype).min)
+    a = torch.softmax(logits, dim=-1)
+    if landmark_mask is not None:
+        a = a * landmark_mask[:, None, :, None].to(a.dtype)
+    return iterative_pinv(a, iterations) @ bv
+
+
+@contextlib.contextmanager
+def _one_thread():
+    threads = torch.get_num_threads()
+    if threads > 1:
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        if threads > 1:
+            torch.set_num_threads(threads)
+
+
+class _OneThread(torch.autograd.Function):
+    """Run ``fn(*inputs)`` and its backward on one CPU thread.
+
+    The m × m work is some thirty tiny kernels (about 1 ms in all on one core); with several
+    threads each one pays a thread wake-up, which on a loaded machine costs a scheduler slice
+    (milliseconds) per kernel and came to ~100 ms at m = 64 in our measurements. The backward
+    recomputes ``fn`` (cheap) and differentiates it, also on one thread.
+    """
+
+    @staticmethod
+    def forward(ctx, fn, *inputs):
+        ctx.fn = fn
+        ctx.save_for_backward(*inputs)
+        with _one_thread(), torch.no_grad():
+            return fn(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        inputs = [x.detach().requires_grad_(need) for x, need in zip(ctx.saved_tensors, ctx.needs_input_grad[1:])]
+        wanted = [x for x in inputs if x.requires_grad]
+        with _one_thread(), torch.enable_grad():
+            grads = iter(torch.autograd.grad(ctx.fn(*inputs), wanted, grad) if wanted else ())
+        return (None, *(next(grads) if x.requires_grad else None for x in inputs))
 
 
 def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_landmarks: int = 64,
@@ -176,24 +236,18 @@ def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_lan
 
     q_land, counts = segment_means(q, m, key_padding_mask)            # (B, H, m, d), (B, m)
     k_land, _ = segment_means(k, m, key_padding_mask)                 # (B, H, m, d)
-    scale = d ** -0.5
-
-    # A = softmax(Q̃K̃ᵀ/√d), (B, H, m, m); empty landmarks (samples with L < m) drop out:
-    # their columns are masked and their rows zeroed, so A = [[A_real, 0], [0, 0]].
-    logits = (q_land @ k_land.transpose(-1, -2)) * scale
-    landmark_mask = None
-    if key_padding_mask is not None and not bool((counts > 0).all()):
-        landmark_mask = _keep_mask(counts > 0)                        # (B, m)
-        logits = logits.masked_fill(~landmark_mask[:, None, None, :], torch.finfo(logits.dtype).min)
-    a = torch.softmax(logits, dim=-1)
-    if landmark_mask is not None:
-        a = a * landmark_mask[:, None, :, None].to(a.dtype)
-    a_pinv = iterative_pinv(a, pinv_iterations)                       # (B, H, m, m)
 
     # BV = softmax(Q̃Kᵀ/√d)·V with padded keys masked, (B, H, m, dv)
     key_mask = None if key_padding_mask is None else _keep_mask(key_padding_mask)[:, None, None, :]
     bv = F.scaled_dot_product_attention(q_land, k, v, attn_mask=key_mask)
-    w = a_pinv @ bv                                                   # (B, H, m, dv)
+    landmark_mask = None
+    if key_padding_mask is not None and not bool((counts > 0).all()):
+        landmark_mask = _keep_mask(counts > 0)                        # (B, m)
+    solve = functools.partial(_landmark_solve, landmark_mask=landmark_mask, iterations=pinv_iterations)
+    if q.device.type == "cpu":
+        w = _OneThread.apply(solve, q_land, k_land, bv)               # (B, H, m, dv)
+    else:
+        w = solve(q_land, k_land, bv)
 
     if key_padding_mask is not None:
         lengths = key_padding_mask.sum(dim=1)                         # (B,)
@@ -253,3 +307,25 @@ class NystromAttention(nn.Module):
                 skip = skip * key_padding_mask[:, None, :, None].to(skip.dtype)
             out = out + skip
         return self.to_out(out.transpose(1, 2).flatten(2))           # b h n d -> b n (h d)
+
+
+class ExactAttention(nn.Module):
+    """Multi-head softmax self-attention with the same projections as :class:`NystromAttention`.
+
+    The O(n²) reference the Nyström layer replaces (PyTorch SDPA core).
+    Example: ``ExactAttention(512, 8)(x, key_padding_mask)`` with x ``(B, n, 512)`` -> ``(B, n, 512)``.
+    """
+
+    def __init__(self, dim: int, heads: int, bias: bool = True):
+        super().__init__()
+        if dim % heads:
+            raise KexueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads = heads
+        self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
+        self.to_out = nn.Linear(dim, dim, bias=bias)
+
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """x ``(B, n, dim)``, key_padding_mask ``(B, n)`` bool True at real tokens -> ``(B, n, dim)``."""
+        q, k, v = self.to_qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
+        out = exact_attention(q, k, v, key_padding_mask)              # (B, H, n, d)
+        return self.to_out(out.transpose(1, 2).flatten(2))
