@@ -12,11 +12,13 @@ import sys
 from jsonargparse import auto_cli
 
 from kexue.bench.nystrom import nystrom as bench_nystrom
+from kexue.commands import nystrom
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
 COMMANDS = {
     "reproduce": reproduce,
+    "nystrom": {"listops": nystrom.listops},
     "bench": {"nystrom": bench_nystrom},
 }
 
