@@ -18,7 +18,7 @@ from kexue.reproduce import reproduce
 
 COMMANDS = {
     "reproduce": reproduce,
-    "nystrom": {"listops": nystrom.listops},
+    "nystrom": {"listops": nystrom.listops, "errors": nystrom.errors},
     "bench": {"nystrom": bench_nystrom},
 }
 

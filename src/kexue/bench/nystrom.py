@@ -56,36 +56,36 @@ class _Slice(nn.Module):
         return x[..., self.a:self.b]
 
 
-def _hf_config(n: int, m: int, pinv_iterations: int = 6):
+def _hf_config(n: int, m: int, dim: int = DIM, heads: int = HEADS):
     try:
         from transformers import NystromformerConfig
     except ImportError:
         raise KexueError("the hf peer needs transformers (pip install 'kexue[hf]')") from None
-    return NystromformerConfig(hidden_size=DIM, num_attention_heads=HEADS, num_landmarks=m,
+    return NystromformerConfig(hidden_size=dim, num_attention_heads=heads, num_landmarks=m,
                                segment_means_seq_len=n, inv_coeff_init_option=False,
                                attention_probs_dropout_prob=0.0)
 
 
-def _lucidrains(m: int, core: bool) -> nn.Module:
+def _lucidrains(m: int, core: bool, dim: int = DIM, heads: int = HEADS) -> nn.Module:
     try:
         from nystrom_attention import NystromAttention as Lucid
     except ImportError:
         raise KexueError("the lucidrains peer needs nystrom-attention (pip install 'kexue[peers]')") from None
-    layer = Lucid(dim=DIM, dim_head=DIM // HEADS, heads=HEADS, num_landmarks=m, pinv_iterations=6, residual=False)
+    layer = Lucid(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=m, pinv_iterations=6, residual=False)
     if core:
         layer.to_qkv, layer.to_out = nn.Identity(), nn.Identity()   # input is [q | k | v]; chunk(3) splits it
     return layer
 
 
-def _hf(n: int, m: int, core: bool) -> nn.Module:
+def _hf(n: int, m: int, core: bool, dim: int = DIM, heads: int = HEADS) -> nn.Module:
     from transformers.models.nystromformer.modeling_nystromformer import NystromformerSelfAttention
 
-    attn = NystromformerSelfAttention(_hf_config(n, m))
+    attn = NystromformerSelfAttention(_hf_config(n, m, dim, heads))
     attn.conv_kernel_size, attn.conv = None, None   # no conv skip (the config refuses None)
     if core:
-        attn.query, attn.key, attn.value = _Slice(0, DIM), _Slice(DIM, 2 * DIM), _Slice(2 * DIM, 3 * DIM)
+        attn.query, attn.key, attn.value = _Slice(0, dim), _Slice(dim, 2 * dim), _Slice(2 * dim, 3 * dim)
         return _FirstOutput(attn, nn.Identity())
-    return _FirstOutput(attn, nn.Linear(DIM, DIM))
+    return _FirstOutput(attn, nn.Linear(dim, dim))
 
 
 class _FirstOutput(nn.Module):
@@ -97,11 +97,11 @@ class _FirstOutput(nn.Module):
         return self.out(self.attn(x)[0])
 
 
-def core_functions(n: int, m: int) -> dict[str, tuple[Callable, str]]:
+def core_functions(n: int, m: int, dim: int = DIM, heads: int = HEADS) -> dict[str, tuple[Callable, str]]:
     """Each method's attention core and the input layout it takes: ``heads`` = three (B, H, n, d)
     tensors, ``packed`` = one (B, n, 3·dim) tensor ``[q | k | v]``. All return (B, n, dim)."""
     merge = lambda o: o.transpose(1, 2).flatten(2)                     # b h n d -> b n (h d)
-    lucid, hf = _lucidrains(m, core=True), _hf(n, m, core=True)
+    lucid, hf = _lucidrains(m, True, dim, heads), _hf(n, m, True, dim, heads)
     return {
         "exact": (lambda q, k, v: merge(F.scaled_dot_product_attention(q, k, v)), "heads"),
         "lucidrains": (lucid, "packed"),
@@ -212,7 +212,7 @@ def relative_errors(n: int, landmarks: list[int], q, k, v) -> dict[int, dict[str
         exact = exact_attention(q, k, v).transpose(1, 2).flatten(2)
         errors: dict[int, dict[str, float]] = {}
         for m in landmarks:
-            fns = core_functions(n, m)
+            fns = core_functions(n, m, q.shape[1] * q.shape[3], q.shape[1])
             errors[m] = {name: float((_call(fn, layout, q, k, v) - exact).norm() / exact.norm())
                          for name, (fn, layout) in fns.items() if name != "exact"}
     return errors

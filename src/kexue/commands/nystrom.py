@@ -96,3 +96,73 @@ def _trimmed_loss(model, batch, generator):
     tokens, labels = batch
     keep = int((tokens != 0).sum(1).max())
     return classification_loss(model, (tokens[:, :keep], labels), generator)
+
+
+def errors(run: Path, length: int = 256, num_sequences: int = 8, landmarks: list[int] | None = None,
+           results: Path | None = None, figure: Path | None = None) -> dict[int, dict[str, float]]:
+    """Error study on a trained model: q, k, v of the first block of the Nyström ListOps model.
+
+    Relative error ‖Ŷ − Y‖/‖Y‖ of ours, nystrom-attention and transformers' Nyströmformer against
+    exact attention, on the same q, k, v (unpadded ListOps expressions of exactly ``length`` tokens).
+
+    Args:
+        run: folder of a ``kexue nystrom listops`` run (its config.yaml and nystrom/checkpoints).
+        length: tokens per expression (a multiple of every m; at most the model's max_len).
+        num_sequences: expressions in the batch.
+        landmarks: m values (default 16, 32, 64, 128).
+        results: also merge the errors into this results JSON.
+        figure: also plot them to this PNG.
+    Returns:
+        ``{m: {method: error}}``.
+    """
+    import yaml
+
+    from kexue.bench.nystrom import relative_errors
+    from kexue.io import save_figure
+    from kexue.training.checkpoint import latest_checkpoint, load_weights
+
+    run = Path(run)
+    try:
+        cfg = yaml.safe_load((run / "config.yaml").read_text())
+    except FileNotFoundError:
+        raise KexueError(f"no config.yaml in {run}; pass the folder of a 'kexue nystrom listops' run") from None
+    ckpt = latest_checkpoint(run / "nystrom" / "checkpoints")
+    if ckpt is None:
+        raise KexueError(f"no Nyström checkpoint under {run / 'nystrom' / 'checkpoints'}")
+    landmarks = landmarks or [16, 32, 64, 128]
+    if length > cfg["max_len"] or any(length % m for m in landmarks):
+        raise KexueError(f"length must be <= {cfg['max_len']} and a multiple of every m in {landmarks}")
+    model = NystromformerClassifier(len(lo.VOCAB), lo.NUM_CLASSES, cfg["max_len"], cfg["dim"], cfg["depth"],
+                                    cfg["heads"], "nystrom", cfg["num_landmarks"], conv_kernel=cfg["conv_kernel"])
+    load_weights(model, ckpt / "model.safetensors")
+    model.eval()
+    tokens, _ = lo.to_tensors(*lo.generate(num_sequences, length, length, cfg["max_depth"], cfg["max_args"],
+                                           seed=cfg["seed"] + 20_011), length)
+    block = model.blocks[0]
+    with torch.no_grad():
+        x = model.embed(tokens) + model.pos.weight[:length]          # (B, n, dim)
+        q, k, v = block.attn.to_qkv(block.norm1(x)).unflatten(-1, (3, cfg["heads"], -1)).permute(2, 0, 3, 1, 4)
+    errs = relative_errors(length, landmarks, q, k, v)
+    command = f"kexue nystrom errors --run {run}"
+    print(f"{'m':>5} " + " ".join(f"{name:>11}" for name in errs[landmarks[0]]))
+    for m, row in errs.items():
+        print(f"{m:>5} " + " ".join(f"{e:11.4g}" for e in row.values()))
+    if results is not None:
+        write_results(results, [Figure(f"nystrom.trained_listops.n{length}.m{m}.rel_error_{name}", e, command=command)
+                                for m, row in errs.items() for name, e in row.items()], merge=True)
+    if figure is not None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.5, 3.2))
+        for name, style in (("ours", "o-"), ("lucidrains", "s--"), ("hf", "^:")):
+            ax.plot(landmarks, [errs[m][name] for m in landmarks], style, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("landmarks m")
+        ax.set_ylabel("‖Ŷ − Y‖ / ‖Y‖ vs exact")
+        ax.set_title(f"trained ListOps model, block 1, n = {length}")
+        ax.legend()
+        save_figure(fig, figure)
+    return errs
