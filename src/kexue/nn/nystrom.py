@@ -40,6 +40,9 @@ from torch import nn
 
 from kexue.errors import KexueError
 
+# CPU m × m work below this many flops runs on one thread (see _OneThread)
+SINGLE_THREAD_FLOPS = 5e8
+
 __all__ = ["NystromAttention", "ExactAttention", "nystrom_attention", "exact_attention", "segment_means", "iterative_pinv"]
 
 
@@ -244,10 +247,13 @@ def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_lan
     if key_padding_mask is not None and not bool((counts > 0).all()):
         landmark_mask = _keep_mask(counts > 0)                        # (B, m)
     solve = functools.partial(_landmark_solve, landmark_mask=landmark_mask, iterations=pinv_iterations)
-    if q.device.type == "cpu":
-        w = _OneThread.apply(solve, q_land, k_land, bv)               # (B, H, m, dv)
-    else:
-        w = solve(q_land, k_land, bv)
+    # the pseudo-inverse iteration is kept in float32 (or float64) even under mixed precision
+    work = torch.promote_types(q.dtype, torch.float32)
+    small = b * h * m ** 3 * (4 * pinv_iterations + 2) <= SINGLE_THREAD_FLOPS
+    with torch.autocast(q.device.type, enabled=False):
+        args = (q_land.to(work), k_land.to(work), bv.to(work))
+        w = _OneThread.apply(solve, *args) if q.device.type == "cpu" and small else solve(*args)
+    w = w.to(v.dtype)                                                 # (B, H, m, dv)
 
     if key_padding_mask is not None:
         lengths = key_padding_mask.sum(dim=1)                         # (B,)
