@@ -64,8 +64,8 @@ def listops(attention: str = "both", steps: int = 1000, batch_size: int = 32, lr
                                    max_len)
     print(f"[listops] {train_size} train / {test_size} test expressions of {min_len}-{max_len} tokens "
           f"in {time.perf_counter() - t0:.1f} s; majority class {test_y.bincount().max().item() / test_size:.1%}")
-    command = (f"kexue nystrom listops --steps {steps} --train_size {train_size} --min_len {min_len} "
-               f"--max_len {max_len} --num_landmarks {num_landmarks}")
+    command = (f"kexue nystrom listops --attention {attention} --steps {steps} --lr {lr} --train_size {train_size} "
+               f"--min_len {min_len} --max_len {max_len} --num_landmarks {num_landmarks} --seed {seed}")
     accs: dict[str, float] = {}
     figures = []
     for kind in kinds:
