@@ -236,7 +236,7 @@ def _plot_errors(errors: dict[int, dict[int, dict[str, float]]], path: Path) -> 
     axes_list = axes if len(landmarks) > 1 else [axes]
     axes_list[0].set_ylabel("‖Ŷ − Y‖ / ‖Y‖ vs exact")
     axes_list[0].legend()
-    fig.suptitle("Nyström attention: relative error against exact softmax attention (random q, k, v)")
+    fig.suptitle("Nyström attention: relative error against exact softmax attention (random q, k, v)", y=1.04)
     save_figure(fig, path)
 
 
@@ -262,7 +262,7 @@ def _plot_times(core: dict[int, dict], path: Path) -> None:
 
 def nystrom(quick: bool = False, lengths: list[int] | None = None, error_lengths: list[int] | None = None,
             error_landmarks: list[int] | None = None, num_landmarks: int = 64, repeats: int = 3,
-            out: Path = Path("benchmarks/results")) -> Path:
+            threads: int = 0, out: Path = Path("benchmarks/results")) -> Path:
     """Benchmark Nyström attention against exact attention and the public implementations.
 
     Writes ``<out>/nystrom.json`` (results schema, merged into an existing file),
@@ -276,6 +276,8 @@ def nystrom(quick: bool = False, lengths: list[int] | None = None, error_lengths
         error_landmarks: landmark counts of the error study (default 16, 32, 64, 128).
         num_landmarks: m for time and memory (64 as in the paper).
         repeats: timed runs per measurement (the minimum is kept).
+        threads: torch CPU threads for every method (0: torch's default). On a machine shared with
+            other jobs, 1 avoids the thread wake-ups that otherwise dominate small kernels.
         out: folder of the JSON files and plots.
     Returns:
         The path of nystrom.json.
@@ -284,8 +286,10 @@ def nystrom(quick: bool = False, lengths: list[int] | None = None, error_lengths
     error_lengths = error_lengths or ([512, 1024] if quick else [512, 1024, 2048, 4096, 8192])
     error_landmarks = error_landmarks or [16, 32, 64, 128]
     repeats = 1 if quick else repeats
+    if threads > 0:
+        torch.set_num_threads(threads)
     out = Path(out)
-    command = "kexue bench nystrom" + (" --quick" if quick else "")
+    command = "kexue bench nystrom" + (" --quick" if quick else "") + (f" --threads {threads}" if threads else "")
     details: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared with other jobs",
                      "torch": torch.__version__, "dim": DIM, "heads": HEADS, "num_landmarks": num_landmarks,
                      "batch": 1, "core": {}, "layer": {}, "errors": {}}

@@ -15,11 +15,11 @@ def run(out: Path, quick: bool) -> SectionResult:
     """Benchmark against exact attention and the public implementations, then ListOps."""
     bench_dir = out / "nystrom_bench"
     if quick:
-        path = bench_nystrom(quick=True, out=bench_dir)
+        path = bench_nystrom(quick=True, threads=1, out=bench_dir)
         accs = listops(steps=150, train_size=2000, test_size=500, min_len=60, max_len=160, num_landmarks=16,
                        out=out / "nystrom_listops")
     else:
-        path = bench_nystrom(out=bench_dir)
+        path = bench_nystrom(threads=1, out=bench_dir)
         accs = listops(out=out / "nystrom_listops")
     measured = load_results(path)
     timed = sorted(int(k.split(".")[1][1:]) for k in measured if k.endswith(".core_speedup_vs_exact"))
