@@ -270,7 +270,7 @@ def nystrom(quick: bool = False, lengths: list[int] | None = None, error_lengths
     ``nystrom_time.png``.
 
     Args:
-        quick: small sizes (n up to 2048, errors up to 1024, one repeat) that finish in about a minute.
+        quick: small sizes (n up to 2048, errors up to 1024, one repeat) that finish in a few minutes.
         lengths: sequence lengths for time and memory (default 1024 … 16384).
         error_lengths: sequence lengths of the error study (default 512 … 8192).
         error_landmarks: landmark counts of the error study (default 16, 32, 64, 128).
