@@ -143,7 +143,8 @@ def errors(run: Path, length: int = 256, num_sequences: int = 8, landmarks: list
         x = model.embed(tokens) + model.pos.weight[:length]          # (B, n, dim)
         q, k, v = block.attn.to_qkv(block.norm1(x)).unflatten(-1, (3, cfg["heads"], -1)).permute(2, 0, 3, 1, 4)
     errs = relative_errors(length, landmarks, q, k, v)
-    command = f"kexue nystrom errors --run {run} --length {length} --num_sequences {num_sequences} --landmarks '{landmarks}'"
+    command = (f"kexue nystrom errors --run {run} --length {length} --num_sequences {num_sequences} "
+               f"--landmarks '{landmarks}'")
     print(f"{'m':>5} " + " ".join(f"{name:>11}" for name in errs[landmarks[0]]))
     for m, row in errs.items():
         print(f"{m:>5} " + " ".join(f"{e:11.4g}" for e in row.values()))
