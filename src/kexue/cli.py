@@ -12,8 +12,9 @@ import sys
 from jsonargparse import auto_cli
 
 from kexue.bench.decoding import decoding as bench_decoding
+from kexue.bench.nystrom import nystrom as bench_nystrom
 from kexue.bench.onlstm import onlstm as bench_onlstm
-from kexue.commands import lm, onlstm, vae_cluster
+from kexue.commands import lm, nystrom, onlstm, vae_cluster
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
@@ -23,7 +24,8 @@ COMMANDS = {
                     "study": vae_cluster.study},
     "onlstm": {"train": onlstm.train, "parse": onlstm.parse, "eval": onlstm.eval},
     "lm": {"train": lm.train, "generate": lm.generate, "termination": lm.termination},
-    "bench": {"decoding": bench_decoding, "onlstm": bench_onlstm},
+    "nystrom": {"listops": nystrom.listops, "errors": nystrom.errors},
+    "bench": {"decoding": bench_decoding, "nystrom": bench_nystrom, "onlstm": bench_onlstm},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.

@@ -1,0 +1,362 @@
+"""``kexue bench nystrom``: time, peak memory and error of Nyström attention against exact
+attention and two public implementations, side by side in one process.
+
+Methods
+    exact        PyTorch ``scaled_dot_product_attention`` (on CPU its fused flash kernel, which
+                 never stores the n × n matrix); also ``exact-naive``, softmax(QKᵀ/√d)·V written
+                 out, the baseline the paper's Table 1 measures, for memory only.
+    lucidrains   ``nystrom_attention.NystromAttention`` (PyPI ``nystrom-attention``).
+    hf           ``transformers`` ``NystromformerSelfAttention``.
+    ours         :func:`kexue.nn.nystrom.nystrom_attention` / :class:`NystromAttention`.
+
+Core vs layer. The *core* is attention given q, k, v. The peers have no separate core routine,
+so their own ``forward`` is run with the projections replaced by zero-cost slicing views: the
+input is the concatenation ``[q | k | v]`` of shape (B, n, 3·512) and ``to_qkv`` / ``query``,
+``key``, ``value`` just take their slice (``to_out`` is the identity). Everything the peer
+computes between projections is therefore timed, and nothing else. The *layer* adds each
+method's own q/k/v and output projections (hf has no output projection in its self-attention
+module, so one ``nn.Linear`` is added). No conv skip anywhere (equal work).
+
+Time: minimum over ``repeats`` runs after one warm-up (a run longer than 3 s is timed once);
+forward under ``torch.no_grad``; forward + backward with gradients for the inputs (core) or
+the parameters (layer). Memory: peak of the bytes held by tensors allocated through PyTorch's
+CPU allocator during one call, above what was held before it (``torch.profiler`` with
+``profile_memory``; kernels' scratch tensors are counted, raw mallocs inside BLAS are not).
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from kexue.errors import KexueError
+from kexue.io import save_figure, write_json
+from kexue.nn.nystrom import ExactAttention, NystromAttention, exact_attention, nystrom_attention
+from kexue.results import Figure, write_results
+
+DIM, HEADS = 512, 8
+PAPER = "Xiong et al. 2021, Table 1 (one attention module, GTX 1080Ti, n=8192, m=64)"
+
+
+class _Slice(nn.Module):
+    """Stand-in projection: the [a, b) slice of the last dimension (a view, no work)."""
+
+    def __init__(self, a: int, b: int):
+        super().__init__()
+        self.a, self.b = a, b
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., self.a:self.b]
+
+
+def _hf_config(n: int, m: int, dim: int = DIM, heads: int = HEADS):
+    try:
+        from transformers import NystromformerConfig
+    except ImportError:
+        raise KexueError("the hf peer needs transformers (pip install 'kexue[hf]')") from None
+    return NystromformerConfig(hidden_size=dim, num_attention_heads=heads, num_landmarks=m,
+                               segment_means_seq_len=n, inv_coeff_init_option=False,
+                               attention_probs_dropout_prob=0.0)
+
+
+def _lucidrains(m: int, core: bool, dim: int = DIM, heads: int = HEADS) -> nn.Module:
+    try:
+        from nystrom_attention import NystromAttention as Lucid
+    except ImportError:
+        raise KexueError("the lucidrains peer needs nystrom-attention (pip install 'kexue[peers]')") from None
+    layer = Lucid(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=m, pinv_iterations=6, residual=False)
+    if core:
+        layer.to_qkv, layer.to_out = nn.Identity(), nn.Identity()   # input is [q | k | v]; chunk(3) splits it
+    return layer
+
+
+def _hf(n: int, m: int, core: bool, dim: int = DIM, heads: int = HEADS) -> nn.Module:
+    from transformers.models.nystromformer.modeling_nystromformer import NystromformerSelfAttention
+
+    attn = NystromformerSelfAttention(_hf_config(n, m, dim, heads))
+    attn.conv_kernel_size, attn.conv = None, None   # no conv skip (the config refuses None)
+    if core:
+        attn.query, attn.key, attn.value = _Slice(0, dim), _Slice(dim, 2 * dim), _Slice(2 * dim, 3 * dim)
+        return _FirstOutput(attn, nn.Identity())
+    return _FirstOutput(attn, nn.Linear(dim, dim))
+
+
+class _FirstOutput(nn.Module):
+    def __init__(self, attn: nn.Module, out: nn.Module):
+        super().__init__()
+        self.attn, self.out = attn, out
+
+    def forward(self, x):
+        return self.out(self.attn(x)[0])
+
+
+def core_functions(n: int, m: int, dim: int = DIM, heads: int = HEADS) -> dict[str, tuple[Callable, str]]:
+    """Each method's attention core and the input layout it takes: ``heads`` = three (B, H, n, d)
+    tensors, ``packed`` = one (B, n, 3·dim) tensor ``[q | k | v]``. All return (B, n, dim)."""
+    merge = lambda o: o.transpose(1, 2).flatten(2)                     # b h n d -> b n (h d)
+    lucid, hf = _lucidrains(m, True, dim, heads), _hf(n, m, True, dim, heads)
+    return {
+        "exact": (lambda q, k, v: merge(F.scaled_dot_product_attention(q, k, v)), "heads"),
+        "lucidrains": (lucid, "packed"),
+        "hf": (hf, "packed"),
+        "ours": (lambda q, k, v: merge(nystrom_attention(q, k, v, m, 6)), "heads"),
+    }
+
+
+def layer_modules(n: int, m: int) -> dict[str, nn.Module]:
+    """Each method's whole layer (q/k/v and output projections), (B, n, dim) -> (B, n, dim)."""
+    return {"exact": ExactAttention(DIM, HEADS), "lucidrains": _lucidrains(m, core=False),
+            "hf": _hf(n, m, core=False), "ours": NystromAttention(DIM, HEADS, num_landmarks=m)}
+
+
+def peak_memory(fn: Callable[[], object]) -> int:
+    """Peak bytes of PyTorch CPU tensors allocated during ``fn()`` above the level before it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        out = fn()
+        del out
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    level = peak = 0
+    for _, nbytes in events:
+        level += nbytes
+        peak = max(peak, level)
+    return peak
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Minimum wall time over ``repeats`` runs after one warm-up (one timed run if it takes > 3 s)."""
+    t0 = time.perf_counter()
+    fn()
+    first = time.perf_counter() - t0
+    if first > 3.0:
+        return first
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def _qkv(n: int, seed: int, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(1, HEADS, n, DIM // HEADS, generator=g) * scale for _ in range(3))
+
+
+def _packed(q, k, v) -> torch.Tensor:
+    return torch.cat([t.transpose(1, 2).flatten(2) for t in (q, k, v)], dim=-1)   # (B, n, 3·dim)
+
+
+def _call(fn, layout, q, k, v):
+    return fn(q, k, v) if layout == "heads" else fn(_packed(q, k, v))
+
+
+def measure_core(n: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Forward / forward+backward seconds and peak bytes of each method's core at length n."""
+    out: dict[str, dict[str, float]] = {}
+    q, k, v = _qkv(n, seed=n)
+    packed = _packed(q, k, v)
+    grad = torch.randn(1, n, DIM, generator=torch.Generator().manual_seed(1))
+    for name, (fn, layout) in core_functions(n, m).items():
+        args = (q, k, v) if layout == "heads" else (packed,)
+        leaves = [a.detach().clone().requires_grad_() for a in args]
+
+        def forward():
+            with torch.no_grad():
+                return fn(*args)
+
+        def forward_backward():
+            for a in leaves:
+                a.grad = None
+            fn(*leaves).backward(grad)
+
+        out[name] = {"fwd_s": best_time(forward, repeats), "fwdbwd_s": best_time(forward_backward, repeats),
+                     "fwd_bytes": peak_memory(forward), "fwdbwd_bytes": peak_memory(forward_backward)}
+    # the paper's exact baseline stores the (B, H, n, n) matrix; measured for memory only
+    naive = lambda: torch.softmax(q @ k.transpose(-1, -2) * (DIM // HEADS) ** -0.5, dim=-1) @ v
+    with torch.no_grad():
+        out["exact-naive"] = {"fwd_bytes": peak_memory(naive)}
+    return out
+
+
+def measure_layer(n: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
+    """Forward / forward+backward seconds of each method's whole layer at length n."""
+    torch.manual_seed(0)
+    x = torch.randn(1, n, DIM, generator=torch.Generator().manual_seed(n))
+    out: dict[str, dict[str, float]] = {}
+    for name, layer in layer_modules(n, m).items():
+        def forward():
+            with torch.no_grad():
+                return layer(x)
+
+        def forward_backward():
+            layer.zero_grad(set_to_none=True)
+            layer(x).sum().backward()
+
+        out[name] = {"fwd_s": best_time(forward, repeats), "fwdbwd_s": best_time(forward_backward, repeats)}
+    return out
+
+
+def relative_errors(n: int, landmarks: list[int], q, k, v) -> dict[int, dict[str, float]]:
+    """‖Ŷ − Y‖/‖Y‖ against exact attention for each Nyström method at each m, same q, k, v."""
+    with torch.no_grad():
+        exact = exact_attention(q, k, v).transpose(1, 2).flatten(2)
+        errors: dict[int, dict[str, float]] = {}
+        for m in landmarks:
+            fns = core_functions(n, m, q.shape[1] * q.shape[3], q.shape[1])
+            errors[m] = {name: float((_call(fn, layout, q, k, v) - exact).norm() / exact.norm())
+                         for name, (fn, layout) in fns.items() if name != "exact"}
+    return errors
+
+
+def _plot_errors(errors: dict[int, dict[int, dict[str, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    landmarks = sorted({m for per_n in errors.values() for m in per_n})
+    fig, axes = plt.subplots(1, len(landmarks), figsize=(3.2 * len(landmarks), 3.2), sharey=True)
+    for ax, m in zip(axes if len(landmarks) > 1 else [axes], landmarks):
+        ns = sorted(n for n in errors if m in errors[n])
+        for name, style in (("ours", "o-"), ("lucidrains", "s--"), ("hf", "^:")):
+            ax.plot(ns, [errors[n][m][name] for n in ns], style, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"m = {m}")
+        ax.set_xlabel("sequence length n")
+    axes_list = axes if len(landmarks) > 1 else [axes]
+    axes_list[0].set_ylabel("‖Ŷ − Y‖ / ‖Y‖ vs exact")
+    axes_list[0].legend()
+    fig.suptitle("Nyström attention: relative error against exact softmax attention (random q, k, v)", y=1.04)
+    save_figure(fig, path)
+
+
+def _plot_times(core: dict[int, dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ns = sorted(core)
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
+    for ax, key, title in ((axes[0], "fwd_s", "core forward"), (axes[1], "fwdbwd_s", "core forward + backward")):
+        for name, style in (("exact", "k-"), ("ours", "o-"), ("lucidrains", "s--"), ("hf", "^:")):
+            ax.plot(ns, [core[n][name][key] for n in ns], style, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length n")
+        ax.set_ylabel("seconds")
+        ax.set_title(title)
+    axes[0].legend()
+    save_figure(fig, path)
+
+
+def nystrom(quick: bool = False, lengths: list[int] | None = None, error_lengths: list[int] | None = None,
+            error_landmarks: list[int] | None = None, num_landmarks: int = 64, repeats: int = 3,
+            threads: int = 0, out: Path = Path("benchmarks/results")) -> Path:
+    """Benchmark Nyström attention against exact attention and the public implementations.
+
+    Writes ``<out>/nystrom.json`` (results schema, merged into an existing file),
+    ``<out>/nystrom_details.json`` (every measurement) and the plots ``nystrom_error.png``,
+    ``nystrom_time.png``.
+
+    Args:
+        quick: small sizes (n up to 2048, errors up to 1024, one repeat) that finish in a few minutes.
+        lengths: sequence lengths for time and memory (default 1024 … 16384).
+        error_lengths: sequence lengths of the error study (default 512 … 8192).
+        error_landmarks: landmark counts of the error study (default 16, 32, 64, 128).
+        num_landmarks: m for time and memory (64 as in the paper).
+        repeats: timed runs per measurement (the minimum is kept).
+        threads: torch CPU threads for every method (0: torch's default). On a machine shared with
+            other jobs, 1 avoids the thread wake-ups that otherwise dominate small kernels.
+        out: folder of the JSON files and plots.
+    Returns:
+        The path of nystrom.json.
+    """
+    lengths = lengths or ([1024, 2048] if quick else [1024, 2048, 4096, 8192, 16384])
+    error_lengths = error_lengths or ([512, 1024] if quick else [512, 1024, 2048, 4096, 8192])
+    error_landmarks = error_landmarks or [16, 32, 64, 128]
+    repeats = 1 if quick else repeats
+    if threads > 0:
+        torch.set_num_threads(threads)
+    out = Path(out)
+    command = "kexue bench nystrom" + (" --quick" if quick else "") + (f" --threads {threads}" if threads else "")
+    details: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared with other jobs",
+                     "torch": torch.__version__, "dim": DIM, "heads": HEADS, "num_landmarks": num_landmarks,
+                     "batch": 1, "core": {}, "layer": {}, "errors": {}}
+
+    for n in tqdm(lengths, desc="time/memory"):
+        details["core"][n] = measure_core(n, num_landmarks, repeats)
+        details["layer"][n] = measure_layer(n, num_landmarks, repeats)
+    for n in tqdm(error_lengths, desc="error"):
+        details["errors"][n] = relative_errors(n, error_landmarks, *_qkv(n, seed=10_000 + n))
+
+    figures: list[Figure] = []
+    for n in lengths:
+        core, layer = details["core"][n], details["layer"][n]
+        peers = ("lucidrains", "hf")
+        best_peer = min(peers, key=lambda p: core[p]["fwd_s"])
+        p = f"nystrom.n{n}"
+        pub = n == 8192
+        figures += [
+            Figure(f"{p}.core_speedup_vs_exact", core["exact"]["fwd_s"] / core["ours"]["fwd_s"],
+                   12.7 if pub else None, PAPER if pub else None, command),
+            Figure(f"{p}.core_speedup_vs_best_peer", core[best_peer]["fwd_s"] / core["ours"]["fwd_s"], command=command),
+            Figure(f"{p}.core_fwdbwd_speedup_vs_exact", core["exact"]["fwdbwd_s"] / core["ours"]["fwdbwd_s"], command=command),
+            Figure(f"{p}.core_fwdbwd_speedup_vs_best_peer",
+                   min(core[q]["fwdbwd_s"] for q in peers) / core["ours"]["fwdbwd_s"], command=command),
+            Figure(f"{p}.core_memory_ratio_vs_exact", core["ours"]["fwd_bytes"] / core["exact"]["fwd_bytes"],
+                   round(450 / 10233, 4) if pub else None, PAPER if pub else None, command),
+            Figure(f"{p}.core_memory_ratio_vs_naive_exact", core["ours"]["fwd_bytes"] / core["exact-naive"]["fwd_bytes"],
+                   round(450 / 10233, 4) if pub else None, PAPER if pub else None, command),
+            Figure(f"{p}.core_fwdbwd_memory_ratio_vs_exact",
+                   core["ours"]["fwdbwd_bytes"] / core["exact"]["fwdbwd_bytes"], command=command),
+            Figure(f"{p}.layer_speedup_vs_exact", layer["exact"]["fwd_s"] / layer["ours"]["fwd_s"], command=command),
+            Figure(f"{p}.layer_speedup_vs_best_peer",
+                   min(layer[q]["fwd_s"] for q in peers) / layer["ours"]["fwd_s"], command=command),
+            Figure(f"{p}.layer_fwdbwd_speedup_vs_exact", layer["exact"]["fwdbwd_s"] / layer["ours"]["fwdbwd_s"],
+                   command=command),
+            Figure(f"{p}.core_fwd_seconds_ours", core["ours"]["fwd_s"], command=command),
+            Figure(f"{p}.core_fwd_seconds_exact", core["exact"]["fwd_s"], command=command),
+        ]
+        details["core"][n]["best_peer"] = best_peer
+    for n, per_m in details["errors"].items():
+        if num_landmarks in per_m:
+            errs = per_m[num_landmarks]
+            best_peer = details["core"].get(n, {}).get("best_peer") or min(("lucidrains", "hf"), key=errs.get)
+            figures += [Figure(f"nystrom.n{n}.rel_error", errs["ours"], command=command),
+                        Figure(f"nystrom.n{n}.best_peer_rel_error", errs[best_peer], command=command)]
+
+    out.mkdir(parents=True, exist_ok=True)
+    path = write_results(out / "nystrom.json", figures, merge=True)
+    write_json(out / "nystrom_details.json", _jsonable(details))
+    _plot_errors(details["errors"], out / "nystrom_error.png")
+    _plot_times(details["core"], out / "nystrom_time.png")
+
+    print(f"{'n':>6} {'scope':>6} {'method':>10} {'fwd s':>9} {'fwd+bwd s':>10} {'fwd MB':>8}")
+    for n in lengths:
+        for scope in ("core", "layer"):
+            for name, r in details[scope][n].items():
+                if isinstance(r, dict) and "fwd_s" in r:
+                    mb = f"{r['fwd_bytes'] / 2**20:8.1f}" if "fwd_bytes" in r else f"{'':>8}"
+                    print(f"{n:>6} {scope:>6} {name:>10} {r['fwd_s']:9.4f} {r['fwdbwd_s']:10.4f} {mb}")
+    for f in figures:
+        if f.key.startswith(f"nystrom.n{max(lengths)}.") or f.key.endswith("rel_error"):
+            print(f"{f.key} = {f.value:.4g}")
+    print(f"wrote {path}")
+    return path
+
+
+def _jsonable(obj):
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    return obj

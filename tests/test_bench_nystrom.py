@@ -1,0 +1,35 @@
+"""The Nyström benchmark's measuring tools, and parity of our core with the public implementations."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from kexue.bench.nystrom import _call, _qkv, core_functions, peak_memory, relative_errors
+from kexue.nn.nystrom import exact_attention
+
+
+def test_peak_memory_counts_torch_allocations():
+    def two_buffers():
+        a = torch.ones(256 * 1024)               # 1 MiB
+        b = torch.ones(512 * 1024)               # 2 MiB, while a is alive
+        del a
+        return b
+    assert peak_memory(two_buffers) == 3 * 2**20
+
+
+def test_peers_agree_with_ours_on_the_same_qkv():
+    pytest.importorskip("nystrom_attention")
+    pytest.importorskip("transformers")
+    n, m = 256, 32
+    q, k, v = _qkv(n, seed=1)
+    with torch.no_grad():
+        outs = {name: _call(fn, layout, q, k, v) for name, (fn, layout) in core_functions(n, m).items()}
+    torch.testing.assert_close(outs["exact"], exact_attention(q, k, v).transpose(1, 2).flatten(2))
+    # same method, different pseudo-inverse starts: close, not equal
+    assert float((outs["ours"] - outs["lucidrains"]).norm() / outs["ours"].norm()) < 0.02
+    assert float((outs["ours"] - outs["hf"]).norm() / outs["ours"].norm()) < 0.02
+    errors = relative_errors(n, [m], q, k, v)[m]
+    assert errors["ours"] <= min(errors["lucidrains"], errors["hf"]) * 1.01

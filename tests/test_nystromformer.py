@@ -1,0 +1,83 @@
+"""ListOps generator and the Nyströmformer classifier."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+from kexue.data import listops as lo
+from kexue.errors import KexueError
+from kexue.models.nystromformer import NystromformerClassifier, accuracy, classification_loss
+from kexue.training import TensorBatches, TrainConfig, fit
+
+
+@pytest.mark.parametrize("expr, value", [
+    ("[MAX 2 9 [MIN 4 7 ] 0 ]", 9),
+    ("[MED 1 2 3 4 ]", 2),                      # median 2.5, rounded down
+    ("[SM 5 6 7 ]", 8),
+    ("[MED 3 [SM 9 9 ] 1 ]", 3),
+    ("[MIN [MAX 1 8 ] [MED 7 5 6 ] ]", 6),
+])
+def test_evaluate_hand_made(expr, value):
+    assert lo.evaluate(expr.split()) == value
+
+
+def test_evaluate_rejects_bad_expressions():
+    with pytest.raises(KexueError):
+        lo.evaluate("[MAX 1 2".split())
+    with pytest.raises(KexueError):
+        lo.evaluate("[MAX 1 x ]".split())
+
+
+def test_generate_lengths_labels_and_determinism():
+    seqs, labels = lo.generate(200, 30, 90, max_depth=6, seed=3)
+    assert all(30 <= len(s) <= 90 for s in seqs)
+    assert [lo.evaluate(s) for s in seqs] == labels          # stack evaluator vs recursive generator
+    assert len(set(labels)) == 10
+    assert lo.generate(200, 30, 90, max_depth=6, seed=3) == (seqs, labels)
+    assert max(len(s) for s in lo.generate(3, 1500, 2000, seed=0)[0]) <= 2000
+    tokens, y = lo.to_tensors(seqs[:2], labels[:2], 100)
+    assert tokens.shape == (2, 100) and (tokens[0, len(seqs[0]):] == 0).all() and (tokens[0, :len(seqs[0])] > 0).all()
+
+
+def _tiny(kind, **kw):
+    torch.manual_seed(0)
+    return NystromformerClassifier(len(lo.VOCAB), 10, 64, dim=16, depth=2, heads=2, attention=kind,
+                                   num_landmarks=kw.pop("m", 8), dropout=0.0, **kw)
+
+
+def test_nystrom_blocks_equal_exact_blocks_when_sequence_fits_in_landmarks():
+    exact, nystrom = _tiny("exact"), _tiny("nystrom", conv_kernel=None, m=64)
+    nystrom.load_state_dict(exact.state_dict())               # same parameter names without the conv
+    tokens, _ = lo.to_tensors(*lo.generate(4, 20, 60, max_depth=4, seed=1), 64)
+    torch.testing.assert_close(nystrom(tokens), exact(tokens), rtol=1e-5, atol=1e-5)
+    mixed = _tiny(["nystrom", "exact"], conv_kernel=None)
+    assert [type(b.attn).__name__ for b in mixed.blocks] == ["NystromAttention", "ExactAttention"]
+
+
+@pytest.mark.parametrize("kind", ["nystrom", "exact"])
+def test_classifier_padding_invariance(kind):
+    model = _tiny(kind, conv_kernel=5).eval()
+    seqs, labels = lo.generate(3, 30, 50, max_depth=4, seed=2)
+    tokens, _ = lo.to_tensors(seqs, labels, 50)
+    longer, _ = lo.to_tensors(seqs, labels, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(longer), model(tokens), rtol=1e-5, atol=1e-5)
+        alone = model(tokens[:1, :len(seqs[0])])
+        torch.testing.assert_close(model(tokens)[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_tiny_training_learns():
+    # one-operator expressions ([MAX 3 8 1 ]): the value is learnable in a few dozen steps
+    x, y = lo.to_tensors(*lo.generate(512, 6, 12, max_depth=1, seed=0), 12)
+    model = NystromformerClassifier(len(lo.VOCAB), 10, 12, dim=32, depth=1, heads=2, attention="nystrom",
+                                    num_landmarks=4, conv_kernel=3, dropout=0.0)
+    with torch.no_grad():
+        before = float(classification_loss(model, (x, y))[0])
+    fit(model, classification_loss, TensorBatches(x, y, batch_size=64), TrainConfig(steps=60, lr=3e-3, progress=False))
+    with torch.no_grad():
+        after = float(classification_loss(model, (x, y))[0])
+    assert after < before - 0.3, (before, after)
+    assert accuracy(model, x, y) > 0.3
