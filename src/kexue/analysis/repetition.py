@@ -1,0 +1,599 @@
+"""Theory of repetition in decoding (kexue.fm/archives/8128; Fu et al., AAAI 2021).
+
+A decoder that conditions only on the previous token is a transition matrix ``P`` (n × n over
+the vocabulary without eos; row i may sum to less than one, the rest being the probability of
+eos). A repeat of the segment [w_1..w_k] is that segment followed by [w_1..w_k, w_1] again; its
+probability is (P_{w1 w2} … P_{wk w1})². Summing over every closed walk of every length gives
+
+    R = Σ_{k≥1} Tr((P∘P)^k) = Σ_i λ_i / (1 − λ_i)          # Su's corrected form, archives/8128
+
+with λ_i the eigenvalues of Q = P∘P. This module computes R exactly (a linear solve per strongly
+connected block of Q, no truncated series), says when it diverges (a deterministic cycle), gives
+λ_1(Q) and its bounds, turns P into the chain that greedy / top-k / top-p / temperature decoding
+follow, and checks R by simulating that chain. Text metrics (rep-w, rep-r, seq-rep-n, distinct-n,
+loops) on generated sequences are at the end.
+
+Everything works on numpy arrays or ``scipy.sparse`` matrices; results are float64.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Hashable, Iterable, Sequence
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
+
+from kexue.errors import KexueError
+
+Matrix = "np.ndarray | sp.spmatrix | sp.sparray"
+_ROW_TOL = 1e-9  # rows may sum to 1 + rounding
+_DETERMINISTIC_TOL = 1e-12  # a row of P∘P summing to 1 within this is one-hot (P_ij = 1)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def as_transition(P) -> np.ndarray | sp.csr_matrix:
+    """Check that ``P`` is a square, finite, non-negative, row-sub-stochastic matrix.
+
+    Returns a float64 copy: a dense ``ndarray`` for dense input, a ``csr_matrix`` for sparse input.
+    A tensor is accepted too. Raises :class:`KexueError` on anything else.
+    """
+    if hasattr(P, "detach"):  # torch tensor
+        P = P.detach().cpu().double().numpy()
+    if sp.issparse(P):
+        M = sp.csr_matrix(P, dtype=np.float64, copy=True)
+        M.sum_duplicates()
+        M.eliminate_zeros()
+        data = M.data
+    else:
+        M = np.array(P, dtype=np.float64)
+        data = M
+    if M.ndim != 2 or M.shape[0] != M.shape[1] or M.shape[0] == 0:
+        raise KexueError(f"a transition matrix must be square and non-empty, got shape {M.shape}")
+    if not np.all(np.isfinite(data)):
+        raise KexueError("the transition matrix has non-finite entries")
+    if data.size and data.min() < 0:
+        raise KexueError(f"the transition matrix has negative entries (min {data.min():.3g})")
+    rows = _row_sums(M)
+    if rows.max() > 1 + _ROW_TOL:
+        i = int(rows.argmax())
+        raise KexueError(f"row {i} of the transition matrix sums to {rows[i]:.6g} > 1 (rows are probabilities)")
+    return M
+
+
+def _row_sums(M) -> np.ndarray:
+    return np.asarray(M.sum(axis=1)).ravel()
+
+
+def eos_probabilities(P) -> np.ndarray:
+    """The probability of eos after each token: 1 − row sum, shape (n,)."""
+    return np.clip(1.0 - _row_sums(as_transition(P)), 0.0, 1.0)
+
+
+def hadamard_square(P):
+    """Q = P∘P, same kind (dense or CSR) as the input."""
+    P = as_transition(P)
+    return P.multiply(P).tocsr() if sp.issparse(P) else P * P
+
+
+# --------------------------------------------------------------------------- spectrum and bounds
+
+
+def row_concentration(P) -> np.ndarray:
+    """Σ_j P_ij² for each row i: the row sums of P∘P, shape (n,). 1 only for one-hot rows."""
+    return _row_sums(hadamard_square(P))
+
+
+def perron_bounds(P) -> tuple[float, float]:
+    """(min_i Σ_j P_ij², max_i Σ_j P_ij²): λ_1(P∘P) lies between them (Perron–Frobenius)."""
+    c = row_concentration(P)
+    return float(c.min()), float(c.max())
+
+
+def density(P) -> float:
+    """ζ: the fraction of non-zero entries of P (greedy gives 1/n, sampling a full P gives 1)."""
+    P = as_transition(P)
+    nnz = P.nnz if sp.issparse(P) else int(np.count_nonzero(P))
+    return nnz / P.shape[0] ** 2
+
+
+def _blocks(Q) -> list[np.ndarray]:
+    """Index sets of the strongly connected blocks of Q that carry a cycle (only they enter Tr Q^k)."""
+    n = Q.shape[0]
+    S = sp.csr_matrix(Q)
+    count, labels = connected_components(S, directed=True, connection="strong")
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(count + 1))
+    diag = S.diagonal()
+    out = []
+    for b in range(count):
+        idx = order[bounds[b] : bounds[b + 1]]
+        if len(idx) > 1 or diag[idx[0]] > 0:
+            out.append(idx)
+    assert sum(len(i) for i in out) <= n
+    return out
+
+
+def _dense_block(Q, idx: np.ndarray) -> np.ndarray:
+    if sp.issparse(Q):
+        return Q[idx][:, idx].toarray()
+    return Q[np.ix_(idx, idx)]
+
+
+def _block_radius(B: np.ndarray) -> float:
+    """Perron root of an irreducible non-negative block."""
+    m = B.shape[0]
+    if m <= 600:
+        return float(np.abs(np.linalg.eigvals(B)).max())
+    from scipy.sparse.linalg import eigs
+
+    # Shift by I so that the Perron root is the unique eigenvalue of largest modulus (the block
+    # may be periodic); ρ(B + I) = ρ(B) + 1 for an irreducible non-negative B.
+    val = eigs(sp.csr_matrix(B) + sp.identity(m, format="csr"), k=1, which="LM", return_eigenvectors=False)
+    return float(abs(val[0]) - 1.0)
+
+
+def largest_eigenvalue(P) -> float:
+    """λ_1(P∘P), the Perron root (spectral radius) of the Hadamard square; 0 for a chain without cycles.
+
+    Example: ``largest_eigenvalue(np.full((4, 4), 0.25))`` -> 0.25 (= 1/n for a uniform chain).
+    """
+    Q = hadamard_square(P)
+    radii = [_block_radius(_dense_block(Q, idx)) for idx in _blocks(Q)]
+    return max(radii, default=0.0)
+
+
+def deterministic_cycle(P) -> list[int] | None:
+    """A cycle of tokens each followed by the next with probability one, or None.
+
+    R converges exactly when there is none: for an irreducible block of Q = P∘P with row sums
+    ≤ 1, ρ = 1 only if every row sum within the block is 1, i.e. the block is such a cycle.
+    """
+    P = as_transition(P)
+    n = P.shape[0]
+    Ps = sp.csr_matrix(P)
+    succ = np.full(n, -1)
+    one = np.flatnonzero(row_concentration(Ps) >= 1 - _DETERMINISTIC_TOL)
+    for i in one:
+        row = Ps.getrow(i)
+        succ[i] = row.indices[row.data.argmax()]
+    return _first_cycle(succ)
+
+
+def _first_cycle(succ: np.ndarray) -> list[int] | None:
+    """The first cycle of the functional graph i -> succ[i] (succ = -1: stop), or None."""
+    state = np.zeros(len(succ), dtype=np.int8)  # 0 unseen, 1 on current path, 2 done
+    for s in range(len(succ)):
+        path = []
+        i = s
+        while i >= 0 and state[i] == 0:
+            state[i] = 1
+            path.append(i)
+            i = succ[i]
+        if i >= 0 and state[i] == 1:
+            return [int(j) for j in path[path.index(i) :]]
+        for j in path:
+            state[j] = 2
+    return None
+
+
+def repetition_by_token(P) -> np.ndarray:
+    """r_i = Σ_{k≥1} ((P∘P)^k)_ii: the repeats that pass through token i; R = r.sum(), shape (n,).
+
+    Exact: for each strongly connected block B of Q = P∘P, diag of X = (I − B)⁻¹ B from one LU
+    solve (no series, no cancellation). Raises :class:`KexueError` if R diverges.
+    """
+    P = as_transition(P)
+    cycle = deterministic_cycle(P)
+    if cycle is not None:
+        shown = " -> ".join(map(str, cycle[:8])) + (" -> ..." if len(cycle) > 8 else "")
+        raise KexueError(
+            f"the repetition probability diverges: tokens {shown} follow each other with probability 1 "
+            f"(λ_1(P∘P) = 1); greedy-like chains must be studied with greedy_cycles()"
+        )
+    Q = hadamard_square(P)
+    r = np.zeros(P.shape[0])
+    for idx in _blocks(Q):
+        B = _dense_block(Q, idx)
+        X = scipy.linalg.solve(np.eye(len(idx)) - B, B, check_finite=False)  # Σ_k B^k = (I − B)⁻¹ B
+        r[idx] = np.diag(X)
+    return r
+
+
+def repetition_probability(P) -> float:
+    """Su's R = Σ_{k≥1} Tr((P∘P)^k), exactly. Raises :class:`KexueError` where it diverges.
+
+    Example: a uniform stochastic 4 × 4 chain gives R = 1/(n − 1) = 1/3.
+    """
+    return float(repetition_by_token(P).sum())
+
+
+def repetition_spectral(P) -> float:
+    """R = Σ_i λ_i / (1 − λ_i) from all eigenvalues of P∘P (dense; a cross-check for small n)."""
+    Q = hadamard_square(P)
+    Q = Q.toarray() if sp.issparse(Q) else Q
+    lam = np.linalg.eigvals(Q)
+    if np.abs(lam).max(initial=0.0) >= 1 - 1e-12:
+        raise KexueError("the repetition probability diverges: λ_1(P∘P) = 1")
+    return float(np.real(np.sum(lam / (1 - lam))))
+
+
+def trace_powers(P, k_max: int) -> np.ndarray:
+    """Tr((P∘P)^k) for k = 1..k_max (dense), shape (k_max,): the terms of R."""
+    Q = hadamard_square(P)
+    Q = Q.toarray() if sp.issparse(Q) else Q
+    out, M = [], np.eye(Q.shape[0])
+    for _ in range(k_max):
+        M = M @ Q
+        out.append(np.trace(M))
+    return np.array(out)
+
+
+def tail_bound(P, k_max: int, lam: float | None = None) -> float:
+    """Upper bound on Σ_{k>k_max} Tr((P∘P)^k): n λ_1^(k_max+1) / (1 − λ_1), since |Tr Q^k| ≤ n λ_1^k."""
+    lam = largest_eigenvalue(P) if lam is None else lam
+    if lam >= 1:
+        return math.inf
+    return P.shape[0] * lam ** (k_max + 1) / (1 - lam)
+
+
+def spectral_upper_bound(P, lam: float | None = None) -> float:
+    """R ≤ n λ_1 / (1 − λ_1) (each Tr Q^k = Σ λ_i^k ≤ n λ_1^k)."""
+    return tail_bound(P, 0, lam)
+
+
+def cauchy_schwarz_lower_bound(P, k_max: int = 20) -> float:
+    """A rigorous lower bound on R: Σ_{k≤k_max} (Tr P^k)² / N_k (dense, small n).
+
+    N_k = Tr(B^k) counts the closed walks of length k through non-zero entries (B = [P > 0]); by
+    Cauchy–Schwarz their squared products sum to at least (their sum)² / N_k (archives/8128).
+    """
+    P = as_transition(P)
+    P = P.toarray() if sp.issparse(P) else P
+    B = (P > 0).astype(np.float64)
+    total, Mp, Mb = 0.0, np.eye(len(P)), np.eye(len(P))
+    for _ in range(k_max):
+        Mp, Mb = Mp @ P, Mb @ B
+        walks = np.trace(Mb)
+        if walks > 0:
+            total += np.trace(Mp) ** 2 / walks
+    return float(total)
+
+
+def su_lower_bound(P, k_max: int = 20) -> float:
+    """Su's heuristic Σ_k (Tr P^k)² / (ζ^k n^k): N_k replaced by its estimate ζ^k n^k. Not a guarantee."""
+    P = as_transition(P)
+    P = P.toarray() if sp.issparse(P) else P
+    n, zeta = len(P), density(P)
+    total, M = 0.0, np.eye(n)
+    for k in range(1, k_max + 1):
+        M = M @ P
+        total += np.trace(M) ** 2 / (zeta * n) ** k
+    return float(total)
+
+
+def paper_bound(P, k_max: int = 20) -> float:
+    """The paper's form as corrected by Su: Σ_k Tr(P^k ∘ P^k) / (ζ^k n^(k−1)) (dense, small n)."""
+    P = as_transition(P)
+    P = P.toarray() if sp.issparse(P) else P
+    n, zeta = len(P), density(P)
+    total, M = 0.0, np.eye(n)
+    for k in range(1, k_max + 1):
+        M = M @ P
+        total += np.trace(M * M) / (zeta**k * n ** (k - 1))
+    return float(total)
+
+
+@dataclass
+class Analysis:
+    """Every analytic number of one chain (see :func:`analyze`)."""
+
+    n: int
+    zeta: float
+    lambda_1: float
+    lambda_lower: float
+    lambda_upper: float
+    R: float  # inf when a deterministic cycle exists
+    R_upper: float
+    mean_concentration: float  # mean_i Σ_j P_ij²
+    deterministic_cycle: list[int] | None
+
+    def as_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["deterministic_cycle"] = None if self.deterministic_cycle is None else list(self.deterministic_cycle)
+        return d
+
+
+def analyze(P) -> Analysis:
+    """n, ζ, λ_1(P∘P) with its Perron bounds, R (inf if it diverges) and its spectral upper bound."""
+    P = as_transition(P)
+    lo, hi = perron_bounds(P)
+    cycle = deterministic_cycle(P)
+    lam = 1.0 if cycle is not None else largest_eigenvalue(P)
+    R = math.inf if cycle is not None else repetition_probability(P)
+    return Analysis(
+        n=P.shape[0], zeta=density(P), lambda_1=lam, lambda_lower=lo, lambda_upper=hi, R=R,
+        R_upper=spectral_upper_bound(P, lam), mean_concentration=float(row_concentration(P).mean()),
+        deterministic_cycle=cycle,
+    )
+
+
+# --------------------------------------------------------------------------- decoding chains
+
+
+def decoding_chain(P, top_k: int | None = None, top_p: float | None = None, temperature: float = 1.0,
+                   renormalize: bool = True):
+    """The chain a decoder follows when it samples from ``P`` after its logits processors.
+
+    Each row is taken over the n tokens plus eos (eos = 1 − row sum). In the decoding engine's
+    order: temperature (p^(1/T), renormalised) → top-k (keep the k largest; ties go to the lower
+    index, eos counting as index n) → top-p (keep the smallest prefix of the sorted row whose mass
+    reaches p; the first token is always kept) → renormalise. ``top_k=1`` is greedy. With
+    ``renormalize=False`` the kept entries keep their (tempered) probabilities and the removed
+    mass vanishes, which is not a decoder but the sub-stochastic matrix some analyses use.
+
+    Returns the n × n part of the new chain, of the same kind (dense / CSR) as ``P``; its eos
+    probabilities are again 1 − row sum.
+
+    Example: ``decoding_chain(P, top_k=1)`` is the greedy chain: one-hot rows (or all-eos rows).
+    """
+    dense = not sp.issparse(P)
+    P = sp.csr_matrix(as_transition(P))
+    if top_k is not None and (int(top_k) != top_k or top_k < 1):
+        raise KexueError(f"top_k must be a positive integer, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise KexueError(f"top_p must lie in (0, 1], got {top_p}")
+    if not temperature > 0:
+        raise KexueError(f"temperature must be positive, got {temperature}")
+    n = P.shape[0]
+    eos = np.clip(1.0 - _row_sums(P), 0.0, 1.0)
+    eos[eos < 1e-12] = 0.0
+    full = sp.hstack([P, sp.csr_matrix(eos[:, None])], format="csr")  # (n, n + 1), eos last
+    full.eliminate_zeros()
+    rows = np.repeat(np.arange(n), np.diff(full.indptr))
+    cols, vals = full.indices.copy(), full.data.copy()
+    if temperature != 1.0:
+        vals = np.exp(np.log(vals) / temperature)  # p^(1/T); vals > 0 here
+        vals /= np.bincount(rows, vals, minlength=n)[rows]
+    order = np.lexsort((cols, -vals, rows))  # by row, then descending value, then index
+    rows, cols, vals = rows[order], cols[order], vals[order]
+    starts = np.searchsorted(rows, np.arange(n))
+    rank = np.arange(len(rows)) - starts[rows]
+    keep = np.ones(len(rows), dtype=bool)
+    if top_k is not None:
+        keep &= rank < top_k
+    if top_p is not None:
+        mass = np.where(keep, vals, 0.0)
+        cum = np.cumsum(mass)
+        row_start_cum = np.concatenate([[0.0], cum])[starts][rows]
+        before = cum - mass - row_start_cum  # mass of the better-ranked kept tokens of the row
+        total = np.bincount(rows, mass, minlength=n)[rows]
+        keep &= (before < top_p * total * (1 - 1e-12)) | (rank == 0)
+    vals = np.where(keep, vals, 0.0)
+    if renormalize:
+        tot = np.bincount(rows, vals, minlength=n)
+        vals = vals / tot[rows]
+    sel = keep & (cols < n)
+    out = sp.csr_matrix((vals[sel], (rows[sel], cols[sel])), shape=(n, n))
+    out.sum_duplicates()
+    return out.toarray() if dense else out
+
+
+def named_chain(P, decoder: str):
+    """:func:`decoding_chain` from a short name: ``sample``, ``greedy``, ``top_k:10``, ``top_p:0.9``, ``temp:0.7``.
+
+    Names combine with ``+``, e.g. ``temp:0.7+top_p:0.9``.
+    """
+    kwargs: dict = {}
+    for part in decoder.split("+"):
+        name, _, arg = part.strip().partition(":")
+        try:
+            if name == "sample":
+                continue
+            if name == "greedy":
+                kwargs["top_k"] = 1
+            elif name == "top_k":
+                kwargs["top_k"] = int(arg)
+            elif name == "top_p":
+                kwargs["top_p"] = float(arg)
+            elif name in ("temp", "temperature"):
+                kwargs["temperature"] = float(arg)
+            else:
+                raise ValueError
+        except ValueError:
+            raise KexueError(
+                f"unknown decoder {part!r}; use sample, greedy, top_k:K, top_p:P, temp:T (joined with +)"
+            ) from None
+    return decoding_chain(P, **kwargs)
+
+
+def greedy_successors(P) -> np.ndarray:
+    """The greedy next token of each token (argmax over tokens and eos; ties to the lower index), -1 for eos."""
+    G = sp.csr_matrix(decoding_chain(sp.csr_matrix(as_transition(P)), top_k=1))
+    succ = np.full(G.shape[0], -1)
+    r = np.repeat(np.arange(G.shape[0]), np.diff(G.indptr))
+    succ[r] = G.indices
+    return succ
+
+
+@dataclass
+class GreedyCycles:
+    """Where greedy decoding goes from each start token."""
+
+    cycles: list[list[int]]  # the distinct cycles of the greedy map
+    start_cycles: np.ndarray  # (n,) bool: the greedy chain from this token never reaches eos
+    steps_to_cycle: np.ndarray  # (n,) steps before entering a cycle (-1 when it reaches eos)
+
+    @property
+    def cycle_fraction(self) -> float:
+        return float(self.start_cycles.mean())
+
+
+def greedy_cycles(P) -> GreedyCycles:
+    """Follow the greedy map from every token: it ends at eos or enters a cycle (R = ∞ there).
+
+    A greedy bigram decoder is a deterministic map on a finite set, so without eos it must cycle.
+    """
+    succ = greedy_successors(P)
+    n = len(succ)
+    status = np.zeros(n, dtype=np.int8)  # 0 unseen, 1 on path, 2 reaches eos, 3 cycles
+    dist = np.full(n, -1)
+    cycles: list[list[int]] = []
+    for s in range(n):
+        path, i = [], s
+        while i >= 0 and status[i] == 0:
+            status[i] = 1
+            path.append(i)
+            i = succ[i]
+        if i >= 0 and status[i] == 1:  # closed a new cycle
+            c = path[path.index(i) :]
+            cycles.append([int(j) for j in c])
+            for j in c:
+                status[j], dist[j] = 3, 0
+            path = path[: path.index(i)]
+            i = c[0]
+        end = 2 if i < 0 else status[i]
+        d = 0 if i < 0 or end == 2 else dist[i]
+        for j in reversed(path):
+            status[j] = end
+            if end == 3:
+                d += 1
+                dist[j] = d
+    return GreedyCycles(cycles=cycles, start_cycles=status == 3, steps_to_cycle=dist)
+
+
+# --------------------------------------------------------------------------- Monte-Carlo check
+
+
+class ChainSampler:
+    """Vectorised sampling of next tokens from a (sub-stochastic) chain; -1 is eos.
+
+    Each row's cumulative sum is offset by its row index, so one ``searchsorted`` over all
+    chains finds every next token at once: O(log nnz) per step and chain, any n.
+    """
+
+    def __init__(self, P):
+        P = sp.csr_matrix(as_transition(P))
+        self.n = P.shape[0]
+        self.indptr, self.indices = P.indptr, P.indices
+        rows = np.repeat(np.arange(self.n), np.diff(P.indptr))
+        cum = np.cumsum(P.data)
+        row_base = np.concatenate([[0.0], cum])[P.indptr[:-1]]
+        within = np.minimum(cum - row_base[rows], 1.0)  # (nnz,) cumulative mass inside the row
+        self.key = rows + within  # non-decreasing: row r's keys lie in (r, r + 1]
+
+    def step(self, state: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Next tokens of chains at ``state`` (-1 stays -1), shape like ``state``."""
+        alive = state >= 0
+        nxt = np.full_like(state, -1)
+        s = state[alive]
+        pos = np.searchsorted(self.key, s + rng.random(len(s)), side="right")
+        ok = pos < self.indptr[s + 1]  # beyond the row's last entry: eos
+        out = np.full(len(s), -1, dtype=state.dtype)
+        out[ok] = self.indices[pos[ok]]
+        nxt[alive] = out
+        return nxt
+
+
+def count_repeats(paths: np.ndarray, k_max: int) -> np.ndarray:
+    """Number of k ≤ k_max with x_k = x_0 and x_{k+1..2k} = x_{1..k} (an immediate repeat of a k-cycle).
+
+    ``paths``: (M, 2·k_max + 1) token ids from position 0, -1 after eos. Returns (M,) counts.
+    Its expectation from start i is Σ_{k≤k_max} ((P∘P)^k)_ii, the quantity R sums.
+    """
+    counts = np.zeros(len(paths), dtype=np.int64)
+    for k in range(1, k_max + 1):
+        cand = np.flatnonzero(paths[:, k] == paths[:, 0])  # rare: filter before comparing windows
+        if len(cand):
+            same = (paths[cand, k + 1 : 2 * k + 1] == paths[cand, 1 : k + 1]).all(axis=1)
+            counts[cand[same]] += 1
+    return counts
+
+
+@dataclass
+class MonteCarlo:
+    """A simulated estimate of R with its standard error."""
+
+    value: float
+    stderr: float
+    n_chains: int
+    k_max: int
+    bias_bound: float  # the uncounted tail Σ_{k>k_max} Tr(Q^k) is at most this
+
+    def z_score(self, exact: float) -> float:
+        return (self.value - exact) / self.stderr if self.stderr > 0 else (0.0 if self.value == exact else math.inf)
+
+
+def importance_weights(P) -> np.ndarray:
+    """A start distribution for the simulation that favours tokens likely to repeat, shape (n,).
+
+    Proportional to the exact k = 1 and 2 terms of r_i, ((P∘P) + (P∘P)²)_ii, mixed half and half
+    with the uniform distribution (so no token has weight zero). It uses nothing of R itself.
+    """
+    Q = sp.csr_matrix(hadamard_square(P))
+    n = Q.shape[0]
+    short = Q.diagonal() + np.asarray(Q.multiply(Q.T).sum(axis=1)).ravel()
+    u = np.full(n, 1.0 / n)
+    return u if short.sum() == 0 else 0.5 * u + 0.5 * short / short.sum()
+
+
+def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weights: np.ndarray | None = None,
+                        chunk: int = 100_000, progress=None) -> MonteCarlo:
+    """Estimate R = Σ_i Σ_k ((P∘P)^k)_ii by simulating the chain and counting immediate repeats.
+
+    A start token s is drawn from ``start_weights`` q (default uniform), the chain runs 2·k_max
+    steps (or to eos), and N = the number of k ≤ k_max for which the path repeats its first k
+    steps is counted; N / q_s is unbiased for Σ_{k≤k_max} Tr(Q^k). Standard error: the sample
+    standard deviation of N / q_s over √n_chains.
+
+    Args:
+        P: (n, n) transition matrix (dense or sparse), e.g. from :func:`decoding_chain`.
+        n_chains: number of simulated chains.
+        k_max: longest cycle counted; the neglected tail is bounded in ``bias_bound``.
+        seed: seeds the one numpy Generator used.
+        start_weights: (n,) start distribution q (importance sampling), e.g. :func:`importance_weights`.
+        progress: optional callable(done_chains) for progress bars.
+    """
+    P = as_transition(P)
+    n = P.shape[0]
+    q = np.full(n, 1.0 / n) if start_weights is None else np.asarray(start_weights, dtype=np.float64)
+    if q.shape != (n,) or q.min() < 0 or not np.isclose(q.sum(), 1.0):
+        raise KexueError("start_weights must be a probability vector of length n")
+    rng = np.random.default_rng(seed)
+    sampler = ChainSampler(P)
+    total, total_sq, done = 0.0, 0.0, 0
+    while done < n_chains:
+        m = min(chunk, n_chains - done)
+        starts = rng.choice(n, size=m, p=q)
+        paths = np.empty((m, 2 * k_max + 1), dtype=np.int64)
+        paths[:, 0] = starts
+        for t in range(1, 2 * k_max + 1):
+            paths[:, t] = sampler.step(paths[:, t - 1], rng)
+        est = count_repeats(paths, k_max) / q[starts]
+        total += est.sum()
+        total_sq += np.square(est).sum()
+        done += m
+        if progress is not None:
+            progress(done)
+    mean = total / done
+    var = max(total_sq / done - mean**2, 0.0) * done / max(done - 1, 1)
+    lam = largest_eigenvalue(P)
+    return MonteCarlo(value=mean, stderr=math.sqrt(var / done), n_chains=done, k_max=k_max,
+                      bias_bound=tail_bound(P, k_max, lam))
+
+
+def cycle_length_for(P, rel_tail: float = 1e-3, cap: int = 400) -> int:
+    """The smallest k_max whose tail bound n λ_1^(k+1)/(1 − λ_1) is below ``rel_tail``·R (at most ``cap``)."""
+    lam = largest_eigenvalue(P)
+    R = repetition_probability(P)
+    n = as_transition(P).shape[0]
+    if lam <= 0 or R <= 0:
+        return 1
+    k = math.log(rel_tail * R * (1 - lam) / n) / math.log(lam) - 1
+    return int(min(max(math.ceil(k), 1), cap))
