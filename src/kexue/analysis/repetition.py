@@ -652,3 +652,155 @@ def estimate_bigram(sequences: Iterable[Sequence[Hashable]], smoothing: float = 
     for tok, i in index.items():
         tokens[i] = tok
     return BigramChain(P=P, start=start, tokens=tokens, counts=counts)
+
+
+# --------------------------------------------------------------------------- text metrics
+# Definitions of the paper code (fuzihaofzh/repetition-problem-nlg) and Welleck et al. (ICLR 2020),
+# on plain token sequences (lists of ids or strings): per sequence, then averaged.
+
+
+def rep_w(seq: Sequence[Hashable], window: int = 16) -> float:
+    """Share of tokens already present among the previous ``window`` tokens (paper: w = 16).
+
+    Example: ``rep_w("abab", 16)`` -> 0.5 (the second a and b).
+    """
+    if not len(seq):
+        return 0.0
+    hits = sum(1 for i in range(len(seq)) if seq[i] in seq[max(0, i - window) : i])
+    return hits / len(seq)
+
+
+def rep_r(seq: Sequence[Hashable]) -> float:
+    """Share of tokens covered by a bigram that occurs more than once in the sequence.
+
+    Both tokens of every such bigram position are marked. Example: ``rep_r("abcab")`` -> 0.8.
+    """
+    if len(seq) < 2:
+        return 0.0
+    grams = list(zip(seq[:-1], seq[1:]))
+    counts = Counter(grams)
+    marked = [False] * len(seq)
+    for i, g in enumerate(grams):
+        if counts[g] > 1:
+            marked[i] = marked[i + 1] = True
+    return sum(marked) / len(seq)
+
+
+def _ngrams(seq: Sequence[Hashable], n: int) -> list[tuple]:
+    return [tuple(seq[i : i + n]) for i in range(len(seq) - n + 1)]
+
+
+def seq_rep_n(seq: Sequence[Hashable], n: int = 4) -> float:
+    """Welleck et al.: 1 − |unique n-grams| / |n-grams| of one order n (0 when there are none)."""
+    grams = _ngrams(seq, n)
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def seq_rep_pooled(seq: Sequence[Hashable], orders: Sequence[int] = (1, 2, 3, 4)) -> float:
+    """The paper code's seq-rep: n-grams of all ``orders`` pooled, 1 − unique / total."""
+    grams = [g for n in orders for g in _ngrams(seq, n)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+def distinct_n(sequences: Sequence[Sequence[Hashable]], n: int) -> float:
+    """Distinct-n over a batch: unique n-grams / all n-grams of all sequences (0 when none)."""
+    grams = [g for s in sequences for g in _ngrams(s, n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+@dataclass(frozen=True)
+class Loop:
+    """``repeats`` consecutive copies of a block of ``period`` tokens starting at ``start``."""
+
+    start: int
+    period: int
+    repeats: int
+
+    @property
+    def end(self) -> int:
+        return self.start + self.period * self.repeats
+
+
+def find_loop(seq: Sequence[Hashable], min_repeats: int = 3, max_period: int = 32, at_end: bool = False) -> Loop | None:
+    """The longest stretch made of ≥ ``min_repeats`` back-to-back copies of one block, or None.
+
+    With ``at_end``, only a loop that reaches the last token counts (a decoder stuck until its
+    length limit). Shorter periods win ties. Example: ``find_loop("xabababab")`` ->
+    ``Loop(start=1, period=2, repeats=4)``.
+    """
+    toks = list(seq)
+    best: Loop | None = None
+    for p in range(1, min(max_period, len(toks) // max(min_repeats, 1)) + 1):
+        i = p
+        while i < len(toks):
+            if toks[i] != toks[i - p]:
+                i += 1
+                continue
+            j = i
+            while j < len(toks) and toks[j] == toks[j - p]:
+                j += 1
+            # toks[i-p : j] has period p; it holds (j - i + p) // p whole copies
+            copies = (j - i + p) // p
+            if copies >= min_repeats and (not at_end or j == len(toks)):
+                start = j - copies * p if at_end else i - p
+                cand = Loop(start=start, period=p, repeats=copies)
+                if best is None or cand.period * cand.repeats > best.period * best.repeats:
+                    best = cand
+            i = j
+    return best
+
+
+def _plain_sequences(sequences, eos=None, pad=None) -> list[list]:
+    if hasattr(sequences, "tolist"):  # tensor or array (B, T)
+        sequences = sequences.tolist()
+    out = []
+    for s in sequences:
+        s = list(s)
+        if eos is not None and eos in s:
+            s = s[: s.index(eos)]
+        if pad is not None:
+            s = [t for t in s if t != pad]
+        out.append(s)
+    return out
+
+
+def repetition_metrics(sequences, eos=None, pad=None, window: int = 16, n: int = 4,
+                       min_repeats: int = 3, max_period: int = 32) -> dict[str, float]:
+    """All repetition metrics of a batch of generated sequences, as one flat dict.
+
+    Args:
+        sequences: list of token sequences (ids or strings), or a (B, T) tensor / array.
+        eos: if given, each sequence is cut at its first eos (excluded).
+        pad: if given, pad tokens are dropped.
+        window: rep-w window (paper: 16). n: order of seq-rep-n (Welleck: 4).
+        min_repeats, max_period: what counts as a loop (see :func:`find_loop`).
+    Returns:
+        ``rep_w``, ``rep_r``, ``seq_rep_<n>``, ``seq_rep_pooled`` (orders 1..4), means over
+        sequences; ``distinct_1``, ``distinct_2``, ``distinct_<n>`` and ``uniq`` (distinct tokens)
+        over the batch; ``loop_fraction`` (share of sequences holding a loop anywhere) and
+        ``loop_at_end_fraction`` (ending in one); ``mean_length``; ``sequences``.
+
+    Example: ``repetition_metrics([[5, 6, 5, 6, 5, 6], [1, 2, 3]])["loop_fraction"]`` -> 0.5.
+    """
+    seqs = _plain_sequences(sequences, eos, pad)
+    if not seqs:
+        raise KexueError("no sequences to measure")
+
+    def mean(f) -> float:
+        return float(np.mean([f(s) for s in seqs]))
+
+    out = {
+        "rep_w": mean(lambda s: rep_w(s, window)),
+        "rep_r": mean(rep_r),
+        f"seq_rep_{n}": mean(lambda s: seq_rep_n(s, n)),
+        "seq_rep_pooled": mean(seq_rep_pooled),
+        "distinct_1": distinct_n(seqs, 1),
+        "distinct_2": distinct_n(seqs, 2),
+        f"distinct_{n}": distinct_n(seqs, n),
+        "uniq": float(len({t for s in seqs for t in s})),
+        "loop_fraction": mean(lambda s: find_loop(s, min_repeats, max_period) is not None),
+        "loop_at_end_fraction": mean(lambda s: find_loop(s, min_repeats, max_period, at_end=True) is not None),
+        "mean_length": mean(len),
+        "sequences": float(len(seqs)),
+    }
+    return out
