@@ -12,10 +12,20 @@ import sys
 from jsonargparse import auto_cli
 
 from kexue.errors import KexueError
+from kexue.bench.repetition import repetition as bench_repetition
+from kexue.commands import repetition as repetition_commands
 from kexue.reproduce import reproduce
 
 COMMANDS = {
     "reproduce": reproduce,
+    "repetition": {
+        "theory": repetition_commands.theory,
+        "measure": repetition_commands.measure,
+        "rebalance": repetition_commands.rebalance,
+    },
+    "bench": {
+        "repetition": bench_repetition,
+    },
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.

@@ -501,6 +501,22 @@ class ChainSampler:
         return nxt
 
 
+def sample_sequences(P, start: np.ndarray, count: int, max_length: int, seed: int = 0) -> list[list[int]]:
+    """Generate ``count`` token sequences from a chain: first token from ``start``, then P until eos.
+
+    Sequences stop at eos or after ``max_length`` tokens (a greedy cycle runs to the limit).
+    Returns lists of state indices; feed them to :func:`repetition_metrics`.
+    """
+    rng = np.random.default_rng(seed)
+    start = np.asarray(start, dtype=np.float64)
+    paths = np.full((count, max_length), -1, dtype=np.int64)
+    paths[:, 0] = rng.choice(len(start), size=count, p=start / start.sum())
+    sampler = ChainSampler(P)
+    for t in range(1, max_length):
+        paths[:, t] = sampler.step(paths[:, t - 1], rng)
+    return [row[row >= 0].tolist() for row in paths]
+
+
 def count_repeats(paths: np.ndarray, k_max: int) -> np.ndarray:
     """Number of k ≤ k_max with x_k = x_0 and x_{k+1..2k} = x_{1..k} (an immediate repeat of a k-cycle).
 
@@ -544,7 +560,7 @@ def importance_weights(P) -> np.ndarray:
 
 
 def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weights: np.ndarray | None = None,
-                        chunk: int = 100_000, progress=None) -> MonteCarlo:
+                        chunk: int = 100_000, progress=None, lam: float | None = None) -> MonteCarlo:
     """Estimate R = Σ_i Σ_k ((P∘P)^k)_ii by simulating the chain and counting immediate repeats.
 
     A start token s is drawn from ``start_weights`` q (default uniform), the chain runs 2·k_max
@@ -559,6 +575,7 @@ def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weigh
         seed: seeds the one numpy Generator used.
         start_weights: (n,) start distribution q (importance sampling), e.g. :func:`importance_weights`.
         progress: optional callable(done_chains) for progress bars.
+        lam: λ_1(P∘P) if already known (for the bias bound).
     """
     P = as_transition(P)
     n = P.shape[0]
@@ -583,16 +600,20 @@ def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weigh
             progress(done)
     mean = total / done
     var = max(total_sq / done - mean**2, 0.0) * done / max(done - 1, 1)
-    lam = largest_eigenvalue(P)
+    lam = largest_eigenvalue(P) if lam is None else lam
     return MonteCarlo(value=mean, stderr=math.sqrt(var / done), n_chains=done, k_max=k_max,
                       bias_bound=tail_bound(P, k_max, lam))
 
 
-def cycle_length_for(P, rel_tail: float = 1e-3, cap: int = 400) -> int:
-    """The smallest k_max whose tail bound n λ_1^(k+1)/(1 − λ_1) is below ``rel_tail``·R (at most ``cap``)."""
-    lam = largest_eigenvalue(P)
-    R = repetition_probability(P)
-    n = as_transition(P).shape[0]
+def cycle_length_for(P, rel_tail: float = 1e-3, cap: int = 400, R: float | None = None,
+                     lam: float | None = None) -> int:
+    """The smallest k_max whose tail bound n λ_1^(k+1)/(1 − λ_1) is below ``rel_tail``·R (at most ``cap``).
+
+    ``R`` and ``lam`` may be passed when already known (they cost a solve and an eigenvalue).
+    """
+    lam = largest_eigenvalue(P) if lam is None else lam
+    R = repetition_probability(P) if R is None else R
+    n = P.shape[0]
     if lam <= 0 or R <= 0:
         return 1
     k = math.log(rel_tail * R * (1 - lam) / n) / math.log(lam) - 1
