@@ -270,3 +270,15 @@ def test_simulation_agrees_with_closed_form(seed):
     assert mc.bias_bound < 1e-3 * R
     assert abs(mc.z_score(R)) < 4  # a 4-sigma band: fails by chance with probability < 1e-4
     assert abs(mc.value / R - 1) < 0.05
+
+
+@pytest.mark.parametrize("conc", [0.05, 0.5])
+def test_series_and_solve_routes_agree(conc):
+    rng = np.random.default_rng(7)
+    P = random_chain(rng, 40, conc)
+    P[P < 0.01] = 0.0
+    solve = repetition_by_token(P, method="solve")
+    series = repetition_by_token(sp.csr_matrix(P), method="series")
+    assert series == pytest.approx(solve, rel=1e-10, abs=1e-14)
+    with pytest.raises(KexueError, match="method"):
+        repetition_by_token(P, method="power")

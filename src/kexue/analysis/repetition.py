@@ -126,17 +126,25 @@ def _dense_block(Q, idx: np.ndarray) -> np.ndarray:
     return Q[np.ix_(idx, idx)]
 
 
-def _block_radius(B: np.ndarray) -> float:
-    """Perron root of an irreducible non-negative block."""
-    m = B.shape[0]
-    if m <= 600:
-        return float(np.abs(np.linalg.eigvals(B)).max())
-    from scipy.sparse.linalg import eigs
+def _sparse_block(Q, idx: np.ndarray) -> sp.csr_matrix:
+    return (Q[idx][:, idx] if sp.issparse(Q) else sp.csr_matrix(Q[np.ix_(idx, idx)])).tocsr()
 
-    # Shift by I so that the Perron root is the unique eigenvalue of largest modulus (the block
-    # may be periodic); ρ(B + I) = ρ(B) + 1 for an irreducible non-negative B.
-    val = eigs(sp.csr_matrix(B) + sp.identity(m, format="csr"), k=1, which="LM", return_eigenvectors=False)
-    return float(abs(val[0]) - 1.0)
+
+def _block_radius(Q, idx: np.ndarray) -> float:
+    """Perron root of the irreducible non-negative block Q[idx, idx]."""
+    if len(idx) <= 600:
+        return float(np.abs(np.linalg.eigvals(_dense_block(Q, idx))).max())
+    from scipy.sparse.linalg import ArpackNoConvergence, eigs
+
+    B = _sparse_block(Q, idx)
+    try:
+        val = eigs(B, k=1, which="LM", return_eigenvectors=False, maxiter=5000, tol=1e-12)
+        return float(abs(val[0]))
+    except ArpackNoConvergence:
+        # A periodic block has several eigenvalues of modulus ρ; shifting by I leaves ρ + 1 alone
+        # on top (ρ(B + I) = ρ(B) + 1 for an irreducible non-negative B).
+        val = eigs(B + sp.identity(len(idx), format="csr"), k=1, which="LM", return_eigenvectors=False)
+        return float(abs(val[0]) - 1.0)
 
 
 def largest_eigenvalue(P) -> float:
@@ -145,7 +153,7 @@ def largest_eigenvalue(P) -> float:
     Example: ``largest_eigenvalue(np.full((4, 4), 0.25))`` -> 0.25 (= 1/n for a uniform chain).
     """
     Q = hadamard_square(P)
-    radii = [_block_radius(_dense_block(Q, idx)) for idx in _blocks(Q)]
+    radii = [_block_radius(Q, idx) for idx in _blocks(Q)]
     return max(radii, default=0.0)
 
 
@@ -183,12 +191,20 @@ def _first_cycle(succ: np.ndarray) -> list[int] | None:
     return None
 
 
-def repetition_by_token(P) -> np.ndarray:
+def repetition_by_token(P, method: str = "auto", series_tol: float = 1e-14) -> np.ndarray:
     """r_i = Σ_{k≥1} ((P∘P)^k)_ii: the repeats that pass through token i; R = r.sum(), shape (n,).
 
-    Exact: for each strongly connected block B of Q = P∘P, diag of X = (I − B)⁻¹ B from one LU
-    solve (no series, no cancellation). Raises :class:`KexueError` if R diverges.
+    Per strongly connected block B of Q = P∘P (only they carry cycles), one of two exact routes:
+
+    - ``solve``: diag of X = (I − B)⁻¹ B from one dense LU solve (m³ work);
+    - ``series``: Σ_{k≤K} diag(B^k) by sparse products on blocks of unit vectors (nnz·m·K work),
+      with K chosen so that the neglected tail, at most m λ_B^(K+1) / (1 − λ_B) since
+      |Tr B^k| ≤ m λ_B^k, is below ``series_tol`` (absolute; float64 rounding is larger).
+
+    ``auto`` takes the cheaper one per block. Raises :class:`KexueError` if R diverges.
     """
+    if method not in ("auto", "solve", "series"):
+        raise KexueError(f"method must be auto, solve or series, got {method!r}")
     P = as_transition(P)
     cycle = deterministic_cycle(P)
     if cycle is not None:
@@ -200,10 +216,35 @@ def repetition_by_token(P) -> np.ndarray:
     Q = hadamard_square(P)
     r = np.zeros(P.shape[0])
     for idx in _blocks(Q):
-        B = _dense_block(Q, idx)
-        X = scipy.linalg.solve(np.eye(len(idx)) - B, B, check_finite=False)  # Σ_k B^k = (I − B)⁻¹ B
-        r[idx] = np.diag(X)
+        m = len(idx)
+        use = "solve" if method == "auto" and m <= 600 else method
+        if use != "solve":
+            B = _sparse_block(Q, idx)
+            lam = min(_block_radius(Q, idx) * (1 + 1e-9), 1 - 1e-15)
+            K = 1 if lam <= 0 else max(1, math.ceil(math.log(series_tol * (1 - lam) / m) / math.log(lam)))
+            if use == "auto":
+                use = "series" if B.nnz * m * K < m**3 else "solve"
+        if use == "solve":
+            B = _dense_block(Q, idx)
+            X = scipy.linalg.solve(np.eye(m) - B, B, check_finite=False)  # Σ_k B^k = (I − B)⁻¹ B
+            r[idx] = np.diag(X)
+        else:
+            r[idx] = _series_diagonal(B, K)
     return r
+
+
+def _series_diagonal(B: sp.csr_matrix, K: int, width: int = 256) -> np.ndarray:
+    """Σ_{k=1..K} diag(B^k), computing B^k E for blocks E of ``width`` unit vectors."""
+    m = B.shape[0]
+    out = np.zeros(m)
+    for lo in range(0, m, width):
+        cols = np.arange(lo, min(lo + width, m))
+        Y = np.zeros((m, len(cols)))
+        Y[cols, np.arange(len(cols))] = 1.0  # (m, c)
+        for _ in range(K):
+            Y = B @ Y  # (m, c) = B^k E
+            out[cols] += Y[cols, np.arange(len(cols))]
+    return out
 
 
 def repetition_probability(P) -> float:

@@ -208,18 +208,18 @@ def check_claims(detail: dict) -> dict:
     return claims
 
 
-def figures_of(detail: dict) -> list[Figure]:
+def figures_of(detail: dict, command: str = COMMAND) -> list[Figure]:
     """The results.json figures of a study."""
     figs = []
     worst = max([abs(r["rel_error"]) for r in detail["mc"]["random"] + detail["mc"]["corpus"]], default=math.nan)
-    figs.append(Figure("repetition.mc_rel_error_max", worst, None, None, COMMAND))
+    figs.append(Figure("repetition.mc_rel_error_max", worst, None, None, command))
     for level, res in detail["levels"].items():
         d = res["decoders"]
         for key, dec in KEY_DECODERS.items():
             if d[dec]["R"] is not None:
-                figs.append(Figure(f"repetition.ptb.{level}.{key}", d[dec]["R"], None, None, COMMAND))
+                figs.append(Figure(f"repetition.ptb.{level}.{key}", d[dec]["R"], None, None, command))
         figs.append(Figure(f"repetition.ptb.{level}.greedy_cycle_fraction", d["greedy"]["cycle_fraction"],
-                           None, None, COMMAND))
+                           None, None, command))
     return figs
 
 
@@ -272,7 +272,7 @@ def repetition(out: Path = Path("benchmarks/results/repetition.json"), quick: bo
     detail["note"] = "measured on a shared 2-core CPU machine; times are indicative only"
     out = Path(out)
     write_results(out, figures_of(detail))
-    write_json(out.with_name(out.stem + "_detail.json"), _jsonable(detail))
+    write_json(out.with_name(out.stem + "_detail.json"), jsonable(detail))
     if figure is not None:
         plot_study(detail, Path(figure))
     worst = max(abs(r["rel_error"]) for r in detail["mc"]["random"] + detail["mc"]["corpus"])
@@ -287,11 +287,12 @@ def repetition(out: Path = Path("benchmarks/results/repetition.json"), quick: bo
     return out
 
 
-def _jsonable(x):
+def jsonable(x):
+    """numpy scalars to Python, non-finite floats to None (JSON has no inf)."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     if isinstance(x, (np.floating, float)):
         return float(x) if math.isfinite(x) else None
     if isinstance(x, np.integer):

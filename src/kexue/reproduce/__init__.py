@@ -11,10 +11,12 @@ from pathlib import Path
 
 from kexue.errors import KexueError
 from kexue.io import make_run_dir
+from kexue.reproduce import repetition as repetition_section
 from kexue.reproduce.report import SectionResult, write_report
 
 # Ordered as the articles are numbered.
 SECTIONS = {
+    "repetition": repetition_section.run,
 }
 
 
