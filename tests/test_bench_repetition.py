@@ -1,0 +1,48 @@
+"""The corpus-study pieces of ``kexue bench repetition`` on a tiny corpus (the PTB run is the benchmark)."""
+
+import numpy as np
+import pytest
+
+from kexue.analysis.repetition import repetition_probability
+from kexue.bench.repetition import (
+    check_claims,
+    figures_of,
+    jsonable,
+    monte_carlo_check,
+    plot_study,
+    random_chain,
+    study_level,
+)
+
+SENTS = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog",
+                             "the mat is on the log", "a dog sat"]] * 3
+
+
+def test_study_level_and_claims_on_a_tiny_corpus(tmp_path):
+    decoders = ["sample", "top_p:0.9", "top_k:10", "top_k:2", "top_p:0.5", "greedy"]
+    res = study_level(SENTS, decoders)
+    d = res["decoders"]
+    assert res["n"] == 10  # the cat sat on mat dog log a and is
+    assert d["sample"]["R"] == pytest.approx(repetition_probability(res["chain"].P))
+    assert d["top_k:2"]["R"] >= d["sample"]["R"] > 0
+    assert d["greedy"]["R"] is None and 0 < d["greedy"]["cycle_fraction"] <= 1
+    res.pop("chain")
+    detail = {"levels": {"word": res}, "mc": {"random": [], "corpus": [{"rel_error": -0.01, "z": -1.0}]}}
+    claims = check_claims(detail)
+    assert claims["word"]["greedy_worst"] is True
+    figs = {f.key: f.value for f in figures_of(detail, "cmd")}
+    assert figs["repetition.mc_rel_error_max"] == 0.01
+    assert figs["repetition.ptb.word.R_top_k10"] == d["top_k:10"]["R"]
+    assert figs["repetition.ptb.word.greedy_cycle_fraction"] == d["greedy"]["cycle_fraction"]
+    png = plot_study(jsonable(detail), tmp_path / "fig.png")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_monte_carlo_check_reaches_its_target():
+    P = random_chain(np.random.default_rng(0), 10, 0.5)
+    R = repetition_probability(P)
+    from kexue.analysis.repetition import largest_eigenvalue
+
+    row = monte_carlo_check(P, R, largest_eigenvalue(P), seed=3, target_rel_se=0.025, pilot=10_000)
+    assert row["rel_stderr"] < 0.03 and abs(row["z"]) < 4 and abs(row["rel_error"]) < 0.05
+    assert row["bias_bound"] < 1e-3 * R
