@@ -601,7 +601,8 @@ def importance_weights(P) -> np.ndarray:
 
 
 def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weights: np.ndarray | None = None,
-                        chunk: int = 100_000, progress=None, lam: float | None = None) -> MonteCarlo:
+                        chunk: int = 250_000, progress=None, lam: float | None = None,
+                        rel_stderr: float | None = None, min_chains: int = 0) -> MonteCarlo:
     """Estimate R = Σ_i Σ_k ((P∘P)^k)_ii by simulating the chain and counting immediate repeats.
 
     A start token s is drawn from ``start_weights`` q (default uniform), the chain runs 2·k_max
@@ -617,6 +618,9 @@ def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weigh
         start_weights: (n,) start distribution q (importance sampling), e.g. :func:`importance_weights`.
         progress: optional callable(done_chains) for progress bars.
         lam: λ_1(P∘P) if already known (for the bias bound).
+        rel_stderr: if given, stop early (after ``min_chains``) once stderr / estimate falls below it;
+            ``n_chains`` is then the cap. (Sequential stopping; with millions of chains its bias is negligible.)
+        min_chains: see ``rel_stderr``.
     """
     P = as_transition(P)
     n = P.shape[0]
@@ -639,6 +643,11 @@ def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weigh
         done += m
         if progress is not None:
             progress(done)
+        if rel_stderr is not None and done >= min_chains and total > 0:
+            mu = total / done
+            se = math.sqrt(max(total_sq / done - mu**2, 0.0) / max(done - 1, 1))
+            if se <= rel_stderr * mu:
+                break
     mean = total / done
     var = max(total_sq / done - mean**2, 0.0) * done / max(done - 1, 1)
     lam = largest_eigenvalue(P) if lam is None else lam

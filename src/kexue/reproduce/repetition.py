@@ -40,9 +40,19 @@ def _notes(detail: dict, quick: bool) -> str:
                      f"{d['sample']['R_per_token']:.2e} | {d['greedy']['cycle_fraction']:.1%} |")
     cl = detail["claims"]
     lines += ["", "**Claims** (archives/8128 and the paper):"]
-    lines.append("- harsher truncation raises R (top-k 10 and top-p 0.9 above sampling; R falls as k or p grows): "
-                 + ", ".join(f"{lvl} {'yes' if c['truncation_raises_R'] and c['R_decreases_with_k'] and c['R_decreases_with_p'] else 'no'}"
-                             for lvl, c in cl.items() if lvl in lv) + ".")
+    def yes(b: bool) -> str:
+        return "yes" if b else "**no**"
+
+    for lvl, c in cl.items():
+        if lvl not in lv:
+            continue
+        d = lv[lvl]["decoders"]
+        ps = sorted((float(k.split(":")[1]), v["R"]) for k, v in d.items() if k.startswith("top_p:") and v["R"])
+        ks = sorted((int(k.split(":")[1]), v["R"]) for k, v in d.items() if k.startswith("top_k:") and v["R"])
+        lines.append(f"- {lvl}: top-k 10 and top-p 0.9 raise R above sampling: {yes(c['truncation_raises_R'])}; "
+                     f"R falls as k grows: {yes(c['R_decreases_with_k'])} ("
+                     + ", ".join(f"k={k}: {r:.3g}" for k, r in ks) + f"); R falls as p grows: "
+                     f"{yes(c['R_decreases_with_p'])} (" + ", ".join(f"p={p}: {r:.3g}" for p, r in ps) + ").")
     lines.append("- greedy is worst: its chain is a deterministic map, R diverges wherever it cycles; share of start "
                  "tokens whose greedy chain cycles before eos: "
                  + ", ".join(f"{k} {v['decoders']['greedy']['cycle_fraction']:.1%}" for k, v in lv.items()) + ".")
