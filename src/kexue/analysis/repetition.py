@@ -344,9 +344,11 @@ class Analysis:
     R_upper: float
     mean_concentration: float  # mean_i Σ_j P_ij²
     deterministic_cycle: list[int] | None
+    by_token: np.ndarray | None = None  # r_i, R = Σ r_i (None when R diverges)
 
     def as_dict(self) -> dict:
         d = dict(self.__dict__)
+        d.pop("by_token")
         d["deterministic_cycle"] = None if self.deterministic_cycle is None else list(self.deterministic_cycle)
         return d
 
@@ -357,11 +359,12 @@ def analyze(P) -> Analysis:
     lo, hi = perron_bounds(P)
     cycle = deterministic_cycle(P)
     lam = 1.0 if cycle is not None else largest_eigenvalue(P)
-    R = math.inf if cycle is not None else repetition_probability(P)
+    r = None if cycle is not None else repetition_by_token(P)
+    R = math.inf if r is None else float(r.sum())
     return Analysis(
         n=P.shape[0], zeta=density(P), lambda_1=lam, lambda_lower=lo, lambda_upper=hi, R=R,
         R_upper=spectral_upper_bound(P, lam), mean_concentration=float(row_concentration(P).mean()),
-        deterministic_cycle=cycle,
+        deterministic_cycle=cycle, by_token=r,
     )
 
 

@@ -94,6 +94,10 @@ def study_level(sentences: list[list[str]], decoders: list[str], progress: Calla
         row["R"] = a.R if math.isfinite(a.R) else None
         row["R_upper"] = a.R_upper if math.isfinite(a.R_upper) else None
         row["R_per_token"] = a.R / a.n if math.isfinite(a.R) else None
+        if a.by_token is not None and a.R > 0:
+            top = np.argsort(-a.by_token)[:10]
+            row["top_tokens"] = [[str(chain.tokens[i]), float(a.by_token[i])] for i in top[:5]]
+            row["top10_share"] = float(a.by_token[top].sum() / a.R)
         row["seconds"] = time.perf_counter() - t0
         out["decoders"][name] = row
         if progress is not None:
