@@ -159,11 +159,18 @@ def measure(texts: Path | None = None, unit: str = "word", corpus: str = "ptb", 
     if texts is not None:
         table[str(texts)] = repetition_metrics(_read_texts(texts, unit))
     else:
-        sents, _ = level_sentences(level, corpus, "train", max_sentences=max_sentences, word_vocab=word_vocab)
+        encoding = None
+        if level == "rebalanced":  # learn it here so that the held-out text gets the same encoding
+            chars, _ = level_sentences("char", corpus, "train", max_sentences=max_sentences)
+            encoding = RebalancedEncoding.learn(chars)
+        sents, _ = level_sentences(level, corpus, "train", max_sentences=max_sentences, word_vocab=word_vocab,
+                                   encoding=encoding)
         chain = estimate_bigram(sents)
         held = load_corpus(corpus, "valid")[:samples]
         if level != "word":
             held = [list(" ".join(s)) for s in held]
+        if encoding is not None:
+            held = encoding.encode_corpus(held)
         table["held-out text"] = repetition_metrics(held)
         for name in tqdm(_decoders(decoders), desc="decoders"):
             seqs = sample_sequences(named_chain(chain.P, name), chain.start, samples, max_length, seed=seed)

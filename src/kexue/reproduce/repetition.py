@@ -63,8 +63,12 @@ def _notes(detail: dict, quick: bool) -> str:
                          f"λ_1 {'lower' if c['lambda_1'] else 'NOT lower'}, R per token {'lower' if c['R_per_token'] else 'NOT lower'}, "
                          f"total R {'lower' if c['R'] else 'higher'}.")
     lines += ["", "R sums over every token of the vocabulary, so a larger vocabulary adds terms: compare levels by "
-              "λ_1 and R/n. Word-level MLE rows of rare words are near one-hot, which keeps word-level total R "
-              "above the character level even though its typical row is much flatter."]
+              "λ_1 and R/n as well as by R. Which tokens carry R under sampling (r_i = Σ_k ((P∘P)^k)_ii):"]
+    for name, res in lv.items():
+        s = res["decoders"]["sample"]
+        if s.get("top_tokens"):
+            toks = ", ".join(f"{t!r} {v:.3g}" for t, v in s["top_tokens"])
+            lines.append(f"- {name}: {toks}; the top 10 tokens carry {s['top10_share']:.0%} of R.")
     return "\n".join(lines)
 
 
