@@ -27,6 +27,7 @@ def test_study_level_and_claims_on_a_tiny_corpus(tmp_path):
     assert d["top_k:2"]["R"] >= d["sample"]["R"] > 0
     assert d["greedy"]["R"] is None and 0 < d["greedy"]["cycle_fraction"] <= 1
     res.pop("chain")
+    assert res.pop("by_token")["sample"].sum() == pytest.approx(d["sample"]["R"])
     detail = {"levels": {"word": res}, "mc": {"random": [], "corpus": [{"rel_error": -0.01, "z": -1.0}]}}
     claims = check_claims(detail)
     assert claims["word"]["greedy_worst"] is True
@@ -43,7 +44,9 @@ def test_monte_carlo_check_reaches_its_target():
     R = repetition_probability(P)
     from kexue.analysis.repetition import largest_eigenvalue
 
-    row = monte_carlo_check(P, R, largest_eigenvalue(P), seed=3, target_rel_se=0.02, min_chains=20_000,
+    from kexue.analysis.repetition import repetition_by_token
+
+    row = monte_carlo_check(P, R, largest_eigenvalue(P), seed=3, by_token=repetition_by_token(P), target_rel_se=0.02, min_chains=20_000,
                             max_chains=2_000_000)
     assert row["rel_stderr"] <= 0.0201 and abs(row["z"]) < 4 and abs(row["rel_error"]) < 0.05
     assert row["bias_bound"] < 1e-3 * R
