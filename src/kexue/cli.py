@@ -29,7 +29,7 @@ COMMANDS = {
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
-FLAGS = {"--quick", "--full", "--resume", "--draw"}
+FLAGS = {"--quick", "--full", "--resume", "--draw", "--replot"}
 
 
 def _bare_flags(argv: list[str]) -> list[str]:

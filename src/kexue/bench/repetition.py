@@ -13,6 +13,7 @@ Writes ``benchmarks/results/repetition.json`` (results.json schema) and a detail
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections import Counter
@@ -242,6 +243,7 @@ def figures_of(detail: dict, command: str = COMMAND) -> list[Figure]:
 def plot_study(detail: dict, path: Path) -> Path:
     """R (log scale) per decoder and level, and λ_1(P∘P): the figure of the study."""
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -249,17 +251,29 @@ def plot_study(detail: dict, path: Path) -> Path:
     from kexue.io import save_figure
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for level, res in detail["levels"].items():
+    levels = [lv for lv in LEVELS if lv in detail["levels"]]
+
+    def order(name: str) -> tuple:
+        kind, _, arg = name.partition(":")
+        return ({"sample": 0, "top_p": 1, "top_k": 2, "temp": 3}.get(kind, 4), -float(arg or 0))
+
+    for level in levels:
+        res = detail["levels"][level]
         d = res["decoders"]
         ks = sorted((int(k.split(":")[1]), v["R"]) for k, v in d.items() if k.startswith("top_k:") and v["R"])
         ps = sorted((float(k.split(":")[1]), v["R"]) for k, v in d.items() if k.startswith("top_p:") and v["R"])
         line = axes[0].plot([k for k, _ in ks], [r for _, r in ks], "o-", label=f"{level} (n={res['n']})")[0]
         axes[0].axhline(d["sample"]["R"], color=line.get_color(), ls=":", lw=1)
         axes[1].plot([p for p, _ in ps] + [1.0], [r for _, r in ps] + [d["sample"]["R"]], "o-", label=level)
-        names = [k for k in d if k != "greedy"]
+        names = sorted((k for k in d if k != "greedy"), key=order)
         axes[2].plot(range(len(names)), [d[k]["lambda_1"] for k in names], "o", label=level)
         axes[2].set_xticks(range(len(names)), names, rotation=60, fontsize=7)
-    axes[0].set(xscale="log", yscale="log", xlabel="top-k  (dotted: sampling, no truncation)", ylabel="R = Σ Tr((P∘P)^k)",
+    all_k = sorted({int(k.split(":")[1]) for res in detail["levels"].values() for k in res["decoders"]
+                    if k.startswith("top_k:")})
+    axes[0].set_xscale("log")
+    axes[0].set_xticks(all_k, [str(k) for k in all_k])
+    axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes[0].set(yscale="log", xlabel="top-k  (dotted: sampling, no truncation)", ylabel="R = Σ Tr((P∘P)^k)",
                 title="Harsher truncation (small k) raises R")
     axes[1].set(yscale="log", xlabel="top-p  (p = 1: sampling)", ylabel="R", title="R against nucleus mass p")
     axes[2].set(ylabel="λ_1(P∘P)", title="Largest eigenvalue of P∘P per decoder")
@@ -267,13 +281,13 @@ def plot_study(detail: dict, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.suptitle("Repetition of PTB bigram decoders (kexue.fm/archives/8128); greedy cycles: "
-                 + ", ".join(f"{lv} {res['decoders']['greedy']['cycle_fraction']:.0%}" for lv, res in detail["levels"].items()),
+                 + ", ".join(f"{lv} {detail['levels'][lv]['decoders']['greedy']['cycle_fraction']:.0%}" for lv in levels),
                  fontsize=10)
     return save_figure(fig, path)
 
 
 def repetition(out: Path = Path("benchmarks/results/repetition.json"), quick: bool = False, seed: int = 0,
-               figure: Path | None = None) -> Path:
+               figure: Path | None = None, replot: bool = False) -> Path:
     """Corpus study and Monte-Carlo check of the repetition theory (archives/8128).
 
     Args:
@@ -281,12 +295,22 @@ def repetition(out: Path = Path("benchmarks/results/repetition.json"), quick: bo
         quick: 5k sentences and a 2k-word vocabulary, fewer decoders and random chains (minutes).
         seed: seeds the simulations and random chains.
         figure: where to save the plot (PNG), if anywhere.
+        replot: only redraw ``figure`` from the detail JSON of an earlier run (no computation).
     Returns:
         The path of the results JSON.
     """
+    out = Path(out)
+    if replot:
+        if figure is None:
+            raise KexueError("--replot needs --figure")
+        detail_path = out.with_name(out.stem + "_detail.json")
+        if not detail_path.is_file():
+            raise KexueError(f"no earlier run to redraw: {detail_path} not found")
+        plot_study(json.loads(detail_path.read_text(encoding="utf-8")), Path(figure))
+        print(f"[repetition] redrew {figure} from {detail_path}")
+        return out
     detail = run_study(quick=quick, seed=seed)
     detail["note"] = "measured on a shared 2-core CPU machine; times are indicative only"
-    out = Path(out)
     write_results(out, figures_of(detail))
     write_json(out.with_name(out.stem + "_detail.json"), jsonable(detail))
     if figure is not None:
