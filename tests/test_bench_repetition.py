@@ -50,3 +50,19 @@ def test_monte_carlo_check_reaches_its_target():
                             max_chains=2_000_000)
     assert row["rel_stderr"] <= 0.0201 and abs(row["z"]) < 4 and abs(row["rel_error"]) < 0.05
     assert row["bias_bound"] < 1e-3 * R
+
+
+def test_run_study_end_to_end_on_a_tiny_corpus(tmp_path):
+    from kexue.bench.repetition import run_study
+
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (d / "train.txt").write_text("\n".join(" ".join(s) for s in SENTS) + "\n")
+    detail = run_study(quick=True, corpus=str(d), log=lambda s: None, random_sizes=[(5, 0.5)],
+                       chains=(20_000, 400_000))
+    assert set(detail["levels"]) == {"char", "word", "rebalanced"}
+    assert len(detail["mc"]["random"]) == 3 and len(detail["mc"]["corpus"]) >= 6
+    for row in detail["mc"]["random"] + detail["mc"]["corpus"]:
+        assert abs(row["z"]) < 5  # loose: small chain budgets here
+    keys = {f.key for f in figures_of(detail)}
+    assert "repetition.ptb.rebalanced.R_top_p90" in keys and "repetition.mc_rel_error_max" in keys

@@ -141,29 +141,32 @@ def monte_carlo_check(P, R: float, lam: float, seed: int, by_token: np.ndarray |
             "seconds": time.perf_counter() - t0}
 
 
-def run_study(quick: bool = False, seed: int = 0, corpus: str = "ptb",
-              log: Callable[[str], None] = print) -> dict:
-    """The whole study (analytic per level and decoder, Monte-Carlo checks); returns a JSON-able dict."""
+def run_study(quick: bool = False, seed: int = 0, corpus: str = "ptb", log: Callable[[str], None] = print,
+              random_sizes: list[tuple[int, float]] | None = None, chains: tuple[int, int] | None = None) -> dict:
+    """The whole study (analytic per level and decoder, Monte-Carlo checks); returns a JSON-able dict.
+
+    ``random_sizes`` ((n, Dirichlet concentration) pairs) and ``chains`` ((min, max) simulated
+    chains per check) override the defaults of the mode, e.g. for a fast test.
+    """
     t_start = time.perf_counter()
     detail: dict = {"quick": quick, "seed": seed, "levels": {}, "mc": {"random": [], "corpus": []}}
     max_sentences = 5000 if quick else None
     word_vocab = 2000 if quick else None
     sweep = list(SWEEP) if not quick else ["top_k:3", "top_p:0.7"]
     decoders = list(KEY_DECODERS.values()) + sweep + ["greedy"]
-    max_chains = 4_000_000 if quick else 40_000_000
-    min_chains = 200_000 if quick else 1_000_000
-    chains, by_token = {}, {}
+    min_chains, max_chains = chains or ((200_000, 4_000_000) if quick else (1_000_000, 40_000_000))
+    bigrams, by_token = {}, {}
     for level in LEVELS:
         log(f"[repetition] level {level}: building the corpus")
         sents, info = level_sentences(level, corpus, "train", max_sentences=max_sentences, word_vocab=word_vocab)
         res = study_level(sents, decoders, progress=lambda s, lv=level: log(f"[repetition]   {lv} {s}"))
-        chains[level] = res.pop("chain")
+        bigrams[level] = res.pop("chain")
         by_token[level] = res.pop("by_token")
         res["info"] = info
         detail["levels"][level] = res
     # Monte-Carlo: random chains ...
     rng = np.random.default_rng(seed)
-    sizes = [(5, 0.3), (10, 1.0), (20, 0.1), (50, 0.5), (100, 0.05)] if quick else \
+    sizes = random_sizes if random_sizes is not None else [(5, 0.3), (10, 1.0), (20, 0.1), (50, 0.5), (100, 0.05)] if quick else \
         [(5, 0.3), (5, 3.0), (10, 1.0), (20, 0.1), (20, 1.0), (50, 0.5), (100, 0.05), (100, 0.3), (300, 0.05)]
     for i, (n, conc) in enumerate(sizes):
         P = random_chain(rng, n, conc)
@@ -184,7 +187,7 @@ def run_study(quick: bool = False, seed: int = 0, corpus: str = "ptb",
             a = detail["levels"][level]["decoders"][dec]
             if a["R"] is None or a["R"] <= 0:
                 continue
-            C = named_chain(chains[level].P, dec)
+            C = named_chain(bigrams[level].P, dec)
             row = monte_carlo_check(C, a["R"], a["lambda_1"], seed=seed + 1000 + len(detail["mc"]["corpus"]),
                                     by_token=by_token[level].get(dec),
                                     max_chains=max_chains, min_chains=min_chains)

@@ -103,7 +103,9 @@ def theory(matrix: Path | None = None, corpus: str = "ptb", level: str = "char",
             row["example_cycle"] = [tokens[i] for i in (a.deterministic_cycle or [])][:20]
         elif simulate > 0 and a.R > 0:
             K = cycle_length_for(C, R=a.R, lam=a.lambda_1)
-            mc = simulate_repetition(C, simulate, K, seed=seed, start_weights=importance_weights(C), lam=a.lambda_1)
+            root = np.sqrt(np.clip(a.by_token, 0, None))  # start tokens ∝ √r_i (unbiased for any weights)
+            q = 0.8 * root / root.sum() + 0.2 * importance_weights(C)
+            mc = simulate_repetition(C, simulate, K, seed=seed, start_weights=q, lam=a.lambda_1)
             row.update(R_mc=mc.value, R_mc_stderr=mc.stderr, mc_rel_error=mc.value / a.R - 1,
                        mc_z=mc.z_score(a.R), mc_k_max=K)
         rows[name] = row
