@@ -40,7 +40,7 @@ from kexue.results import Figure, write_results
 LEVELS = ("char", "word", "rebalanced")
 # the three decoders of the results keys; greedy is reported separately
 KEY_DECODERS = {"R_sample": "sample", "R_top_p90": "top_p:0.9", "R_top_k10": "top_k:10"}
-SWEEP = ("top_k:2", "top_k:3", "top_k:5", "top_k:20", "top_p:0.5", "top_p:0.7", "temp:0.7")
+SWEEP = ("top_k:2", "top_k:3", "top_k:5", "top_k:20", "top_k:50", "top_p:0.5", "top_p:0.7", "top_p:0.95", "temp:0.7")
 COMMAND = "kexue bench repetition"
 
 
@@ -167,7 +167,7 @@ def run_study(quick: bool = False, seed: int = 0, corpus: str = "ptb", log: Call
     # Monte-Carlo: random chains ...
     rng = np.random.default_rng(seed)
     sizes = random_sizes if random_sizes is not None else [(5, 0.3), (10, 1.0), (20, 0.1), (50, 0.5), (100, 0.05)] if quick else \
-        [(5, 0.3), (5, 3.0), (10, 1.0), (20, 0.1), (20, 1.0), (50, 0.5), (100, 0.05), (100, 0.3), (300, 0.05)]
+        [(5, 0.3), (5, 3.0), (10, 1.0), (20, 0.1), (20, 1.0), (50, 0.5), (100, 0.05), (100, 0.3), (300, 0.1), (1000, 0.05)]
     for i, (n, conc) in enumerate(sizes):
         P = random_chain(rng, n, conc)
         for dec in ("sample", "top_p:0.9", "top_k:3"):
