@@ -66,3 +66,7 @@ def test_run_study_end_to_end_on_a_tiny_corpus(tmp_path):
         assert abs(row["z"]) < 5  # loose: small chain budgets here
     keys = {f.key for f in figures_of(detail)}
     assert "repetition.ptb.rebalanced.R_top_p90" in keys and "repetition.mc_rel_error_max" in keys
+    from kexue.reproduce.repetition import _notes
+
+    notes = _notes(jsonable(detail), quick=True)
+    assert "**Claims**" in notes and "greedy is worst" in notes and "top 10 tokens carry" in notes
