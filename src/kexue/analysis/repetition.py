@@ -30,7 +30,6 @@ from scipy.sparse.csgraph import connected_components
 
 from kexue.errors import KexueError
 
-Matrix = "np.ndarray | sp.spmatrix | sp.sparray"
 _ROW_TOL = 1e-9  # rows may sum to 1 + rounding
 _DETERMINISTIC_TOL = 1e-12  # a row of P∘P summing to 1 within this is one-hot (P_ij = 1)
 
