@@ -14,7 +14,8 @@ from jsonargparse import auto_cli
 from kexue.bench.decoding import decoding as bench_decoding
 from kexue.bench.nystrom import nystrom as bench_nystrom
 from kexue.bench.onlstm import onlstm as bench_onlstm
-from kexue.commands import lm, nystrom, onlstm, vae_cluster
+from kexue.bench.repetition import repetition as bench_repetition
+from kexue.commands import lm, nystrom, onlstm, repetition, vae_cluster
 from kexue.errors import KexueError
 from kexue.reproduce import reproduce
 
@@ -24,12 +25,14 @@ COMMANDS = {
                     "study": vae_cluster.study},
     "onlstm": {"train": onlstm.train, "parse": onlstm.parse, "eval": onlstm.eval},
     "lm": {"train": lm.train, "generate": lm.generate, "termination": lm.termination},
+    "repetition": {"theory": repetition.theory, "measure": repetition.measure, "rebalance": repetition.rebalance},
     "nystrom": {"listops": nystrom.listops, "errors": nystrom.errors},
-    "bench": {"decoding": bench_decoding, "nystrom": bench_nystrom, "onlstm": bench_onlstm},
+    "bench": {"decoding": bench_decoding, "nystrom": bench_nystrom, "onlstm": bench_onlstm,
+              "repetition": bench_repetition},
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
-FLAGS = {"--quick", "--full", "--resume", "--draw"}
+FLAGS = {"--quick", "--full", "--resume", "--draw", "--replot"}
 
 
 def _bare_flags(argv: list[str]) -> list[str]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from kexue.errors import KexueError
 from kexue.io import make_run_dir
-from kexue.reproduce import decoding, nystrom, onlstm, vae_cluster
+from kexue.reproduce import decoding, nystrom, onlstm, repetition, vae_cluster
 from kexue.reproduce.report import SectionResult, write_report
 
 # Ordered as the articles are numbered.
@@ -19,6 +19,7 @@ SECTIONS = {
     "vae": vae_cluster.run,
     "onlstm": onlstm.run,
     "decoding": decoding.run,
+    "repetition": repetition.run,
     "nystrom": nystrom.run,
 }
 
