@@ -47,3 +47,19 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "kexue: error:" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["lm", "termination", "--models", "nonsense", "--out", str(tmp_path / "t")])
+
+
+def test_termination_rows_report_repetition_of_each_decoder():
+    import torch
+
+    from kexue.commands.lm import termination_rows
+    from kexue.generation import DecodeOutput
+
+    eos = 3
+    tokens = torch.tensor([[5, 6, 5, 6, 5, 6, 5, 6], [7, 8, 9, eos, 0, 0, 0, 0]])
+    out = DecodeOutput(tokens, torch.zeros(2, 8), torch.tensor([8, 4]), torch.tensor([False, True]),
+                       ["max_length", "eos"], torch.zeros(2))
+    row = termination_rows(out, eos)
+    assert row["nonterminating"] == 0.5 and row["mean_length"] == 6.0
+    assert row["loop_fraction"] == 0.5           # the (5 6)* row loops, the other does not
+    assert 0 < row["rep_w"] < 1 and row["seq_rep_4"] > 0

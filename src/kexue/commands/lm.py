@@ -17,6 +17,7 @@ from typing import Callable
 import torch
 from tqdm.auto import tqdm
 
+from kexue.analysis.repetition import repetition_metrics
 from kexue.data.text import Vocab, load_corpus, token_stream, LMBatches
 from kexue.errors import KexueError
 from kexue.generation import (Beam, ConsistentTopK, ConsistentTopP, DecodeOutput, Greedy, Sample, Stopping, TopK,
@@ -42,7 +43,16 @@ DECODERS: dict[str, Callable[[int], tuple[list, object]]] = {
 # Hook for per-decoder metrics computed from the generated token sequences (e.g. the repetition
 # metrics of article 7): name -> fn(sequences: list[list[int]], eos_id) -> {metric: float}.
 # Each metric lands in the results as termination.<model>.<decoder>.<metric>.
-SEQUENCE_METRICS: dict[str, Callable[[list[list[int]], int], dict[str, float]]] = {}
+REPETITION_KEYS = ("rep_w", "rep_r", "seq_rep_4", "distinct_2", "loop_fraction")
+
+
+def repetition_row(sequences: list[list[int]], eos: int) -> dict[str, float]:
+    """The repetition metrics of article 7 (kexue.analysis.repetition) for one decoder's outputs."""
+    metrics = repetition_metrics(sequences, eos=eos)
+    return {k: metrics[k] for k in REPETITION_KEYS}
+
+
+SEQUENCE_METRICS: dict[str, Callable[[list[list[int]], int], dict[str, float]]] = {"repetition": repetition_row}
 
 
 def _set_threads(threads: int | None) -> None:
