@@ -36,11 +36,22 @@ def test_results_schema_roundtrip_and_merge(tmp_path):
 
 
 def test_report_table_and_files(tmp_path):
-    figs = [Figure("vae.m.acc", 0.91234, 0.9446, "VaDE", "kexue vae-cluster study")]
-    assert "| vae.m.acc | 0.9123 | 0.9446 | VaDE | `kexue vae-cluster study` |" in figure_table(figs)
-    write_report(tmp_path, [SectionResult("vae", "1. VAE", figs, notes="short by 3 points")], "quick")
+    figs = [Figure("vae.m.acc", 0.91234, 0.9446, "VaDE", "kexue vae-cluster study"),
+            Figure("vae.m.nmi", 0.8, None, None, "kexue vae-cluster study"),
+            Figure("vae.m.ari", 0.7, None, None, "kexue other")]
+    table = figure_table(figs)
+    assert "| vae.m.acc | 0.9123 | 0.9446 | VaDE | [1] |" in table and "| vae.m.ari | 0.7 | – |  | [2] |" in table
+    assert table.count("`kexue vae-cluster study`") == 1 and "[2] `kexue other`" in table
+    sections = [SectionResult("vae", "1. VAE (kexue.fm/archives/5887)", figs, notes="short by 3 points"),
+                SectionResult("x", "2. X (y)", figs, headline=["vae.*.a*"])]
+    write_report(tmp_path, sections, "quick")
     text = (tmp_path / "report.md").read_text()
     assert "## 1. VAE" in text and "short by 3 points" in text
+    summary = text.split("## Summary")[1].split("## 1. VAE")[0]
+    # default headline: the figures with a published number; explicit: fnmatch patterns
+    assert summary.count("| 1. VAE | vae.m.acc | 0.9123 | 0.9446 |") == 1 and "| 1. VAE | vae.m.nmi" not in summary
+    assert "| 2. X | vae.m.acc |" in summary and "| 2. X | vae.m.ari | 0.7 | – |" in summary
+    assert "vae.m.nmi" not in summary
     assert load_results(tmp_path / "results.json")["vae.m.acc"]["value"] == pytest.approx(0.91234)
 
 

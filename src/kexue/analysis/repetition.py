@@ -306,28 +306,26 @@ def cauchy_schwarz_lower_bound(P, k_max: int = 20) -> float:
     return float(total)
 
 
-def su_lower_bound(P, k_max: int = 20) -> float:
-    """Su's heuristic Σ_k (Tr P^k)² / (ζ^k n^k): N_k replaced by its estimate ζ^k n^k. Not a guarantee."""
+def _power_sum(P, k_max: int, term) -> float:
+    """Σ_{k=1..k_max} term(P^k, k, n, ζ) over the dense powers of a transition matrix."""
     P = as_transition(P)
     P = P.toarray() if sp.issparse(P) else P
     n, zeta = len(P), density(P)
     total, M = 0.0, np.eye(n)
     for k in range(1, k_max + 1):
         M = M @ P
-        total += np.trace(M) ** 2 / (zeta * n) ** k
+        total += term(M, k, n, zeta)
     return float(total)
+
+
+def su_lower_bound(P, k_max: int = 20) -> float:
+    """Su's heuristic Σ_k (Tr P^k)² / (ζ^k n^k): N_k replaced by its estimate ζ^k n^k. Not a guarantee."""
+    return _power_sum(P, k_max, lambda M, k, n, zeta: np.trace(M) ** 2 / (zeta * n) ** k)
 
 
 def paper_bound(P, k_max: int = 20) -> float:
     """The paper's form as corrected by Su: Σ_k Tr(P^k ∘ P^k) / (ζ^k n^(k−1)) (dense, small n)."""
-    P = as_transition(P)
-    P = P.toarray() if sp.issparse(P) else P
-    n, zeta = len(P), density(P)
-    total, M = 0.0, np.eye(n)
-    for k in range(1, k_max + 1):
-        M = M @ P
-        total += np.trace(M * M) / (zeta**k * n ** (k - 1))
-    return float(total)
+    return _power_sum(P, k_max, lambda M, k, n, zeta: np.trace(M * M) / (zeta**k * n ** (k - 1)))
 
 
 @dataclass

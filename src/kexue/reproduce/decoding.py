@@ -79,4 +79,7 @@ def run(out: Path, quick: bool = True) -> SectionResult:
         "only in ordering (greedy/beam/top-p inconsistent; ancestral and consistent samplers terminate)."
     )
     return SectionResult(name="decoding", title="5. Decoding that stops (kexue.fm/archives/7500)",
-                         figures=figures, notes=notes, images=[str(path.relative_to(out))])
+                         figures=figures, notes=notes, images=[str(path.relative_to(out))],
+                         headline=["termination.*.ppl", "termination.vanilla.greedy.nonterminating",
+                                   "termination.vanilla.consistent_topp.nonterminating",
+                                   "termination.st.greedy.nonterminating"])

@@ -92,4 +92,5 @@ def run(out: Path, quick: bool = True) -> SectionResult:
         "shared 2-core CPU; the paper trains 25M parameters for 1000 epochs, so the perplexities are far above "
         "56.17 and only the comparison between the two cells under the same budget means something.\n\n"
         "Example trees (middle layer):\n\n" + "\n".join(lines))
-    return SectionResult("onlstm", "2. ON-LSTM (kexue.fm/archives/6621)", figures, notes, images)
+    headline = ["onlstm.synthetic.f1_best_layer", "onlstm.synthetic.f1_right_branching", "onlstm.ptb.*ppl"]
+    return SectionResult("onlstm", "2. ON-LSTM (kexue.fm/archives/6621)", figures, notes, images, headline=headline)

@@ -80,4 +80,5 @@ def run(out: Path, quick: bool) -> SectionResult:
     plot_study(detail, out / image)
     write_json(out / "repetition_detail.json", jsonable(detail))
     return SectionResult(name="repetition", title=TITLE, figures=figures_of(detail, command),
-                         notes=_notes(detail, quick), images=[str(image)])
+                         notes=_notes(detail, quick), images=[str(image)],
+                         headline=["repetition.mc_rel_error_max", "repetition.ptb.*.R_top_p90"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from fnmatch import fnmatch
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +22,8 @@ class SectionResult:
         notes: markdown shown under the table (setting, what falls short and by how much).
         images: PNG paths relative to the report folder.
         seconds: wall time of the section.
+        headline: keys (fnmatch patterns allowed) of the few figures that go into the summary table at
+            the top of the report (and the README); empty means every figure with a published number.
     """
 
     name: str
@@ -29,6 +32,12 @@ class SectionResult:
     notes: str = ""
     images: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    headline: list[str] = field(default_factory=list)
+
+    def headline_figures(self) -> list[Figure]:
+        if not self.headline:
+            return [f for f in self.figures if f.published is not None]
+        return [f for f in self.figures if any(fnmatch(f.key, pat) for pat in self.headline)]
 
 
 def _fmt(x: float | None) -> str:
@@ -38,11 +47,28 @@ def _fmt(x: float | None) -> str:
 
 
 def figure_table(figures: list[Figure]) -> str:
-    """Markdown table: metric | ours | published | source | command."""
+    """Markdown table (metric | ours | published | source | command) and the commands below it.
+
+    A command shared by many rows is printed once under the table and referred to by number.
+    """
+    commands = list(dict.fromkeys(f.command for f in figures if f.command))
     rows = ["| metric | ours | published | source | command |", "|---|---|---|---|---|"]
     for f in figures:
-        cmd = f"`{f.command}`" if f.command else ""
-        rows.append(f"| {f.key} | {_fmt(f.value)} | {_fmt(f.published)} | {f.source or ''} | {cmd} |")
+        ref = f"[{commands.index(f.command) + 1}]" if f.command else ""
+        rows.append(f"| {f.key} | {_fmt(f.value)} | {_fmt(f.published)} | {f.source or ''} | {ref} |")
+    if commands:
+        rows.append("")
+        rows += [f"[{i}] `{c}`  " for i, c in enumerate(commands, 1)]
+    return "\n".join(rows)
+
+
+def summary_table(sections: list[SectionResult]) -> str:
+    """The headline figures of every section in one table (the README's results table)."""
+    rows = ["| article | metric | ours | published |", "|---|---|---|---|"]
+    for s in sections:
+        article = s.title.split(" (")[0]
+        for f in s.headline_figures():
+            rows.append(f"| {article} | {f.key} | {_fmt(f.value)} | {_fmt(f.published)} |")
     return "\n".join(rows)
 
 
@@ -54,6 +80,10 @@ def write_report(out: Path, sections: list[SectionResult], mode: str) -> Path:
         f"Mode: `{mode}`. Written {time.strftime('%Y-%m-%d %H:%M:%S')}. "
         "Each row puts our measured figure beside the published one; see each section's notes "
         "for the setting and for what falls short.",
+        "",
+        "## Summary",
+        "",
+        summary_table(sections),
         "",
     ]
     for s in sections:
