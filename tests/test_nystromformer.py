@@ -55,11 +55,17 @@ def test_nystrom_blocks_equal_exact_blocks_when_sequence_fits_in_landmarks():
     torch.testing.assert_close(nystrom(tokens), exact(tokens), rtol=1e-5, atol=1e-5)
     mixed = _tiny(["nystrom", "exact"], conv_kernel=None)
     assert [type(b.attn).__name__ for b in mixed.blocks] == ["NystromAttention", "ExactAttention"]
+    # with exact_conv the exact blocks carry the same conv skip: same parameters, same outputs
+    exact_c, nystrom_c = _tiny("exact", conv_kernel=5, exact_conv=True), _tiny("nystrom", conv_kernel=5, m=64)
+    assert "blocks.0.attn.conv.weight" in exact_c.state_dict() and "blocks.0.attn.conv.weight" not in exact.state_dict()
+    nystrom_c.load_state_dict(exact_c.state_dict())
+    torch.testing.assert_close(nystrom_c(tokens), exact_c(tokens), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(exact_c(tokens), exact(tokens))
 
 
 @pytest.mark.parametrize("kind", ["nystrom", "exact"])
 def test_classifier_padding_invariance(kind):
-    model = _tiny(kind, conv_kernel=5).eval()
+    model = _tiny(kind, conv_kernel=5, exact_conv=True).eval()
     seqs, labels = lo.generate(3, 30, 50, max_depth=4, seed=2)
     tokens, _ = lo.to_tensors(seqs, labels, 50)
     longer, _ = lo.to_tensors(seqs, labels, 64)

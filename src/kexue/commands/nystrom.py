@@ -22,8 +22,9 @@ PUBLISHED = {"nystrom": 37.15, "exact": 37.10}
 def listops(attention: str = "both", steps: int = 2000, batch_size: int = 32, lr: float = 2e-3,
             train_size: int = 10000, test_size: int = 1000, min_len: int = 60, max_len: int = 160,
             max_depth: int = 10, max_args: int = 10, dim: int = 64, depth: int = 2, heads: int = 2,
-            num_landmarks: int = 16, conv_kernel: int | None = 35, dropout: float = 0.0, threads: int = 1, seed: int = 0,
-            results: Path | None = None, out: Path | None = None, resume: bool = False) -> dict[str, float]:
+            num_landmarks: int = 16, conv_kernel: int | None = 35, exact_conv: bool = False, dropout: float = 0.0,
+            threads: int = 1, seed: int = 0, results: Path | None = None, out: Path | None = None,
+            resume: bool = False) -> dict[str, float]:
     """Train on generated ListOps with Nyström and/or exact attention; report test accuracy (%).
 
     Args:
@@ -41,7 +42,10 @@ def listops(attention: str = "both", steps: int = 2000, batch_size: int = 32, lr
         depth: encoder blocks.
         heads: attention heads.
         num_landmarks: Nyström landmarks m.
-        conv_kernel: depthwise-conv skip kernel of the Nyström blocks (LRA: 35), or None.
+        conv_kernel: depthwise-conv skip kernel of the Nyström blocks (LRA: 35), or None (results key
+            ``acc_nystrom_no_conv``).
+        exact_conv: give the exact blocks the same conv skip, so that the models differ only in the
+            attention core (results key ``acc_exact_conv``; the paper's baseline has none).
         dropout: dropout rate in the blocks.
         threads: CPU threads for torch (1 is fastest for models this small on a shared CPU).
         seed: seeds data, initialisation and training.
@@ -49,7 +53,8 @@ def listops(attention: str = "both", steps: int = 2000, batch_size: int = 32, lr
         out: run folder (default runs/nystrom-listops-<timestamp>/).
         resume: continue each model from its last checkpoint in ``out``.
     Returns:
-        ``{"acc_nystrom": ..., "acc_exact": ..., "majority_class": ...}`` (percent) for the models trained.
+        ``{"acc_nystrom": ..., "acc_exact": ..., "majority_class": ...}`` (percent) for the models trained
+        (keys with the suffixes above for the variants).
     """
     kinds = ["nystrom", "exact"] if attention == "both" else [attention]
     if any(k not in PUBLISHED for k in kinds):
@@ -65,13 +70,15 @@ def listops(attention: str = "both", steps: int = 2000, batch_size: int = 32, lr
     print(f"[listops] {train_size} train / {test_size} test expressions of {min_len}-{max_len} tokens "
           f"in {time.perf_counter() - t0:.1f} s; majority class {test_y.bincount().max().item() / test_size:.1%}")
     command = (f"kexue nystrom listops --attention {attention} --steps {steps} --lr {lr} --train_size {train_size} "
-               f"--min_len {min_len} --max_len {max_len} --num_landmarks {num_landmarks} --seed {seed}")
+               f"--min_len {min_len} --max_len {max_len} --num_landmarks {num_landmarks} --seed {seed}"
+               f" --conv_kernel {'null' if conv_kernel is None else conv_kernel}" + (" --exact_conv" if exact_conv else ""))
     accs: dict[str, float] = {"majority_class": 100 * test_y.bincount().max().item() / test_size}
     figures = []
     for kind in kinds:
         torch.manual_seed(seed)
         model = NystromformerClassifier(len(lo.VOCAB), lo.NUM_CLASSES, max_len, dim, depth, heads, kind,
-                                        num_landmarks, conv_kernel=conv_kernel, dropout=dropout)
+                                        num_landmarks, conv_kernel=conv_kernel, dropout=dropout,
+                                        exact_conv=exact_conv)
         cfg = TrainConfig(steps=steps, lr=lr, optimizer="adamw", weight_decay=0.01, schedule="cosine",
                           warmup_steps=max(1, steps // 20), eval_every=max(1, steps // 3),
                           ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30), seed=seed)
@@ -79,9 +86,13 @@ def listops(attention: str = "both", steps: int = 2000, batch_size: int = 32, lr
         result = fit(model, _trimmed_loss, data, cfg, out / kind,
                      eval_fn=lambda mdl: {"test_acc": accuracy(mdl, test_x, test_y)}, resume=resume,
                      desc=f"listops-{kind}")
-        accs[f"acc_{kind}"] = 100 * accuracy(model, test_x, test_y)
-        figures.append(Figure(f"nystrom.listops.acc_{kind}", accs[f"acc_{kind}"], PUBLISHED[kind], PAPER, command))
-        print(f"[listops] {kind}: test accuracy {accs[f'acc_{kind}']:.2f}% after {result.step} steps "
+        variant = {"nystrom": "_no_conv" if conv_kernel is None else "",
+                   "exact": "_conv" if exact_conv and conv_kernel is not None else ""}[kind]
+        key = f"acc_{kind}{variant}"
+        accs[key] = 100 * accuracy(model, test_x, test_y)
+        published = (PUBLISHED[kind], PAPER) if not variant else (None, None)
+        figures.append(Figure(f"nystrom.listops.{key}", accs[key], *published, command))
+        print(f"[listops] {kind}{variant}: test accuracy {accs[key]:.2f}% after {result.step} steps "
               f"({result.seconds:.0f} s); train loss {result.train.get('loss', float('nan')):.3f}")
     write_results(out / "results.json", figures)
     write_json(out / "summary.json", accs)

@@ -20,13 +20,13 @@ class Block(nn.Module):
     """Pre-norm block: x + attn(LN x), then x + MLP(LN x)."""
 
     def __init__(self, dim: int, heads: int, attention: str, num_landmarks: int, pinv_iterations: int,
-                 conv_kernel: int | None, ff_mult: int, dropout: float):
+                 conv_kernel: int | None, ff_mult: int, dropout: float, exact_conv: bool = False):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         if attention == "nystrom":
             self.attn = NystromAttention(dim, heads, num_landmarks, pinv_iterations, conv_kernel)
         elif attention == "exact":
-            self.attn = ExactAttention(dim, heads)
+            self.attn = ExactAttention(dim, heads, conv_kernel=conv_kernel if exact_conv else None)
         else:
             raise KexueError(f"attention must be 'nystrom' or 'exact', got {attention!r}")
         self.mlp = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
@@ -50,13 +50,15 @@ class NystromformerClassifier(nn.Module):
         num_landmarks, pinv_iterations, conv_kernel: Nyström settings (see :class:`NystromAttention`).
         ff_mult: MLP width as a multiple of ``dim``.
         dropout: dropout rate.
+        exact_conv: give the exact-attention blocks the same depthwise-conv skip (``conv_kernel``) as the
+            Nyström blocks, so that the two differ only in the attention core.
     Example: ``NystromformerClassifier(16, 10, 2000)(tokens)`` with tokens ``(B, n)`` -> logits ``(B, 10)``.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, max_len: int, dim: int = 64, depth: int = 2,
                  heads: int = 2, attention: str | list[str] = "nystrom", num_landmarks: int = 64,
                  pinv_iterations: int = 6, conv_kernel: int | None = 35, ff_mult: int = 2,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, exact_conv: bool = False):
         super().__init__()
         kinds = [attention] * depth if isinstance(attention, str) else list(attention)
         if len(kinds) != depth:
@@ -65,7 +67,7 @@ class NystromformerClassifier(nn.Module):
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
         self.blocks = nn.ModuleList(Block(dim, heads, kind, num_landmarks, pinv_iterations, conv_kernel,
-                                          ff_mult, dropout) for kind in kinds)
+                                          ff_mult, dropout, exact_conv) for kind in kinds)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 

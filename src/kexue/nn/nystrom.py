@@ -271,6 +271,31 @@ def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_lan
     return out
 
 
+class DepthwiseSkip(nn.Conv2d):
+    """The Nyströmformer's depthwise-convolution skip on V, with padding kept out.
+
+    One (kernel, 1) filter per head runs along the sequence and is shared across the head's
+    dimensions (a grouped ``nn.Conv2d``, so its weight is ``conv.weight``); padded positions are zeroed before (so they add nothing to their neighbours) and
+    after (so they stay zero).
+
+    Args:
+        heads: number of heads (one filter each).
+        kernel: odd kernel size (35 on LRA).
+    """
+
+    def __init__(self, heads: int, kernel: int):
+        if kernel < 1 or kernel % 2 == 0:
+            raise KexueError(f"conv_kernel must be a positive odd number, got {kernel}")
+        super().__init__(heads, heads, (kernel, 1), padding=(kernel // 2, 0), groups=heads, bias=False)
+
+    def forward(self, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """v ``(B, H, n, d)`` -> skip ``(B, H, n, d)``."""
+        if key_padding_mask is None:
+            return super().forward(v)
+        keep = key_padding_mask[:, None, :, None].to(v.dtype)
+        return super().forward(v * keep) * keep
+
+
 class NystromAttention(nn.Module):
     """Multi-head self-attention with the Nyström core and an optional depthwise-conv skip on V.
 
@@ -290,16 +315,10 @@ class NystromAttention(nn.Module):
         super().__init__()
         if dim % heads:
             raise KexueError(f"dim {dim} is not divisible by heads {heads}")
-        if conv_kernel is not None and (conv_kernel < 1 or conv_kernel % 2 == 0):
-            raise KexueError(f"conv_kernel must be a positive odd number, got {conv_kernel}")
         self.heads, self.num_landmarks, self.pinv_iterations = heads, num_landmarks, pinv_iterations
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.to_out = nn.Linear(dim, dim, bias=bias)
-        self.conv = None
-        if conv_kernel is not None:
-            # depthwise over heads: kernel (k, 1) runs along the sequence, shared across a head's dims
-            self.conv = nn.Conv2d(heads, heads, (conv_kernel, 1), padding=(conv_kernel // 2, 0),
-                                  groups=heads, bias=False)
+        self.conv = None if conv_kernel is None else DepthwiseSkip(heads, conv_kernel)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x ``(B, n, dim)``, key_padding_mask ``(B, n)`` bool True at real tokens -> ``(B, n, dim)``."""
@@ -307,31 +326,31 @@ class NystromAttention(nn.Module):
         q, k, v = self.to_qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
         out = nystrom_attention(q, k, v, self.num_landmarks, self.pinv_iterations, key_padding_mask)
         if self.conv is not None:
-            vm = v if key_padding_mask is None else v * key_padding_mask[:, None, :, None].to(v.dtype)
-            skip = self.conv(vm)                                      # (B, H, n, d)
-            if key_padding_mask is not None:
-                skip = skip * key_padding_mask[:, None, :, None].to(skip.dtype)
-            out = out + skip
+            out = out + self.conv(v, key_padding_mask)
         return self.to_out(out.transpose(1, 2).flatten(2))           # b h n d -> b n (h d)
 
 
 class ExactAttention(nn.Module):
     """Multi-head softmax self-attention with the same projections as :class:`NystromAttention`.
 
-    The O(n²) reference the Nyström layer replaces (PyTorch SDPA core).
+    The O(n²) reference the Nyström layer replaces (PyTorch SDPA core). ``conv_kernel`` adds the same
+    depthwise-conv skip on V as :class:`NystromAttention`, for like-for-like comparisons.
     Example: ``ExactAttention(512, 8)(x, key_padding_mask)`` with x ``(B, n, 512)`` -> ``(B, n, 512)``.
     """
 
-    def __init__(self, dim: int, heads: int, bias: bool = True):
+    def __init__(self, dim: int, heads: int, bias: bool = True, conv_kernel: int | None = None):
         super().__init__()
         if dim % heads:
             raise KexueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
         self.to_qkv = nn.Linear(dim, 3 * dim, bias=bias)
         self.to_out = nn.Linear(dim, dim, bias=bias)
+        self.conv = None if conv_kernel is None else DepthwiseSkip(heads, conv_kernel)
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x ``(B, n, dim)``, key_padding_mask ``(B, n)`` bool True at real tokens -> ``(B, n, dim)``."""
         q, k, v = self.to_qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
         out = exact_attention(q, k, v, key_padding_mask)              # (B, H, n, d)
+        if self.conv is not None:
+            out = out + self.conv(v, key_padding_mask)
         return self.to_out(out.transpose(1, 2).flatten(2))
