@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from kexue.commands.vae_cluster import VAEClusterConfig, evaluate_model, train_cluster_vae
+from kexue.commands.vae_cluster import VAEClusterConfig, evaluate_model, seed_figures, train_cluster_vae
 from kexue.data.images import ImageSet
 from kexue.analysis.clustering import clustering_scores, contingency, hungarian_accuracy, majority_accuracy
 from kexue.errors import KexueError
@@ -109,3 +109,18 @@ def test_consistency_term_is_the_cross_entropy_against_the_target():
     _, metrics = cluster_vae_loss(m, x, balance=False, target_probs=target, consistency=2.0)
     assert metrics["consistency"] == pytest.approx(-math.log(0.25))  # p(y=0|z) = 1/4 for any z
     assert "consistency" not in plain
+
+
+def test_seed_figures_mean_std_best_and_initialisation():
+    per_seed = {"acc_hungarian": [0.5, 0.7], "acc_majority": [0.6, 0.8], "nmi": [0.1, 0.3], "ari": [0.2, 0.2],
+                "init_acc_hungarian": [0.6, 0.4], "init_acc_majority": [0.7, 0.5]}
+    figs = {f.key: f for f in seed_figures("mnist5k", per_seed, "cmd")}
+    assert figs["vae.mnist5k.acc_hungarian"].value == pytest.approx(0.6)
+    assert figs["vae.mnist5k.acc_hungarian_std"].value == pytest.approx(0.1)       # population std
+    assert figs["vae.mnist5k.acc_hungarian_best"].value == pytest.approx(0.7)
+    assert figs["vae.mnist5k.acc_hungarian"].published == pytest.approx(0.9446)
+    assert figs["vae.mnist5k.init_acc_hungarian"].value == pytest.approx(0.5)
+    assert figs["vae.mnist5k.init_acc_majority_std"].value == pytest.approx(0.1)
+    # a seed without initialisation scores (no mixture init): no init figures rather than a partial mean
+    partial = {**per_seed, "init_acc_hungarian": [0.6]}
+    assert "vae.mnist5k.init_acc_hungarian" not in {f.key for f in seed_figures("mnist5k", partial, "cmd")}

@@ -389,13 +389,18 @@ def run_seeds(data: str, cfg: VAEClusterConfig, seeds: list[int], out: Path, dev
             write_json(done, scores)
         print(f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
               flush=True)
+        info = run / "model.json"  # the scores right after the mixture initialisation, before VAE training
+        if info.is_file():
+            scores = {**scores, **{k: v for k, v in json.loads(info.read_text()).items()
+                                   if k in ("init_acc_hungarian", "init_acc_majority")}}
         for k, v in scores.items():
             per_seed.setdefault(k, []).append(float(v))
     return per_seed
 
 
 def seed_figures(data: str, per_seed: dict[str, list[float]], command: str) -> list[Figure]:
-    """Mean over seeds as ``vae.<data>.<metric>``, plus ``_std`` and ``_best`` keys."""
+    """Mean over seeds as ``vae.<data>.<metric>``, plus ``_std`` and ``_best`` keys; ``init_acc_*`` (the
+    scores right after the mixture initialisation) when every seed has them."""
     figures = []
     for metric in ("acc_hungarian", "acc_majority", "nmi", "ari"):
         s = seed_summary(per_seed[metric])
@@ -403,6 +408,11 @@ def seed_figures(data: str, per_seed: dict[str, list[float]], command: str) -> l
         figures += [Figure(f"vae.{data}.{metric}", s["mean"], published, source, command),
                     Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command),
                     Figure(f"vae.{data}.{metric}_best", s["best"], published, source, command)]
+    for metric in ("init_acc_hungarian", "init_acc_majority"):  # the mixture initialisation alone
+        if len(per_seed.get(metric, [])) == len(per_seed["acc_hungarian"]):
+            s = seed_summary(per_seed[metric])
+            figures += [Figure(f"vae.{data}.{metric}", s["mean"], None, None, command),
+                        Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command)]
     return figures
 
 

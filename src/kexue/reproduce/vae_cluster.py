@@ -38,9 +38,11 @@ def run(out: Path, quick: bool = True) -> SectionResult:
             section.images.append(str(path.relative_to(out)))
         hung = sum(per_seed["acc_hungarian"]) / len(seeds)
         maj = sum(per_seed["acc_majority"]) / len(seeds)
+        init = per_seed.get("init_acc_hungarian", [])
+        after_init = f"; {sum(init) / len(init):.1%} right after the initialisation" if init else ""
         notes.append(f"- **{data}**: test Hungarian accuracy {hung:.1%}, majority-label {maj:.1%} "
-                     f"(mean of {len(seeds)} seed(s); {cfg.pretrain_epochs} epochs of AE pre-training, spectral "
-                     f"GMM initialisation, {cfg.epochs} VAE epochs with augmentation consistency, "
+                     f"(mean of {len(seeds)} seed(s){after_init}; {cfg.pretrain_epochs} epochs of AE pre-training, "
+                     f"spectral GMM initialisation, {cfg.epochs} VAE epochs with augmentation consistency, "
                      f"`kl={cfg.kl}`, λ={cfg.recon_weight}).")
     notes.append("- Published numbers are on full MNIST (60k train) or Fashion-MNIST; MNIST-5k trains on "
                  "4,000 images and tests on 1,000 held-out ones, so it is a harder setting. Su reports "
