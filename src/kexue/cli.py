@@ -32,7 +32,7 @@ COMMANDS = {
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
-FLAGS = {"--quick", "--full", "--resume", "--draw", "--replot"}
+FLAGS = {"--quick", "--full", "--resume", "--draw", "--replot", "--exact_conv"}
 
 
 def _bare_flags(argv: list[str]) -> list[str]:
