@@ -60,9 +60,6 @@ class VAEClusterConfig:
         classifier_fit_steps: steps fitting p(y|z) to the mixture's responsibilities.
         spectral_neighbors: fit the mixture on a spectral embedding of the k-NN graph of the
             codes (0 = on the codes themselves), an extension.
-        init_logvar: after pre-training (whose deterministic autoencoder never trains the log σ²
-            head), start every posterior at log σ² = this value instead of the head's random
-            output (≈ 0, i.e. σ ≈ the clusters' own spread); None keeps the random head.
         consistency: weight of the augmentation-consistency term, an extension (0 = off).
         augment: train on randomly shifted, rotated and scaled images.
         backbone: auto (conv for 28×28, MLP otherwise), conv or mlp.
@@ -84,7 +81,6 @@ class VAEClusterConfig:
     gmm_restarts: int = 5
     classifier_fit_steps: int = 300
     spectral_neighbors: int = 20
-    init_logvar: float | None = None
     consistency: float = 10.0
     augment: bool = True
     backbone: str = "auto"
@@ -118,8 +114,7 @@ def evaluate_model(model: ClusterVAE, x: torch.Tensor, y: torch.Tensor) -> dict[
 
 @torch.no_grad()
 def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int, fit_steps: int,
-                   lr: float = 1e-3, spectral_neighbors: int = 0, max_points: int = 20000,
-                   init_logvar: float | None = None) -> dict[str, float]:
+                   lr: float = 1e-3, spectral_neighbors: int = 0, max_points: int = 20000) -> dict[str, float]:
     """Initialise μ_y and p(y|z) from a Gaussian mixture on the codes μ(x) (no labels).
 
     The mixture is fitted on μ(x) itself, or, with ``spectral_neighbors`` > 0, on a spectral
@@ -128,8 +123,7 @@ def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int,
     within-class spread matches the prior's unit variance (an exact reparameterisation of the
     autoencoder), μ_y become the responsibility-weighted cluster means, and the classifier is
     fitted to the responsibilities. At most ``max_points`` images (a seeded random subset) enter
-    the mixture, which bounds the cost of the spectral embedding on large data sets. With
-    ``init_logvar``, the log σ² head starts as that constant (zero weights).
+    the mixture, which bounds the cost of the spectral embedding on large data sets.
     """
     from sklearn.mixture import GaussianMixture
 
@@ -158,9 +152,6 @@ def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int,
     enc_out.bias[:d] /= scale
     dec_in: torch.nn.Linear = model.decoder[0]
     dec_in.weight *= scale
-    if init_logvar is not None:
-        enc_out.weight[d:].zero_()
-        enc_out.bias[d:].fill_(init_logvar)
     model.class_means.copy_((means / scale).to(model.class_means.dtype))
     resp = resp.float()
     with torch.enable_grad():
@@ -212,7 +203,7 @@ def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | N
     init = {}
     if cfg.gmm_init and not resuming_vae:
         init = gmm_initialise(model, x, cfg.gmm_restarts, cfg.seed, cfg.classifier_fit_steps,
-                              spectral_neighbors=cfg.spectral_neighbors, init_logvar=cfg.init_logvar)
+                              spectral_neighbors=cfg.spectral_neighbors)
         init.update({f"init_{k}": v for k, v in eval_fn(model).items()})  # labels score only
         print(f"after GMM initialisation: test Hungarian acc {init['init_acc_hungarian']:.4f}", flush=True)
     main = TrainConfig(steps=cfg.epochs * per_epoch, lr=cfg.lr, seed=cfg.seed + 1, clip_norm=None,
