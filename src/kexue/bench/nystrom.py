@@ -26,6 +26,7 @@ CPU allocator during one call, above what was held before it (``torch.profiler``
 
 from __future__ import annotations
 
+import os
 import platform
 import time
 from pathlib import Path
@@ -120,6 +121,7 @@ def peak_memory(fn: Callable[[], object]) -> int:
     """Peak bytes of PyTorch CPU tensors allocated during ``fn()`` above the level before it."""
     from torch.profiler import ProfilerActivity, profile
 
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # kineto prints two USDT lines per profile otherwise
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
         del out
