@@ -275,8 +275,8 @@ class DepthwiseSkip(nn.Conv2d):
     """The Nyströmformer's depthwise-convolution skip on V, with padding kept out.
 
     One (kernel, 1) filter per head runs along the sequence and is shared across the head's
-    dimensions (a grouped ``nn.Conv2d``, so its weight is ``conv.weight``); padded positions are zeroed before (so they add nothing to their neighbours) and
-    after (so they stay zero).
+    dimensions (a grouped ``nn.Conv2d``, so its weight is ``conv.weight``). Padded positions are
+    zeroed before the convolution (they add nothing to their neighbours) and after (they stay zero).
 
     Args:
         heads: number of heads (one filter each).

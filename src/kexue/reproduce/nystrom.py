@@ -39,8 +39,8 @@ def run(out: Path, quick: bool) -> SectionResult:
         shutil.copyfile(bench_dir / name, out / "figures" / name)
         images.append(f"figures/{name}")
     notes = f"""
-Setting: {'quick' if quick else 'full'} mode on the CPU (a shared machine: other jobs ran at the same time, so
-absolute times are noisy; ratios are measured in one process, side by side). Time and memory at n ≤ {largest},
+Setting: {'quick' if quick else 'full'} mode on the CPU, one thread per method (absolute times depend on the
+machine and its load; ratios are measured in one process, side by side). Time and memory at n ≤ {largest},
 width 512, 8 heads, m = 64, batch 1; the *core* is attention given q, k, v (peers run their own forward with
 the projections replaced by slicing views), the *layer* adds each method's projections. Memory is the peak of
 PyTorch-allocated CPU tensors during one call (torch.profiler). PyTorch's SDPA on CPU is a fused kernel that
