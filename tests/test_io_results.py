@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kexue.errors import KexueError
-from kexue.io import atomic_path, make_run_dir, write_json
+from kexue.io import atomic_path, make_run_dir, run_config, write_json
 from kexue.reproduce.report import SectionResult, figure_table, write_report
 from kexue.results import Figure, load_results, write_results
 from kexue.training.checkpoint import load_weights, save_weights
@@ -56,8 +56,8 @@ def test_report_table_and_files(tmp_path):
 
 
 def test_run_dir_saves_config(tmp_path):
-    run = make_run_dir(tmp_path / "r", "cmd", {"lr": 0.1, "path": tmp_path})
-    assert (run / "config.yaml").read_text().startswith("command: cmd")
+    run = make_run_dir(tmp_path / "r", "cmd", {"lr": 0.1, "path": tmp_path, "out": tmp_path / "r"})
+    assert run_config(run) == ("cmd", {"lr": 0.1, "path": str(tmp_path)})  # out is where, not what: not saved
 
 
 def test_weights_roundtrip_with_tied_parameters_and_bad_file(tmp_path):

@@ -1,38 +1,53 @@
 """``kexue <command>``: dispatch to plain typed functions (jsonargparse builds the parsers).
 
 Every command takes ``--config FILE.yaml`` and flags, writes into ``--out DIR`` and saves its
-resolved config there. A :class:`KexueError` becomes a one-line message and exit status 2.
+resolved config there (``--config DIR/config.yaml`` reruns it). Only the named group's module is
+imported, so ``kexue --help`` and ``kexue --version`` answer without loading torch.
+
+Errors: a mistake in the input (a bad flag value, a bad file, a run folder that cannot be
+used) prints one line ``kexue: error: ...`` on stderr and exits with status 2; a run folder
+created by the failed command is removed again unless it holds weights. Ctrl-C exits 130.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 import os
+import re
 import sys
+from typing import Any, Callable
 
-from jsonargparse import auto_cli
-
-from kexue.bench.decoding import decoding as bench_decoding
-from kexue.bench.nystrom import nystrom as bench_nystrom
-from kexue.bench.onlstm import onlstm as bench_onlstm
-from kexue.bench.repetition import repetition as bench_repetition
-from kexue.commands import lm, nystrom, onlstm, repetition, vae_cluster
-from kexue.errors import KexueError
-from kexue.reproduce import reproduce
-
-COMMANDS = {
-    "reproduce": reproduce,
-    "vae-cluster": {"train": vae_cluster.train, "eval": vae_cluster.evaluate, "sample": vae_cluster.sample,
-                    "study": vae_cluster.study},
-    "onlstm": {"train": onlstm.train, "parse": onlstm.parse, "eval": onlstm.eval},
-    "lm": {"train": lm.train, "generate": lm.generate, "termination": lm.termination},
-    "repetition": {"theory": repetition.theory, "measure": repetition.measure, "rebalance": repetition.rebalance},
-    "nystrom": {"listops": nystrom.listops, "errors": nystrom.errors},
-    "bench": {"decoding": bench_decoding, "nystrom": bench_nystrom, "onlstm": bench_onlstm,
-              "repetition": bench_repetition},
+# group -> (one-line help, {command: "module:function"}); "" as the command name: the group is
+# itself the command.
+GROUPS: dict[str, tuple[str, dict[str, str]]] = {
+    "reproduce": ("run every article's section and write report.md, figures and results.json",
+                  {"": "kexue.reproduce:reproduce"}),
+    "vae-cluster": ("article 1, clustering VAE: train / eval / sample / study",
+                    {"train": "kexue.commands.vae_cluster:train", "eval": "kexue.commands.vae_cluster:evaluate",
+                     "sample": "kexue.commands.vae_cluster:sample", "study": "kexue.commands.vae_cluster:study"}),
+    "onlstm": ("article 2, ON-LSTM language models and the trees they induce: train / parse / eval",
+               {"train": "kexue.commands.onlstm:train", "parse": "kexue.commands.onlstm:parse",
+                "eval": "kexue.commands.onlstm:eval"}),
+    "lm": ("article 5, LMs that stop: train / generate / termination",
+           {"train": "kexue.commands.lm:train", "generate": "kexue.commands.lm:generate",
+            "termination": "kexue.commands.lm:termination"}),
+    "repetition": ("article 7, theory of repetition: theory / measure / rebalance",
+                   {"theory": "kexue.commands.repetition:theory", "measure": "kexue.commands.repetition:measure",
+                    "rebalance": "kexue.commands.repetition:rebalance"}),
+    "nystrom": ("article 8, Nyström attention: listops / errors",
+                {"listops": "kexue.commands.nystrom:listops", "errors": "kexue.commands.nystrom:errors"}),
+    "bench": ("benchmarks against peers, measured side by side: decoding / nystrom / onlstm / repetition",
+              {"decoding": "kexue.bench.decoding:decoding", "nystrom": "kexue.bench.nystrom:nystrom",
+               "onlstm": "kexue.bench.onlstm:onlstm", "repetition": "kexue.bench.repetition:repetition"}),
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
-FLAGS = {"--quick", "--full", "--resume", "--draw", "--replot", "--exact_conv"}
+FLAGS = {"--quick", "--full", "--resume", "--overwrite", "--draw", "--replot", "--exact_conv"}
+
+
+class UsageError(Exception):
+    """A flag or --config value the parser refused."""
 
 
 def _bare_flags(argv: list[str]) -> list[str]:
@@ -45,17 +60,195 @@ def _bare_flags(argv: list[str]) -> list[str]:
     return out
 
 
+def _collapse(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _one_line(message: str) -> str:
+    """jsonargparse's multi-line messages as one line that names the flag as it is typed.
+
+    ``Parser key "threads": ... Not of type PositiveInt: does not conform to restriction v>0 ...
+    Given value: -2`` becomes ``--threads -2: must satisfy v>0``.
+    """
+    m = re.match(r'Parser key "([^"]+)":\s*(.*)', str(message), re.S)
+    if not m:
+        return _collapse(str(message))
+    key, body = m.groups()
+    given = re.search(r"Given value: (.*?)\s*$", body)
+    reasons = [r for r in re.findall(r"^\s*- (.+)$", body, re.M) if "NoneType" not in r] or [body]
+    reason = _collapse(reasons[0])
+    reason = re.sub(r"^Not of type \w+: ", "", reason)
+    rule = re.match(r"(.*?)\s*does not conform to restriction (.+)$", reason)
+    value = given.group(1) if given else (rule.group(1) if rule and rule.group(1) else None)
+    if rule:
+        return f"--{key} {value}: must satisfy {rule.group(2)}" if value else f"--{key}: must satisfy {rule.group(2)}"
+    if re.match(r"Expected a typing.Literal\[", reason):
+        choices = re.search(r"Literal\[(.*?)\]", reason).group(1)
+        got = re.search(r"Got value: (.*)$", reason)
+        return f"--{key} {got.group(1) if got else value}: choose one of {choices}"
+    return f"--{key}: {reason}" + (f" (got {value})" if value and value not in reason else "")
+
+
+def _top_help() -> str:
+    from kexue import __version__
+
+    width = max(len(g) for g in GROUPS)
+    rows = "\n".join(f"  {name:<{width}}  {text}" for name, (text, _) in GROUPS.items())
+    return (f"kexue {__version__}: techniques from Su Jianlin's Scientific Spaces (kexue.fm) as PyTorch code\n\n"
+            f"usage: kexue <command> [<subcommand>] [--config FILE.yaml] [--flag value ...]\n\n"
+            f"commands:\n{rows}\n\n"
+            "`kexue <command> --help` lists a command's subcommands and flags.\n"
+            "options:\n  -h, --help  this help\n  --version   print the version\n")
+
+
+def _resolve(spec: str) -> Callable:
+    module, name = spec.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _build_parser(group: str):
+    from jsonargparse import ArgumentParser, auto_parser
+
+    class KexueParser(ArgumentParser):
+        def error(self, message: str, ex: Exception | None = None):  # noqa: D401 (argparse hook)
+            raise UsageError(_one_line(message))
+
+    commands = GROUPS[group][1]
+    if "" in commands:
+        components: Any = {group: _resolve(commands[""])}
+    else:
+        components = {group: {name: _resolve(spec) for name, spec in commands.items()}}
+    parser = auto_parser(components, parser_class=KexueParser, as_positional=False, prog="kexue")
+    return parser, components
+
+
+def _leaf_parser(parser, path: list[str]):
+    for name in path:
+        parser = parser._subcommands_action._name_parser_map[name]
+    return parser
+
+
+def _checked_configs(args: list[str], parser, group: str) -> list[str]:
+    """Read every ``--config FILE`` through kexue's reader and check its keys against the command's
+    flags, then hand jsonargparse the checked mapping (its own errors on these are unreadable)."""
+    from kexue.errors import KexueError
+    from kexue.io import read_yaml
+
+    commands = GROUPS[group][1]
+    path = [group] if "" in commands else [group, args[1] if len(args) > 1 and args[1] in commands else ""]
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--config" or arg.startswith("--config="):
+            value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else None)
+            i += 1 if "=" in arg else 2
+            if value is None:
+                raise UsageError("--config needs a file")
+            if path[-1] == "":
+                raise UsageError(f"--config goes after the subcommand: kexue {group} <subcommand> --config FILE")
+            data = read_yaml(value, "--config")
+            data.pop("command", None)  # configs written before 0.2 named the command in a key
+            leaf = _leaf_parser(parser, path)
+            known = set(leaf.get_defaults().keys()) - {"config"}
+            flat = _flatten(data)
+            unknown = sorted(k for k in flat if k not in known)
+            if unknown:
+                raise KexueError(f"--config {value}: unknown key{'s' if len(unknown) > 1 else ''} "
+                                 f"{', '.join(unknown)} for `kexue {' '.join(path)}`")
+            if data:
+                out += ["--config", json.dumps(data)]
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _close_progress_bars() -> None:
+    """Close open tqdm bars so that an error line starts on a clean line."""
+    tqdm_module = sys.modules.get("tqdm.std")
+    if tqdm_module is not None:
+        for bar in list(getattr(tqdm_module.tqdm, "_instances", [])):
+            bar.close()
+
+
+def _fail(message: str, code: int) -> None:
+    from kexue.io import discard_failed_runs
+
+    _close_progress_bars()
+    discard_failed_runs()
+    sys.stderr.flush()
+    print(f"kexue: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run(argv: list[str]) -> Any:
+    """Parse ``argv`` (without the program name) and call the command; returns what it returns."""
+    from kexue.errors import KexueError
+
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_top_help())
+        return None
+    if argv[0] == "--version":
+        from kexue import __version__
+
+        print(f"kexue {__version__}")
+        return None
+    group = argv[0]
+    if group not in GROUPS:
+        raise KexueError(f"unknown command {group!r}; choose from {', '.join(GROUPS)} (see `kexue --help`)")
+    commands = GROUPS[group][1]
+    if "" not in commands:
+        if len(argv) > 1 and not argv[1].startswith("-") and argv[1] not in commands:
+            raise KexueError(f"unknown subcommand {argv[1]!r} of {group}; choose from {', '.join(commands)}")
+    parser, components = _build_parser(group)
+    args = _checked_configs(_bare_flags(argv), parser, group)
+    sub = "" if "" in commands else (args[1] if len(args) > 1 and args[1] in commands else None)
+    if sub is None and not {"-h", "--help"} & set(args):
+        raise UsageError(f"choose a subcommand: {', '.join(commands)} (see `kexue {group} --help`)")
+    hint = f" (see `kexue {group}{' ' + sub if sub else ''} --help`)"
+    try:
+        cfg = parser.parse_args(args)
+    except UsageError as e:
+        raise UsageError(f"{e}{hint}") from None
+    init = parser.instantiate(cfg)
+    leaf = init[group] if not sub else init[group][sub]
+    fn = components[group] if not sub else components[group][sub]
+    kwargs = {k: v for k, v in vars(leaf).items() if k != "config"}
+    return fn(**kwargs)
+
+
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    args = _bare_flags(sys.argv[1:] if argv is None else list(argv))
+    if not sys.stderr.isatty():
+        os.environ.setdefault("TQDM_MININTERVAL", "30")  # a log file gets a line now and then, not a flood
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from kexue.errors import KexueError
+    from kexue.io import forget_created_runs
+
     try:
-        auto_cli(COMMANDS, args=args, as_positional=False)
-    except KexueError as e:
-        print(f"kexue: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        run(argv)
+    except (KexueError, UsageError) as e:
+        _fail(f"error: {e}", 2)
     except KeyboardInterrupt:
-        print("kexue: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _fail("interrupted", 130)
+    except Exception as e:  # a bug, not a user mistake: still one line, unless asked for the traceback
+        if os.environ.get("KEXUE_DEBUG"):
+            raise
+        first = (str(e).strip().splitlines() or [""])[0]
+        _fail(f"error: internal error {type(e).__name__}: {first} (rerun with KEXUE_DEBUG=1 for the traceback "
+              "and please report it)", 1)
+    forget_created_runs()
 
 
 if __name__ == "__main__":

@@ -199,7 +199,10 @@ def perplexity(model: nn.Module, stream: torch.Tensor, batch_size: int = 16, win
         total += -log_p.gather(2, y[..., None]).sum().item()
         count += y.numel()
     model.train(was)
-    return math.exp(total / count)
+    if count == 0:
+        raise ValueError(f"perplexity needs at least {batch_size * 2} tokens, got {len(stream)}")
+    mean = total / count
+    return math.exp(mean) if mean < 709.0 else math.inf  # exp overflows a float beyond ~709
 
 
 def config_dict(cfg: LMConfig) -> dict:

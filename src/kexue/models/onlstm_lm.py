@@ -184,6 +184,22 @@ class StatefulLMLoss:
     def __init__(self):
         self.states = None
 
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The carried state as named tensors (``layer<i>.<j>``), for the checkpoint."""
+        if self.states is None:
+            return {}
+        return {f"layer{i}.{j}": t for i, layer in enumerate(self.states) for j, t in enumerate(layer)}
+
+    def load_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
+        """Restore what :meth:`state_dict` gave; empty means no carried state."""
+        if not tensors:
+            self.states = None
+            return
+        layers = 1 + max(int(k.split(".")[0][5:]) for k in tensors)
+        self.states = [tuple(tensors[f"layer{i}.{j}"] for j in range(sum(1 for k in tensors
+                                                                         if k.startswith(f"layer{i}."))))
+                       for i in range(layers)]
+
     def __call__(self, model: LanguageModel, batch, generator: torch.Generator):
         x, y, reset = batch
         if bool(reset) or self.states is None or self.states[0][0].shape[0] != x.shape[0]:
@@ -192,7 +208,7 @@ class StatefulLMLoss:
         self.states = detach_states(states)
         nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
         loss = nll
-        cfg = model.cfg
+        cfg = getattr(model, "module", model).cfg  # through a DDP wrapper too; the call above stays wrapped
         if cfg.alpha:
             loss = loss + cfg.alpha * dropped.pow(2).mean()  # AR
         if cfg.beta:

@@ -13,13 +13,14 @@ replaced atomically, so a crash never leaves a half-written checkpoint in use.
 from __future__ import annotations
 
 import shutil
+import sys
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 
 from kexue.errors import KexueError
-from kexue.io import atomic_path, write_text
+from kexue.io import atomic_path, read_text, write_text
 
 
 def save_weights(module: torch.nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> Path:
@@ -59,12 +60,28 @@ def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True)
     return module
 
 
+def _step_of(path: Path) -> int:
+    try:
+        return int(path.name.split("-", 1)[1])
+    except (IndexError, ValueError):
+        return -1
+
+
+def _finite(module: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
+
+
 def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    step: int, extra: dict | None = None, keep: int = 2) -> Path:
+                    step: int, extra: dict | None = None, keep: int = 2,
+                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
     """Write ``folder/step-XXXXXX/`` completely, then point ``folder/latest`` at it.
 
-    Keeps the ``keep`` newest checkpoints and removes older ones.
+    Keeps the one just written and the ``keep - 1`` newest older ones. Checkpoints of later
+    steps (left by an earlier, longer run in the same folder) are removed: they are not on this
+    run's path. Non-finite weights are refused, so a kept checkpoint is always usable.
     """
+    if not _finite(model):
+        raise KexueError(f"refusing to checkpoint step {step}: the weights hold NaN or infinity")
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:06d}"
@@ -73,22 +90,49 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     tmp.mkdir()
     save_weights(model, tmp / "model.safetensors")
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "extra": extra or {}}, tmp / "state.pt")
+    if tensors:
+        with atomic_path(tmp / "extra.safetensors") as t:
+            save_file(_dedupe({k: v.detach().contiguous().cpu() for k, v in tensors.items()}), str(t))
     final = folder / name
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     write_text(folder / "latest", name + "\n")
-    for old in sorted(p for p in folder.glob("step-*") if p.is_dir())[:-keep]:
+    others = sorted((p for p in folder.glob("step-*") if p.is_dir() and p != final), key=_step_of)
+    older = [p for p in others if _step_of(p) < step]
+    stale = [p for p in others if _step_of(p) > step] + older[:max(0, len(older) - (keep - 1))]
+    for old in stale:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def clean_checkpoint_temporaries(folder: str | Path) -> None:
+    """Remove half-written ``.step-*.tmp`` folders an interrupted save left behind."""
+    for tmp in Path(folder).glob(".step-*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _complete(path: Path) -> bool:
+    return (path / "model.safetensors").is_file() and (path / "state.pt").is_file()
+
+
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The newest complete checkpoint folder, or None when there is none."""
-    pointer = Path(folder) / "latest"
-    if not pointer.is_file():
-        return None
-    path = Path(folder) / pointer.read_text().strip()
-    return path if (path / "model.safetensors").is_file() else None
+    """The newest complete checkpoint folder, or None when there is none.
+
+    Follows ``latest``; if it names a missing or incomplete folder, falls back (with a warning)
+    to the newest complete ``step-*`` folder.
+    """
+    folder = Path(folder)
+    pointer = folder / "latest"
+    named = None
+    if pointer.is_file():
+        named = folder / read_text(pointer, "checkpoint pointer").strip()
+        if named.name.startswith("step-") and _complete(named):
+            return named
+    found = sorted((p for p in folder.glob("step-*") if p.is_dir() and _complete(p)), key=_step_of)
+    if named is not None and found:
+        print(f"kexue: warning: {pointer} names {named.name}, which is missing or incomplete; "
+              f"using {found[-1].name}", file=sys.stderr)
+    return found[-1] if found else None
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module,
@@ -96,10 +140,22 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module,
     """Restore weights (and optimizer state) from a checkpoint folder; returns its state dict."""
     path = Path(path)
     load_weights(model, path / "model.safetensors")
+    state_path = path / "state.pt"
+    if not state_path.is_file():
+        raise KexueError(f"checkpoint state not found: {state_path}")
     try:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise KexueError(f"checkpoint state not found: {path / 'state.pt'}") from None
-    if optimizer is not None:
-        optimizer.load_state_dict(state["optimizer"])
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or "step" not in state:
+            raise ValueError("no step recorded")
+        if optimizer is not None:
+            optimizer.load_state_dict(state["optimizer"])
+    except Exception as e:  # torch.load raises many types on a corrupt or foreign file
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise KexueError(f"cannot read checkpoint state {state_path}: {first}") from None
+    extra_path = path / "extra.safetensors"
+    if extra_path.is_file():
+        try:
+            state["tensors"] = load_file(str(extra_path))
+        except Exception as e:
+            raise KexueError(f"cannot read checkpoint tensors {extra_path}: {e}") from None
     return state

@@ -12,6 +12,7 @@ weights, the optimizer state and ``s``.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,9 @@ from tqdm.auto import tqdm
 
 from kexue.errors import KexueError
 from kexue.training import distributed as dist
-from kexue.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from kexue.io import read_text, write_text
+from kexue.training.checkpoint import (clean_checkpoint_temporaries, latest_checkpoint, load_checkpoint,
+                                       save_checkpoint)
 from kexue.training.logging import MetricsLogger
 
 LossFn = Callable[[torch.nn.Module, Any, torch.Generator], "tuple[torch.Tensor, dict[str, float]]"]
@@ -169,6 +172,43 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + step) * 1_009 + rank
 
 
+def _diverged(what: str, step: int, ckpt_dir: Path | None) -> KexueError:
+    last = latest_checkpoint(ckpt_dir) if ckpt_dir is not None and ckpt_dir.is_dir() else None
+    kept = f"; last good checkpoint: {last}" if last else "; no checkpoint was written yet"
+    return KexueError(f"training diverged: {what} at step {step}, stopping (try a lower --lr){kept}")
+
+
+def _finite_norm(tensors) -> float:
+    tensors = [t for t in tensors if t is not None]
+    if not tensors:
+        return 0.0
+    return float(torch.nn.utils.get_total_norm(tensors))
+
+
+def _rewind_metrics(out_dir: Path, step: int) -> dict:
+    """Drop ``metrics.jsonl`` records after ``step`` (written after the checkpoint a resume starts
+    from, so they would repeat) and return the last train and eval records up to it."""
+    path = out_dir / "metrics.jsonl"
+    last: dict = {"train": {}, "evals": []}
+    if not path.is_file():
+        return last
+    kept = []
+    for line in read_text(path, "metrics file").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut by a kill
+        if not isinstance(record, dict) or record.get("step", 0) > step:
+            continue
+        kept.append(line)
+        if record.get("split") == "train":
+            last["train"] = {k: v for k, v in record.items() if k not in ("step", "split", "lr")}
+        elif record.get("split") == "eval":
+            last["evals"].append({k: v for k, v in record.items() if k != "split"})
+    write_text(path, "".join(line + "\n" for line in kept))
+    return last
+
+
 def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainConfig,
         out_dir: str | Path | None = None, eval_fn: EvalFn | None = None, resume: bool = False,
         desc: str = "train", until: int | None = None) -> FitResult:
@@ -178,18 +218,21 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
         model: the module to train, already on its device.
         loss_fn: ``(model, batch, generator) -> (loss, metrics)``; ``loss`` a scalar to minimise,
             ``metrics`` floats to log; ``generator`` is seeded per step for every random draw.
+            A loss_fn with ``state_dict() -> {name: tensor}`` / ``load_state_dict(d)`` (state
+            carried across batches, e.g. a recurrent state) is checkpointed with the model.
         data: gives the batch of each micro-step (see :class:`TensorBatches`).
         cfg: optimisation settings.
         out_dir: where ``metrics.jsonl`` and ``checkpoints/`` go; None keeps nothing on disk.
         eval_fn: ``(model) -> metrics``, run on rank 0 every ``cfg.eval_every`` steps and at the end.
-        resume: continue from ``out_dir/checkpoints/latest`` if there is one.
+        resume: continue from ``out_dir/checkpoints``; there must be a checkpoint to continue from.
         desc: label of the progress bar.
         until: stop (with a checkpoint) after this step instead of ``cfg.steps``; the schedule
             still spans ``cfg.steps``, so a later ``resume`` continues exactly.
     Returns:
         A :class:`FitResult`.
     Raises:
-        KexueError: the loss became NaN or infinite (the last good checkpoint is kept).
+        KexueError: nothing to resume from; or training diverged: a non-finite loss, gradient,
+            weight or evaluation metric (the last good checkpoint, always finite, is named).
     """
     device = next(model.parameters()).device
     raw_model = model
@@ -198,22 +241,41 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
     optimizer = make_optimizer(raw_model.parameters(), cfg)
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir is not None else None
+    stateful_loss = hasattr(loss_fn, "state_dict") and hasattr(loss_fn, "load_state_dict")
     start = 0
-    if resume and ckpt_dir is not None and (path := latest_checkpoint(ckpt_dir)) is not None:
-        start = int(load_checkpoint(path, raw_model, optimizer)["step"])
+    sums: dict[str, float] = {}
+    count = 0
+    result = FitResult(step=0)
+    if ckpt_dir is not None and ckpt_dir.is_dir() and dist.is_main():
+        clean_checkpoint_temporaries(ckpt_dir)
+    if resume:
+        path = latest_checkpoint(ckpt_dir) if ckpt_dir is not None and ckpt_dir.is_dir() else None
+        if path is None:
+            where = ckpt_dir if ckpt_dir is not None else "memory"
+            raise KexueError(f"--resume: no checkpoint to resume from in {where}")
+        state = load_checkpoint(path, raw_model, optimizer)
+        start = int(state["step"])
+        extra = state.get("extra") or {}
+        sums, count = dict(extra.get("log_sums", {})), int(extra.get("log_count", 0))
+        if stateful_loss:
+            loss_fn.load_state_dict(state.get("tensors", {}))
+        if dist.is_main():
+            last = _rewind_metrics(Path(out_dir), start)
+            result.train, result.evals = last["train"], last["evals"]
+        dist.barrier()
+    result.step = start
     logger = MetricsLogger(out_dir if dist.is_main() else None)
     amp = cfg.amp and device.type == "cuda"
     generator = torch.Generator(device=device)
-    result = FitResult(step=start)
-    sums: dict[str, float] = {}
-    count = 0
     t0 = time.perf_counter()
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (cfg.progress and dist.is_main()),
                dynamic_ncols=True, leave=False)
 
     def checkpoint(step: int) -> None:
         if ckpt_dir is not None and dist.is_main():
-            save_checkpoint(ckpt_dir, raw_model, optimizer, step)
+            tensors = loss_fn.state_dict() if stateful_loss else None
+            save_checkpoint(ckpt_dir, raw_model, optimizer, step, extra={"log_sums": sums, "log_count": count},
+                            tensors=tensors)
         dist.barrier()
 
     def evaluate(step: int) -> None:
@@ -224,6 +286,9 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
             with torch.no_grad():
                 metrics = eval_fn(raw_model)
             raw_model.train()
+            bad = [k for k, v in metrics.items() if not math.isfinite(float(v))]
+            if bad:
+                raise _diverged(f"{bad[0]} is {metrics[bad[0]]}", step, ckpt_dir)
             logger.log(step, "eval", metrics)
             result.evals.append({"step": step, **metrics})
         dist.barrier()
@@ -244,15 +309,22 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                     loss, metrics = loss_fn(model, batch, generator)
                 if not torch.isfinite(loss):
-                    last = latest_checkpoint(ckpt_dir) if ckpt_dir is not None else None
-                    kept = f"; last good checkpoint: {last}" if last else "; no checkpoint was written yet"
-                    raise KexueError(f"loss is {loss.item()} at step {step}, stopping{kept}")
+                    raise _diverged(f"loss is {loss.item()}", step, ckpt_dir)
                 (loss / cfg.grad_accum).backward()
                 for k, v in {"loss": loss.item(), **metrics}.items():
                     step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / cfg.grad_accum
+            params = [p for p in raw_model.parameters() if p.grad is not None]
             if cfg.clip_norm:
-                step_metrics["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(raw_model.parameters(), cfg.clip_norm))
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm))
+                step_metrics["grad_norm"] = grad_norm
+            else:
+                grad_norm = _finite_norm([p.grad for p in params])
+            if not math.isfinite(grad_norm):
+                raise _diverged(f"the gradient norm is {grad_norm}", step, ckpt_dir)
             optimizer.step()
+            weight_norm = _finite_norm([p.detach() for p in raw_model.parameters()])
+            if not math.isfinite(weight_norm):
+                raise _diverged(f"the weights became {weight_norm}", step, ckpt_dir)
             for k, v in step_metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             count += 1
