@@ -31,10 +31,10 @@ $(DATA_STAMP):
 setup: $(STAMP) $(DATA_STAMP)
 
 demo: setup
-	HF_HUB_OFFLINE=1 $(BIN)/kexue reproduce --quick --out runs/demo
+	HF_HUB_OFFLINE=1 $(BIN)/kexue reproduce --quick --out runs/demo --overwrite
 
 full: setup
-	HF_HUB_OFFLINE=1 $(BIN)/kexue reproduce --full --out runs/full
+	HF_HUB_OFFLINE=1 $(BIN)/kexue reproduce --full --out runs/full --overwrite
 
 test: setup
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q

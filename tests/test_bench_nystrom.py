@@ -33,3 +33,25 @@ def test_peers_agree_with_ours_on_the_same_qkv():
     assert float((outs["ours"] - outs["hf"]).norm() / outs["ours"].norm()) < 0.02
     errors = relative_errors(n, [m], q, k, v)[m]
     assert errors["ours"] <= min(errors["lucidrains"], errors["hf"]) * 1.01
+
+
+def test_bench_writes_its_run_folder_and_only_the_files_it_is_given(tmp_path):
+    pytest.importorskip("nystrom_attention")
+    pytest.importorskip("transformers")
+    import json
+
+    from kexue.bench.nystrom import nystrom
+
+    out, res = tmp_path / "run", tmp_path / "res"
+    path = nystrom(lengths=[64], error_lengths=[64], error_landmarks=[16, 32], num_landmarks=16, repeats=1, threads=1,
+                   out=out)
+    assert path == out / "results.json"
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "results.json", "details.json", "error.png", "time.png"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+    keys = set(json.loads(path.read_text()))
+    assert {"nystrom.n64.core_speedup_vs_exact", "nystrom.n64.rel_error"} <= keys
+    nystrom(lengths=[64], error_lengths=[64], error_landmarks=[16], num_landmarks=16, repeats=1, threads=1,
+            out=tmp_path / "run2", results=res / "nystrom.json", details=res / "d.json", error_figure=res / "e.png",
+            time_figure=res / "t.png")
+    assert sorted(p.name for p in res.iterdir()) == ["d.json", "e.png", "nystrom.json", "t.png"]
+    assert set(json.loads((res / "nystrom.json").read_text())) == keys

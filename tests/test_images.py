@@ -30,8 +30,15 @@ def test_idx_reader_truncated_and_wrong_magic(tmp_path):
     (tmp_path / "magic").write_bytes(b"\x12\x34" + data[2:])
     with pytest.raises(KexueError, match=r"magic is not an IDX file"):
         read_idx(tmp_path / "magic")
-    with pytest.raises(KexueError, match="IDX file not found"):
+    with pytest.raises(KexueError, match="IDX file .*nope not found"):
         read_idx(tmp_path / "nope")
+    # a forged header claiming 2^32-1 images of 2^32-1 × 2^32-1 pixels is truncated, not an overflow
+    (tmp_path / "huge").write_bytes(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", *[2**32 - 1] * 3) + b"\0" * 10)
+    with pytest.raises(KexueError, match="huge is truncated"):
+        read_idx(tmp_path / "huge")
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(data)[:-20] + b"\xff" * 20)
+    with pytest.raises(KexueError, match=r"bad.gz (is a corrupt compressed file|ends too early)"):
+        read_idx(tmp_path / "bad.gz")
 
 
 def test_idx_folder_and_npz(tmp_path):
@@ -46,8 +53,31 @@ def test_idx_folder_and_npz(tmp_path):
     t = load_images(str(tmp_path / "d.npz"))
     assert t.test_x.shape == (2, 1, 28, 28) and t.num_classes == 3
     np.savez(tmp_path / "bad.npz", x_train=x)
-    with pytest.raises(KexueError, match="lacks array"):
+    with pytest.raises(KexueError, match="lacks arrays y_train, x_test, y_test"):
         load_images(str(tmp_path / "bad.npz"))
+    assert t.source == str((tmp_path / "d.npz").resolve()) and s.source == str(tmp_path.resolve())
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"y_train": np.full(6, -1)}, "labels must be class indices >= 0"),
+    ({"x_train": np.zeros((0, 28, 28)), "y_train": np.zeros(0)}, "holds no images"),
+    ({"y_train": np.arange(5)}, "6 images but 5 labels"),
+    ({"x_test": np.zeros((6, 27, 27))}, "train images are 28×28 but test images are 27×27"),
+    ({"x_train": np.full((6, 28, 28), np.inf)}, "NaN or infinite"),
+    ({"y_train": np.full(6, 1.5)}, "whole numbers"),
+])
+def test_npz_contents_are_checked_before_training(tmp_path, arrays, message):
+    x, y = np.random.default_rng(0).integers(0, 256, (6, 28, 28)), np.arange(6) % 3
+    np.savez(tmp_path / "d.npz", **{"x_train": x, "y_train": y, "x_test": x, "y_test": y, **arrays})
+    with pytest.raises(KexueError, match=message) as e:
+        load_images(str(tmp_path / "d.npz"))
+    assert "d.npz" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_npz_of_0_255_floats_is_scaled(tmp_path):
+    x = np.full((4, 8, 8), 255.0)
+    np.savez(tmp_path / "f.npz", x_train=x, y_train=np.arange(4), x_test=x, y_test=np.arange(4))
+    assert float(load_images(str(tmp_path / "f.npz")).train_x.max()) == 1.0
 
 
 def test_missing_directory_and_unknown_name(tmp_path):

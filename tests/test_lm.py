@@ -62,3 +62,13 @@ def test_tiny_lm_learns(arch):
     # greedy continues a sentence by counting up
     out = decode(model.eval().step, torch.tensor([[3, 4, 5]]), search=Greedy(), stopping=Stopping(3, 3))
     assert out.tokens[0, :2].tolist() == [6, 7]
+
+
+@pytest.mark.parametrize("bad", [dict(dim=0), dict(layers=-1), dict(heads=0), dict(vocab=0), dict(dim="16"),
+                                 dict(eos_id=10), dict(dropout=1.0), dict(eps=0.0), dict(eps=float("nan")),
+                                 dict(arch="gru"), dict(head="sigmoid"), dict(arch="transformer", dim=10, heads=4)])
+def test_config_refuses_what_cannot_build_a_model(bad):
+    from kexue.errors import KexueError
+
+    with pytest.raises(KexueError):
+        LMConfig(**{"vocab": 10, "eos_id": 3, **bad})

@@ -1,8 +1,12 @@
 """`kexue lm train / generate / termination` end to end on a tiny corpus folder."""
 
 import json
+import re
+import shutil
+from typing import get_args
 
 import pytest
+import torch
 
 from kexue.cli import main
 from kexue.commands import lm
@@ -49,6 +53,10 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
         main(["lm", "termination", "--models", "nonsense", "--out", str(tmp_path / "t")])
 
 
+def test_the_decoder_choices_of_the_cli_are_the_study_decoders():
+    assert get_args(lm.DecoderName) == tuple(lm.DECODERS)
+
+
 def test_termination_rows_report_repetition_of_each_decoder():
     import torch
 
@@ -63,3 +71,123 @@ def test_termination_rows_report_repetition_of_each_decoder():
     assert row["nonterminating"] == 0.5 and row["mean_length"] == 6.0
     assert row["loop_fraction"] == 0.5           # the (5 6)* row loops, the other does not
     assert 0 < row["rep_w"] < 1 and row["seq_rep_4"] > 0
+
+
+# ---- run folders: reuse, overwrite, resume (issue 10, faults 1, 3, 4, 5, 7) --------------------
+
+def _tiny(corpus, out, *extra):
+    return ["lm", "train", "--corpus", str(corpus), "--dim", "16", "--layers", "1", "--batch_size", "4", "--bptt", "5",
+            "--eval_every", "3", "--eval_tokens", "200", "--threads", "1", "--out", str(out), *extra]
+
+
+def _kexue(args, capsys):
+    capsys.readouterr()
+    main([str(a) for a in args])
+    return capsys.readouterr()
+
+
+def _records(out, split):
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    return [r["step"] for r in map(json.loads, lines) if r["split"] == split]
+
+
+def _weights(path):
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def test_reuse_overwrite_then_resume_continues_from_the_new_checkpoint(corpus, tmp_path, capsys, cli_error):
+    out = tmp_path / "prune"
+    _kexue(_tiny(corpus, out, "--steps", "30"), capsys)
+    # a non-empty run folder is refused without --overwrite / --resume, and left as it was
+    cli_error(_tiny(corpus, out, "--steps", "10"), out=out, match="--overwrite")
+    _kexue(_tiny(corpus, out, "--steps", "10", "--overwrite"), capsys)
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-000009", "step-000010"]
+    io = _kexue(_tiny(corpus, out, "--steps", "15", "--resume"), capsys)
+    assert "resume changes steps: 10 -> 15" in io.err
+    assert "lm lstm/softmax: 15 steps" in io.out
+    # continued from step 10: the evaluations of the first 10 steps are not repeated
+    assert _records(out, "eval") == [3, 6, 9, 10, 12, 15]
+    assert _records(out, "train") == [10, 15]
+    # `latest` naming a missing checkpoint: the newest complete one is used, with a warning
+    (out / "checkpoints" / "latest").write_text("step-000999\n")
+    io = _kexue(_tiny(corpus, out, "--steps", "18", "--resume"), capsys)
+    assert "step-000999, which is missing" in io.err and "using step-000015" in io.err
+    assert _records(out, "eval") == [3, 6, 9, 10, 12, 15, 18]
+    # nothing valid to resume from: an error, never a silent fresh start
+    for ckpt in (out / "checkpoints").glob("step-*"):
+        shutil.rmtree(ckpt)
+    before = (out / "metrics.jsonl").read_text()
+    cli_error(_tiny(corpus, out, "--steps", "21", "--resume"), match="no checkpoint to resume from")
+    assert (out / "metrics.jsonl").read_text() == before
+
+
+def test_resume_after_a_kill_repeats_nothing_and_matches_the_straight_run(corpus, tmp_path, capsys):
+    out = tmp_path / "killed"
+    _kexue(_tiny(corpus, out, "--steps", "15"), capsys)
+    straight = _weights(out / "model.safetensors")
+    # as if killed between the evaluation at step 15 and its checkpoint: metrics.jsonl runs ahead
+    shutil.rmtree(out / "checkpoints" / "step-000015")
+    (out / "checkpoints" / "latest").write_text("step-000012\n")
+    (out / "model.safetensors").unlink()
+    _kexue(_tiny(corpus, out, "--steps", "15", "--resume"), capsys)
+    assert _records(out, "eval") == [3, 6, 9, 12, 15]
+    assert _records(out, "train") == [15]
+    resumed = _weights(out / "model.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_resume_of_a_finished_run_reports_its_train_loss(corpus, tmp_path, capsys):
+    out = tmp_path / "done"
+    first = _kexue(_tiny(corpus, out, "--steps", "6"), capsys).out
+    again = _kexue(_tiny(corpus, out, "--steps", "6", "--resume"), capsys).out
+    loss = re.search(r"train loss ([0-9.]+)", first).group(1)
+    assert f"train loss {loss}" in again and "nan" not in again
+    assert _records(out, "eval") == [3, 6]
+
+
+def test_resume_refuses_a_model_change_and_names_an_allowed_one(corpus, tmp_path, capsys, cli_error):
+    out = tmp_path / "changed"
+    _kexue(_tiny(corpus, out, "--steps", "6"), capsys)
+    config = (out / "config.yaml").read_bytes()
+    line = cli_error(_tiny(corpus, out, "--steps", "6", "--resume", "--dim", "32"), out=out, match="dim 16 -> 32")
+    assert "resume" in line and (out / "config.yaml").read_bytes() == config
+    io = _kexue(_tiny(corpus, out, "--steps", "9", "--resume", "--lr", "0.01"), capsys)
+    assert "resume changes lr: 0.002 -> 0.01" in io.err
+    assert "lr: 0.01" in (out / "config.yaml").read_text()
+
+
+def _diverges(args, capsys):
+    """Run a command that must stop with "training diverged": exit 2, one error line after the progress bar."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and "internal error" not in err, err
+    errors = [line for line in err.splitlines() if "kexue: error:" in line]
+    assert len(errors) == 1 and errors[0].startswith("kexue: error: training diverged"), err
+    return errors[0]
+
+
+@pytest.mark.parametrize("lr", ["1e6", "1e3"])  # 1e3 diverges after a first checkpoint
+def test_a_diverging_run_ends_in_one_line_and_keeps_only_finite_checkpoints(corpus, tmp_path, capsys, lr):
+    out = tmp_path / "diverged"
+    _diverges(_tiny(corpus, out, "--steps", "60", "--lr", lr), capsys)
+    assert not (out / "results.json").exists()
+    for ckpt in (out / "checkpoints").glob("step-*") if out.exists() else []:
+        assert all(torch.isfinite(t).all() for t in _weights(ckpt / "model.safetensors").values())
+
+
+def test_a_runs_config_fed_back_reproduces_it(corpus, tmp_path, capsys):
+    first, again = tmp_path / "first", tmp_path / "again"
+    _kexue(_tiny(corpus, first, "--steps", "6"), capsys)
+    _kexue(["lm", "train", "--config", first / "config.yaml", "--out", again], capsys)
+    assert (again / "config.yaml").read_text() == (first / "config.yaml").read_text()
+    a, b = _weights(first / "model.safetensors"), _weights(again / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    term = ["lm", "termination", "--models", f"a={first}", "--decoders", "greedy", "--prefixes", "3", "--cap", "5",
+            "--corpus", corpus]
+    _kexue(term + ["--out", tmp_path / "t1"], capsys)
+    _kexue(["lm", "termination", "--config", tmp_path / "t1" / "config.yaml", "--out", tmp_path / "t2"], capsys)
+    assert (tmp_path / "t1" / "results.json").read_text() == (tmp_path / "t2" / "results.json").read_text()

@@ -87,3 +87,48 @@ def test_tiny_training_learns():
         after = float(classification_loss(model, (x, y))[0])
     assert after < before - 0.3, (before, after)
     assert accuracy(model, x, y) > 0.3
+
+
+def test_longest_expression_bounds_the_generator():
+    assert lo.longest_expression(1, 10) == 12 and lo.longest_expression(2, 2) == 10  # [SM [MAX 1 2 ] [MIN 3 4 ] ]
+    assert lo.longest_expression(10_000, 10) == 2**40                       # capped, and fast
+    seqs, _ = lo.generate(50, 4, 8, max_depth=2, max_args=2, seed=0)
+    assert max(map(len, seqs)) <= lo.longest_expression(2, 2)
+    with pytest.raises(KexueError, match="no ListOps expression"):
+        lo.generate(5, 13, 20, max_depth=1, max_args=10)                    # would loop for 10k tries before
+    with pytest.raises(KexueError, match="no ListOps expression"):
+        lo.generate(5, 2, 3)
+
+
+LISTOPS = ["--steps", "2", "--train_size", "16", "--test_size", "8", "--min_len", "8", "--max_len", "32", "--dim", "8",
+           "--heads", "2", "--depth", "1", "--num_landmarks", "4", "--conv_kernel", "3", "--batch_size", "4"]
+
+
+def test_listops_and_errors_commands_end_to_end(tmp_path):
+    import json
+
+    from kexue.cli import main
+    from kexue.io import run_config
+
+    pytest.importorskip("nystrom_attention")
+    pytest.importorskip("transformers")
+    run = tmp_path / "run"
+    main(["nystrom", "listops", *LISTOPS, "--out", str(run)])
+    command, config = run_config(run)
+    assert command == "nystrom-listops" and config["dim"] == 8 and config["attention"] == "both"
+    accs = json.loads((run / "summary.json").read_text())
+    assert {"acc_nystrom", "acc_exact", "majority_class"} <= set(accs)
+    # the saved config reruns it, and resuming the finished run changes nothing
+    main(["nystrom", "listops", "--config", str(run / "config.yaml"), "--out", str(tmp_path / "again")])
+    assert json.loads((tmp_path / "again" / "summary.json").read_text()) == accs
+    main(["nystrom", "listops", "--config", str(run / "config.yaml"), "--out", str(run), "--resume"])
+    assert json.loads((run / "summary.json").read_text()) == accs
+    # the error study writes only the files it is given
+    results, figure = tmp_path / "res" / "nystrom.json", tmp_path / "fig" / "errors.png"
+    main(["nystrom", "errors", "--run", str(run), "--length", "16", "--landmarks+", "4", "--landmarks+", "8",
+          "--num_sequences", "2", "--results", str(results), "--figure", str(figure)])
+    data = json.loads(results.read_text())
+    assert set(data) == {f"nystrom.trained_listops.n16.m{m}.rel_error_{name}" for m in (4, 8)
+                         for name in ("ours", "lucidrains", "hf")}
+    assert all(0 <= v["value"] < 2 for v in data.values())
+    assert figure.read_bytes()[:4] == b"\x89PNG"

@@ -1,9 +1,11 @@
 """`kexue onlstm train / parse / eval` end to end on a tiny model, and the bench's reference cell."""
 
 import json
+import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from kexue.analysis.trees import baseline_scores, leaves_of
 from kexue.bench.onlstm import ReferenceONLSTM
@@ -59,3 +61,53 @@ def test_reference_loop_matches_ours_with_copied_weights():
             cell.hh.bias.zero_()
     x = torch.randn(3, 7, 6)
     torch.testing.assert_close(ours(x)[0], ref(x))
+
+
+# ---- resume and divergence at the command line (issue 10, faults 1 and 4) -----------------------
+
+def _onlstm_args(out, *extra):
+    return ["onlstm", "train", "--corpus", "grammar", "--grammar_sentences", "200", "--emb", "8", "--hidden", "8",
+            "--layers", "2", "--chunk", "4", "--batch_size", "4", "--bptt", "10", "--steps", "8", "--eval_every", "0",
+            "--ckpt_every", "4", "--threads", "1", "--out", str(out), *extra]
+
+
+def test_killed_onlstm_run_resumes_bit_identically(tmp_path, capsys):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    main(_onlstm_args(straight))
+    shutil.copytree(straight, killed)
+    # as if killed after the checkpoint of step 4: the carried recurrent state must come back too
+    shutil.rmtree(killed / "checkpoints" / "step-000008")
+    (killed / "checkpoints" / "latest").write_text("step-000004\n")
+    for name in ("model.safetensors", "model.json", "vocab.json", "summary.json"):
+        (killed / name).unlink()
+    main(_onlstm_args(killed, "--resume"))
+    a, b = load_file(str(straight / "model.safetensors")), load_file(str(killed / "model.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    summary = json.loads((killed / "summary.json").read_text())
+    assert summary["steps"] == 8
+    assert summary["test_ppl"] == json.loads((straight / "summary.json").read_text())["test_ppl"]
+
+
+def test_onlstm_lr_1e6_ends_in_one_line(tmp_path, capsys):
+    out = tmp_path / "diverged"
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(_onlstm_args(out, "--lr", "1e6", "--steps", "40", "--eval_every", "4"))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err and "internal error" not in err, err
+    assert [line for line in err.splitlines() if "kexue: error:" in line][0].startswith(
+        "kexue: error: training diverged"), err
+    assert not (out / "summary.json").exists()
+    for ckpt in (out / "checkpoints").glob("step-*") if out.exists() else []:
+        assert all(torch.isfinite(t).all() for t in load_file(str(ckpt / "model.safetensors")).values())
+
+
+def test_a_runs_config_fed_back_reproduces_it(tiny_run, tmp_path, capsys):
+    again = tmp_path / "again"
+    main(["onlstm", "train", "--config", str(tiny_run / "config.yaml"), "--out", str(again)])
+    assert (again / "config.yaml").read_text() == (tiny_run / "config.yaml").read_text()
+    a, b = load_file(str(tiny_run / "model.safetensors")), load_file(str(again / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    main(["onlstm", "eval", "--model", str(tiny_run), "--grammar", "20", "--out", str(tmp_path / "e1")])
+    main(["onlstm", "eval", "--config", str(tmp_path / "e1" / "config.yaml"), "--out", str(tmp_path / "e2")])
+    assert (tmp_path / "e1" / "scores.json").read_text() == (tmp_path / "e2" / "scores.json").read_text()

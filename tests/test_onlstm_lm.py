@@ -1,10 +1,12 @@
 """ON-LSTM language model: regularisers, state carrying, a tiny LM that learns, distances for parsing."""
 
+import pytest
 import torch
 
 from kexue.analysis.trees import build_tree
 from kexue.data.text import LMBatches, Vocab, token_stream
 from kexue.data.treebank import generate_sentences
+from kexue.errors import KexueError
 from kexue.models.onlstm_lm import (LanguageModel, LMConfig, ResettingBatches, StatefulLMLoss, embedding_dropout,
                                     locked_dropout, perplexity, sentence_distances)
 from kexue.training import TrainConfig, fit
@@ -75,3 +77,33 @@ def test_state_resets_at_epoch_start():
     torch.testing.assert_close(loss.states[0][0], fresh.states[0][0])
     tree = build_tree([0.2, 0.9, 0.1], ["a", "b", "c"])
     assert tree == ["a", ["b", "c"]]
+
+
+def test_n_steps_resume_n_steps_equals_2n_steps_bit_identically(tmp_path):
+    """The carried recurrent state is checkpointed (StatefulLMLoss.state_dict): exact resume mid-epoch."""
+    sents = [s.words for s in generate_sentences(200, seed=1)]
+    vocab = Vocab.build(sents)
+    data = ResettingBatches(LMBatches(token_stream(sents, vocab), 4, 10))
+    cfg = TrainConfig(steps=8, lr=1e-2, progress=False, seed=0, ckpt_every=4, log_every=2)
+    assert not any(data.inner.is_epoch_start(s) for s in range(1, 8))  # the state carries across the resume
+
+    def model():
+        torch.manual_seed(0)
+        return LanguageModel(LMConfig(len(vocab), emb=8, hidden=12, layers=2, chunk=4, dropout=0.1, dropouth=0.1,
+                                      dropouti=0.1, dropoute=0.1, wdrop=0.1))
+
+    straight = model()
+    fit(straight, StatefulLMLoss(), data, cfg, tmp_path / "straight")
+    fit(model(), StatefulLMLoss(), data, cfg, tmp_path / "resumed", until=4)
+    resumed = model()  # a new process: fresh weights and a fresh loss, everything from the checkpoint
+    fit(resumed, StatefulLMLoss(), data, cfg, tmp_path / "resumed", resume=True)
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert (tmp_path / "straight" / "metrics.jsonl").read_text() == (tmp_path / "resumed" / "metrics.jsonl").read_text()
+
+
+def test_config_refuses_what_cannot_build_a_model():
+    for bad in (dict(chunk=0), dict(emb=0), dict(hidden=10, chunk=4), dict(layers=0), dict(dropout=1.0),
+                dict(wdrop=-0.1), dict(alpha=-1.0), dict(tie="yes"), dict(cell="gru"), dict(vocab_size=0)):
+        with pytest.raises(KexueError):
+            LMConfig(**{"vocab_size": 30, "emb": 8, "hidden": 8, "chunk": 4, **bad})

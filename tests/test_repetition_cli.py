@@ -70,3 +70,25 @@ def test_rebalance_learns_saves_and_applies(corpus_dir, tmp_path, capsys):
     coded = json.loads((tmp_path / "run" / "encoded.jsonl").read_text().splitlines()[0])
     assert "".join(coded) == "the cat sat"
     assert "exact round trips on valid" in capsys.readouterr().out
+
+
+def test_saved_configs_rerun_and_encodings_load(corpus_dir, tmp_path):
+    from kexue.io import run_config
+
+    np.savetxt(tmp_path / "p.csv", np.array([[0.2, 0.5], [0.3, 0.3]]), delimiter=",")
+    main(["repetition", "theory", "--matrix", str(tmp_path / "p.csv"), "--decoders", "sample,top_k:1",
+          "--out", str(tmp_path / "t1")])
+    assert run_config(tmp_path / "t1")[0] == "repetition-theory"
+    main(["repetition", "theory", "--config", str(tmp_path / "t1" / "config.yaml"), "--out", str(tmp_path / "t2")])
+    assert (tmp_path / "t1" / "theory.json").read_text() == (tmp_path / "t2" / "theory.json").read_text()
+    main(["repetition", "measure", "--corpus", str(corpus_dir), "--decoders", "sample", "--samples", "10",
+          "--max_sentences", "8", "--out", str(tmp_path / "m1")])
+    command, config = run_config(tmp_path / "m1")
+    assert command == "repetition-measure" and config["max_sentences"] == 8 and "overwrite" not in config
+    main(["repetition", "measure", "--config", str(tmp_path / "m1" / "config.yaml"), "--out", str(tmp_path / "m1"),
+          "--overwrite"])
+    main(["repetition", "rebalance", "--corpus", str(corpus_dir), "--threshold", "0.2", "--out", str(tmp_path / "r1")])
+    main(["repetition", "rebalance", "--corpus", str(corpus_dir), "--encoding", str(tmp_path / "r1" / "encoding.json"),
+          "--out", str(tmp_path / "r2")])
+    one, two = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("r1", "r2"))
+    assert one["rounds"] == two["rounds"] and two["valid_round_trips"] == len(CORPUS)

@@ -39,3 +39,26 @@ def test_ptb_splits_and_plain_text(tmp_path):
     assert read_lines(tmp_path / "t.txt") == [["hello", "world"], ["a", "b", "c"]]
     with pytest.raises(KexueError, match="not found"):
         read_lines(tmp_path / "nope.txt")
+
+
+def test_corpus_folder_errors_name_the_file(tmp_path):
+    from kexue.data.text import load_corpus
+
+    with pytest.raises(KexueError, match="not found"):
+        load_corpus(str(tmp_path / "nope"), "train")
+    (tmp_path / "train.txt").write_text("a b c\n")
+    assert load_corpus(str(tmp_path), "train") == [["a", "b", "c"]]
+    with pytest.raises(KexueError, match="has no valid.txt"):
+        load_corpus(str(tmp_path), "valid")
+    (tmp_path / "valid.txt").write_bytes(b"caf\xe9\n")
+    with pytest.raises(KexueError, match=r"valid.txt is not UTF-8"):
+        load_corpus(str(tmp_path), "valid")
+    (tmp_path / "test.txt").write_text("\n \n")
+    with pytest.raises(KexueError, match="test.txt holds no sentences"):
+        load_corpus(str(tmp_path), "test")
+    (tmp_path / "extra.json").write_text('{"itos": ["a"], "more": 1}')
+    with pytest.raises(KexueError, match="unknown key"):
+        Vocab.load(tmp_path / "extra.json")
+    (tmp_path / "broken.json").write_text('{"itos": [')
+    with pytest.raises(KexueError, match="broken.json is not valid JSON"):
+        Vocab.load(tmp_path / "broken.json")

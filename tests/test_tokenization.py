@@ -69,6 +69,9 @@ def test_merging_shortens_a_repetitive_corpus_and_survives_a_file(tmp_path):
     back = RebalancedEncoding.load(enc.save(tmp_path / "enc.json"))
     assert back.encode(text[0]) == coded and back.rounds == enc.rounds
     (tmp_path / "bad.json").write_text("{")
+    with pytest.raises(KexueError, match="not valid JSON"):
+        RebalancedEncoding.load(tmp_path / "bad.json")
+    (tmp_path / "bad.json").write_text('{"joiner": "", "rounds": [["a"]]}')
     with pytest.raises(KexueError, match="malformed"):
         RebalancedEncoding.load(tmp_path / "bad.json")
     with pytest.raises(KexueError, match="not found"):

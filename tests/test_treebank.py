@@ -59,3 +59,13 @@ def test_generator_deterministic_recursive_and_consistent():
         depths.append(s.bracketed.count("(NP (NP"))
     assert max(depths) >= 1  # recursion through NP -> NP PP / NP RC
     assert any("(CP that (S" in s.bracketed for s in a)
+
+
+def test_unreadable_treebank_files_name_the_file(tmp_path):
+    (tmp_path / "wsj_0001.mrg").mkdir()
+    with pytest.raises(KexueError, match="wsj_0001.mrg is a folder"):
+        read_treebank(tmp_path)
+    bad = tmp_path / "bad.mrg"
+    bad.write_text("( (S (NP (DT the) (NN cat)) )")
+    with pytest.raises(KexueError, match="bad.mrg: unbalanced"):
+        read_treebank(bad)

@@ -1,6 +1,5 @@
 import math
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -143,3 +142,87 @@ def test_gmm_initialise_keeps_the_autoencoder():
     centres = torch.stack([mu[:20].mean(0), mu[20:].mean(0)])
     nearest = torch.cdist(model.class_means.detach(), centres).argmin(1)
     assert sorted(nearest.tolist()) == [0, 1]
+
+
+def _blobs(n=600):
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(3, 16, generator=g).round()                 # three binary 4×4 patterns
+    labels = torch.arange(3).repeat(n // 3)
+    x = (centres[labels] * 0.8 + 0.1 + 0.05 * torch.randn(n, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
+    return ImageSet("blobs", x[::2], labels[::2], x[1::2], labels[1::2])
+
+
+# 300 training images, batches of 50: 6 steps an epoch, a checkpoint every 5 epochs (30 steps).
+RESUME_CFG = VAEClusterConfig(epochs=6, batch_size=50, lr=3e-3, latent_dim=4, num_classes=3, pretrain_epochs=6,
+                              gmm_restarts=1, classifier_fit_steps=20, spectral_neighbors=0, consistency=1.0,
+                              eval_every_epochs=2)
+
+
+def _interrupt(monkeypatch, loss_name, after_calls):
+    """Make the ``after_calls + 1``-th call of a loss function raise KeyboardInterrupt (a kill mid-phase)."""
+    import kexue.commands.vae_cluster as vc
+
+    real, calls = getattr(vc, loss_name), [0]
+
+    def wrapped(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > after_calls:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(vc, loss_name, wrapped)
+
+
+@pytest.mark.parametrize("phase", ["autoencoder_loss", "cluster_vae_loss"])
+def test_interrupted_training_resumes_bit_identically(tmp_path, monkeypatch, phase):
+    """Stopped mid-phase (after the step-30 checkpoint), `resume` ends with exactly the weights, model.json
+    (with the initialisation scores, fault 7 of issue 10) and metrics of an uninterrupted run."""
+    import json
+
+    from safetensors.torch import load_file
+
+    images = _blobs()
+    train_cluster_vae(images, RESUME_CFG, tmp_path / "straight", progress=False)
+    with monkeypatch.context() as m:
+        _interrupt(m, phase, after_calls=33)
+        with pytest.raises(KeyboardInterrupt):
+            train_cluster_vae(images, RESUME_CFG, tmp_path / "resumed", progress=False)
+    assert not (tmp_path / "resumed" / "model.json").exists()
+    train_cluster_vae(images, RESUME_CFG, tmp_path / "resumed", resume=True, progress=False)
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("straight", "resumed"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    meta = json.loads((tmp_path / "resumed" / "model.json").read_text())
+    assert meta == json.loads((tmp_path / "straight" / "model.json").read_text()) and "init_acc_hungarian" in meta
+    for part in ("pretrain", "vae"):
+        assert (tmp_path / "resumed" / part / "metrics.jsonl").read_text() == \
+            (tmp_path / "straight" / part / "metrics.jsonl").read_text()
+
+
+def test_resume_in_the_vae_phase_keeps_the_initialisation_scores(tmp_path):
+    """Fault 7 of issue 10: a resume that skips the mixture initialisation dropped init_acc_* from model.json."""
+    import json
+    from dataclasses import replace
+
+    images, cfg = _blobs(), replace(RESUME_CFG, pretrain_epochs=1, epochs=1)
+    train_cluster_vae(images, cfg, tmp_path, progress=False)
+    before = json.loads((tmp_path / "model.json").read_text())
+    assert json.loads((tmp_path / "init.json").read_text())["init_acc_hungarian"] == before["init_acc_hungarian"]
+    train_cluster_vae(images, replace(cfg, epochs=2), tmp_path, resume=True, progress=False)
+    after = json.loads((tmp_path / "model.json").read_text())
+    assert after["config"]["epochs"] == 2
+    assert {k: after[k] for k in before if k.startswith("init_")} == {k: v for k, v in before.items()
+                                                                     if k.startswith("init_")}
+
+
+def test_resume_needs_a_checkpoint_and_settings_are_checked(tmp_path):
+    images = _blobs()
+    with pytest.raises(KexueError, match="no checkpoint to resume from"):
+        train_cluster_vae(images, RESUME_CFG, tmp_path, resume=True, progress=False)
+    with pytest.raises(KexueError, match="batch_size"):
+        train_cluster_vae(images, VAEClusterConfig(batch_size=301), progress=False)
+    with pytest.raises(KexueError, match="spectral_neighbors"):
+        train_cluster_vae(images, VAEClusterConfig(batch_size=50, spectral_neighbors=300), progress=False)
+    for bad in ({"epochs": 0}, {"lr": float("nan")}, {"recon_weight": 0}, {"kl": "exact"}, {"num_classes": 1},
+                {"backbone": "resnet"}, {"seed": -1}, {"consistency": -1.0}, {"gmm_init": "yes"}):
+        with pytest.raises(KexueError, match=f"settings.{next(iter(bad))}"):
+            VAEClusterConfig(**bad)

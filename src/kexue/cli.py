@@ -72,6 +72,10 @@ def _one_line(message: str) -> str:
     """
     m = re.match(r'Parser key "([^"]+)":\s*(.*)', str(message), re.S)
     if not m:
+        required = re.match(r"the following arguments are required: (.+)$", _collapse(str(message)))
+        if required:
+            names = ", ".join("--" + n.strip().split(".")[-1] for n in required.group(1).split(","))
+            return f"missing {names}"
         return _collapse(str(message))
     key, body = m.groups()
     given = re.search(r"Given value: (.*?)\s*$", body)
@@ -128,40 +132,75 @@ def _leaf_parser(parser, path: list[str]):
     return parser
 
 
-def _checked_configs(args: list[str], parser, group: str) -> list[str]:
-    """Read every ``--config FILE`` through kexue's reader and check its keys against the command's
-    flags, then hand jsonargparse the checked mapping (its own errors on these are unreadable)."""
+def _checked_mapping(value: str, flag: str, known: set[str], prefix: str, command: str) -> dict:
+    """The mapping a ``--config`` / ``--<group>`` value names (a YAML file, or inline YAML for a
+    group), read through kexue's reader, with every key checked against the command's flags."""
+    import yaml
+
     from kexue.errors import KexueError
     from kexue.io import read_yaml
 
+    if prefix and not os.path.exists(value):
+        try:
+            data = yaml.safe_load(value)
+        except yaml.YAMLError:
+            data = None
+        if not isinstance(data, dict):
+            raise KexueError(f"{flag} {value}: expected a YAML file or a mapping like "
+                             f"'{{\"{next(iter(sorted(known))).split('.', 1)[-1]}\": ...}}'; "
+                             f"or give single values as {flag}.<key>")
+    else:
+        data = read_yaml(value, flag)
+    data.pop("command", None)  # configs written before 0.2 named the command in a key
+    flat = _flatten(data, prefix)
+    groups = {k.split(".")[0] for k in known if "." in k}
+    wrong = sorted(k for k in flat if k in groups)
+    if wrong:
+        raise KexueError(f"{flag} {value}: {wrong[0]} must be a mapping of {wrong[0]}.* keys, "
+                         f"not {flat[wrong[0]]!r}")
+    unknown = sorted(k for k in flat if k not in known)
+    if unknown:
+        raise KexueError(f"{flag} {value}: unknown key{'s' if len(unknown) > 1 else ''} "
+                         f"{', '.join(unknown)} for `kexue {command}`")
+    return data
+
+
+def _checked_configs(args: list[str], parser, group: str) -> list[str]:
+    """Read every ``--config FILE`` (and ``--settings FILE`` of a dataclass group) through kexue's
+    reader and check its keys against the command's flags, then hand jsonargparse the checked
+    mapping (its own errors on these files are unreadable or tracebacks)."""
     commands = GROUPS[group][1]
     path = [group] if "" in commands else [group, args[1] if len(args) > 1 and args[1] in commands else ""]
+    known: set[str] = set()
+    if path[-1] != "" or "" in commands:
+        known = set(_leaf_parser(parser, path).get_defaults().keys()) - {"config"}
+    groups = {k.split(".")[0] for k in known if "." in k}
     out: list[str] = []
     i = 0
     while i < len(args):
         arg = args[i]
-        if arg == "--config" or arg.startswith("--config="):
+        name = arg[2:].split("=", 1)[0] if arg.startswith("--") else None
+        if name == "config" or name in groups:
             value = arg.split("=", 1)[1] if "=" in arg else (args[i + 1] if i + 1 < len(args) else None)
             i += 1 if "=" in arg else 2
             if value is None:
-                raise UsageError("--config needs a file")
+                raise UsageError(f"--{name} needs a file")
             if path[-1] == "":
-                raise UsageError(f"--config goes after the subcommand: kexue {group} <subcommand> --config FILE")
-            data = read_yaml(value, "--config")
-            data.pop("command", None)  # configs written before 0.2 named the command in a key
-            leaf = _leaf_parser(parser, path)
-            known = set(leaf.get_defaults().keys()) - {"config"}
-            flat = _flatten(data)
-            unknown = sorted(k for k in flat if k not in known)
-            if unknown:
-                raise KexueError(f"--config {value}: unknown key{'s' if len(unknown) > 1 else ''} "
-                                 f"{', '.join(unknown)} for `kexue {' '.join(path)}`")
-            if data:
+                raise UsageError(f"--{name} goes after the subcommand: kexue {group} <subcommand> --{name} FILE")
+            prefix = "" if name == "config" else f"{name}."
+            data = _checked_mapping(value, f"--{name}", known, prefix, " ".join(path))
+            if name == "config" and data:
                 out += ["--config", json.dumps(data)]
+            else:  # one flag per key, so that the parser names the key it refuses
+                out += [x for k, v in _flatten(data, prefix).items() for x in (f"--{k}", _flag_value(v))]
             continue
         out.append(arg)
         i += 1
     return out
+
+
+def _flag_value(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -224,14 +263,35 @@ def run(argv: list[str]) -> Any:
     init = parser.instantiate(cfg)
     leaf = init[group] if not sub else init[group][sub]
     fn = components[group] if not sub else components[group][sub]
-    kwargs = {k: v for k, v in vars(leaf).items() if k != "config"}
+    kwargs = {k: _plain(v) for k, v in vars(leaf).items() if k != "config"}
     return fn(**kwargs)
+
+
+def _plain(value: Any) -> Any:
+    """Parser values as plain Python: PositiveInt(3) -> 3 (they pickle, dump and compare as usual)."""
+    import dataclasses
+
+    if isinstance(value, bool) or value is None:
+        return value
+    for base in (int, float, str):
+        if isinstance(value, base) and type(value) is not base:
+            return base(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_plain(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
+                                             if f.init})
+    return value
 
 
 def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not sys.stderr.isatty():
-        os.environ.setdefault("TQDM_MININTERVAL", "30")  # a log file gets a line now and then, not a flood
+    if not sys.stderr.isatty() and not any(k.startswith("TQDM_") for k in os.environ):
+        # Not a terminal (a log file, a pipe): no progress bars, which would flood it and share
+        # lines with messages. Set any TQDM_* variable (e.g. TQDM_MININTERVAL=60) to get them back.
+        os.environ["TQDM_DISABLE"] = "1"
     argv = sys.argv[1:] if argv is None else list(argv)
     from kexue.errors import KexueError
     from kexue.io import forget_created_runs

@@ -236,6 +236,9 @@ _created_runs: list[Path] = []
 def _plain(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return str(value)
+    for base in (bool, int, float, str):  # constrained parser types (PositiveInt, ...) are subclasses
+        if isinstance(value, base):
+            return base(value)
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     if isinstance(value, list):
@@ -334,6 +337,8 @@ def make_run_dir(out: str | os.PathLike | None, command: str, config: dict[str, 
             raise KexueError(f"--resume: {out} holds no run to resume")
         if not _is_run_folder(out):
             raise KexueError(f"--resume: {out} is not a kexue run folder (no config.yaml)")
+        if not _holds_work(out):
+            raise KexueError(f"--resume: {out} holds no checkpoint or weights to resume from")
         _compare_for_resume(out, command, plain, may_change)
         clean_temporaries(out)
     elif exists:

@@ -17,13 +17,16 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from kexue.bench.common import check_new_run_dir, check_results_file, comma_names, require_modules
 from kexue.errors import KexueError
 from kexue.generation import Beam, Greedy, Sample, Stopping, TopP, decode
 from kexue.generation.hf import HFStep
 from kexue.io import make_run_dir, write_json
+from kexue.params import NonNegativeInt, PositiveInt, check, set_threads
 from kexue.results import Figure, write_results
 
 MODES = ("greedy", "beam4", "top_p")
+POSITIONS = 1024  # GPT-2's learned positions
 
 
 def build_gpt2(layers: int, width: int, heads: int, vocab: int, seed: int):
@@ -33,7 +36,7 @@ def build_gpt2(layers: int, width: int, heads: int, vocab: int, seed: int):
     except ImportError:
         raise KexueError("kexue bench decoding needs transformers (pip install 'kexue[hf]')") from None
     torch.manual_seed(seed)
-    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=1024)
+    cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=POSITIONS)
     return GPT2LMHeadModel(cfg).eval()
 
 
@@ -56,39 +59,51 @@ def run_hf(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
 
 
 @torch.no_grad()
-def decoding(layers: int = 6, width: int = 384, heads: int = 6, vocab: int = 50257, batch: int = 8,
-             prompt_len: int = 16, new_tokens: int = 128, repeats: int = 3, modes: str = ",".join(MODES),
-             threads: int = 1, seed: int = 0, results: Path | None = Path("benchmarks/results/decoding.json"),
-             out: Path | None = None) -> dict[str, float]:
+def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveInt = 6, vocab: PositiveInt = 50257,
+             batch: PositiveInt = 8, prompt_len: PositiveInt = 16, new_tokens: PositiveInt = 128,
+             repeats: PositiveInt = 3, modes: str = ",".join(MODES), threads: PositiveInt | None = 1,
+             seed: NonNegativeInt = 0, results: Path | None = None, out: Path | None = None,
+             overwrite: bool = False) -> dict[str, float]:
     """Tokens/s of kexue's decode loop vs ``model.generate``, same model, same prompts, one run.
+
+    Writes ``results.json`` (results schema) and ``timings.json`` into the run folder ``out``;
+    nothing outside it unless ``results`` names a results JSON to merge the figures into (the
+    committed run: ``--results benchmarks/results/decoding.json``), where each mode lands as soon
+    as it is measured.
 
     Args:
         layers: GPT-2 layers.
-        width: hidden width.
+        width: hidden width (a multiple of ``heads``).
         heads: attention heads.
         vocab: vocabulary size (GPT-2's 50257 by default).
         batch: prompts decoded together.
         prompt_len: prompt tokens.
-        new_tokens: tokens generated per prompt.
+        new_tokens: tokens generated per prompt (``prompt_len + new_tokens`` at most 1024, GPT-2's positions).
         repeats: timed runs per method and mode (median taken), interleaved ours / HF.
         modes: comma-separated subset of greedy, beam4, top_p.
-        threads: torch CPU threads for both.
+        threads: torch CPU threads for both (None: torch's default).
         seed: model, prompt and sampling seed.
-        results: results JSON to merge the figures into (None: only the run folder).
-        out: run folder (default runs/bench-decoding-<time>).
+        results: also merge the figures into this results JSON (e.g. benchmarks/results/decoding.json).
+        out: run folder (default runs/bench-decoding-<time>/).
+        overwrite: replace an existing run folder ``out``.
     Returns:
         decoding.speedup_vs_hf.<mode>, decoding.parity.<mode>, decoding.tokens_per_s.<ours|hf>.<mode>.
     """
-    names = [m.strip() for m in modes.split(",") if m.strip()]
-    if any(m not in MODES for m in names):
-        raise KexueError(f"modes must be among {', '.join(MODES)}, got {modes!r}")
-    torch.set_num_threads(threads)
-    out = make_run_dir(out, "bench-decoding", {k: v for k, v in locals().items() if k != "out"} | {"out": out})
+    config = dict(locals())
+    names = comma_names(modes, MODES, "--modes")
+    check(width % heads == 0, f"--width {width} must be a multiple of --heads {heads}")
+    check(prompt_len + new_tokens <= POSITIONS,
+          f"--prompt_len + --new_tokens = {prompt_len + new_tokens} exceeds the model's {POSITIONS} positions")
+    check_new_run_dir(out, overwrite)
+    check_results_file(results)
+    require_modules(("transformers", "pip install 'kexue[hf]'"))
+    out = make_run_dir(out, "bench-decoding", config, overwrite=overwrite)
+    set_threads(threads)
     model = build_gpt2(layers, width, heads, vocab, seed)
     eos = model.config.eos_token_id
     prompt = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(seed))
     cmd = (f"kexue bench decoding --layers {layers} --width {width} --batch {batch} --new_tokens {new_tokens} "
-           f"--repeats {repeats} --threads {threads}")
+           f"--repeats {repeats}" + (f" --threads {threads}" if threads else ""))
     figures, raw = [], {}
     bar = tqdm(total=len(names) * (repeats + 1) * 2, desc="bench decoding", dynamic_ncols=True)
     for mode in names:
@@ -121,7 +136,7 @@ def decoding(layers: int = 6, width: int = 384, heads: int = 6, vocab: int = 502
         bar.write(f"{mode:>7}: ours {generated / med['ours']:.1f} tok/s, HF {generate_rate(generated, med['hf'])} tok/s, "
                   f"speed-up {speedup:.2f}x")
     bar.close()
-    info = {"torch": torch.__version__, "threads": threads, "machine": platform.machine(),
+    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
             "cpus": os.cpu_count(), "note": "2-core machine shared with other jobs; ratios measured interleaved "
             "in the same run", "raw": raw}
     write_json(out / "timings.json", info)

@@ -37,9 +37,11 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from kexue.bench.common import check_new_run_dir, check_results_file, copy_file, require_modules
 from kexue.errors import KexueError
-from kexue.io import save_figure, write_json
+from kexue.io import check_output_file, make_run_dir, save_figure, write_json
 from kexue.nn.nystrom import ExactAttention, NystromAttention, exact_attention, nystrom_attention
+from kexue.params import PositiveInt, check, set_threads
 from kexue.results import Figure, write_results
 
 DIM, HEADS = 512, 8
@@ -262,49 +264,73 @@ def _plot_times(core: dict[int, dict], path: Path) -> None:
     save_figure(fig, path)
 
 
-def nystrom(quick: bool = False, lengths: list[int] | None = None, error_lengths: list[int] | None = None,
-            error_landmarks: list[int] | None = None, num_landmarks: int = 64, repeats: int = 3,
-            threads: int = 0, out: Path = Path("benchmarks/results")) -> Path:
+def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
+            error_lengths: list[PositiveInt] | None = None, error_landmarks: list[PositiveInt] | None = None,
+            num_landmarks: PositiveInt = 64, repeats: PositiveInt = 3, threads: PositiveInt | None = None,
+            out: Path | None = None, overwrite: bool = False, results: Path | None = None,
+            details: Path | None = None, error_figure: Path | None = None, time_figure: Path | None = None) -> Path:
     """Benchmark Nyström attention against exact attention and the public implementations.
 
-    Writes ``<out>/nystrom.json`` (results schema, merged into an existing file),
-    ``<out>/nystrom_details.json`` (every measurement) and the plots ``nystrom_error.png``,
-    ``nystrom_time.png``.
+    Writes into the run folder ``out``: ``results.json`` (results schema), ``details.json`` (every
+    measurement) and the plots ``error.png`` and ``time.png``. Nothing outside it unless named:
+    ``results`` merges the figures into that results JSON; ``details``, ``error_figure`` and
+    ``time_figure`` copy the details and plots there (the committed run:
+    ``--results benchmarks/results/nystrom.json --details benchmarks/results/nystrom_details.json
+    --error_figure benchmarks/results/nystrom_error.png --time_figure benchmarks/results/nystrom_time.png``).
 
     Args:
         quick: small sizes (n up to 2048, errors up to 1024, one repeat) that finish in a few minutes.
-        lengths: sequence lengths for time and memory (default 1024 … 16384).
-        error_lengths: sequence lengths of the error study (default 512 … 8192).
+        lengths: sequence lengths for time and memory (default 1024 … 16384); multiples of ``num_landmarks``.
+        error_lengths: sequence lengths of the error study (default 512 … 8192); multiples of every
+            error landmark count (the hf peer splits n into m equal segments).
         error_landmarks: landmark counts of the error study (default 16, 32, 64, 128).
         num_landmarks: m for time and memory (64 as in the paper).
         repeats: timed runs per measurement (the minimum is kept).
-        threads: torch CPU threads for every method (0: torch's default). On a machine shared with
+        threads: torch CPU threads for every method (default: torch's). On a machine shared with
             other jobs, 1 avoids the thread wake-ups that otherwise dominate small kernels.
-        out: folder of the JSON files and plots.
+        out: run folder (default runs/bench-nystrom-<time>/).
+        overwrite: replace an existing run folder ``out``.
+        results: also merge the figures into this results JSON (e.g. benchmarks/results/nystrom.json).
+        details: also copy the details JSON here.
+        error_figure: also copy the error plot (PNG) here.
+        time_figure: also copy the timing plot (PNG) here.
     Returns:
-        The path of nystrom.json.
+        The path of the run's results.json.
     """
+    config = dict(locals())  # the parameters as given: config.yaml reruns the same benchmark
+    check(lengths is None or len(lengths) > 0, "--lengths names no length")
+    check(error_lengths is None or len(error_lengths) > 0, "--error_lengths names no length")
+    check(error_landmarks is None or len(error_landmarks) > 0, "--error_landmarks names no landmark count")
     lengths = lengths or ([1024, 2048] if quick else [1024, 2048, 4096, 8192, 16384])
     error_lengths = error_lengths or ([512, 1024] if quick else [512, 1024, 2048, 4096, 8192])
     error_landmarks = error_landmarks or [16, 32, 64, 128]
+    bad = [n for n in lengths if n % num_landmarks]
+    check(not bad, f"--lengths {bad} are not multiples of --num_landmarks {num_landmarks}")
+    bad = [(n, m) for n in error_lengths for m in error_landmarks if n % m]
+    check(not bad, "every --error_lengths value must be a multiple of every --error_landmarks value; "
+                   f"not so for (n, m) = {', '.join(map(str, bad[:3]))}")
+    check_new_run_dir(out, overwrite)
+    check_results_file(results)
+    for path, flag in ((details, "--details"), (error_figure, "--error_figure"), (time_figure, "--time_figure")):
+        check_output_file(path, flag)
+    require_modules(("nystrom_attention", "pip install 'kexue[peers]'"), ("transformers", "pip install 'kexue[hf]'"))
+    out = make_run_dir(out, "bench-nystrom", config, overwrite=overwrite)
     repeats = 1 if quick else repeats
-    if threads > 0:
-        torch.set_num_threads(threads)
-    out = Path(out)
+    set_threads(threads)
     command = "kexue bench nystrom" + (" --quick" if quick else "") + (f" --threads {threads}" if threads else "")
-    details: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared with other jobs",
-                     "torch": torch.__version__, "dim": DIM, "heads": HEADS, "num_landmarks": num_landmarks,
-                     "batch": 1, "core": {}, "layer": {}, "errors": {}}
+    details_data: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared with "
+                          "other jobs", "torch": torch.__version__, "dim": DIM, "heads": HEADS,
+                          "num_landmarks": num_landmarks, "batch": 1, "core": {}, "layer": {}, "errors": {}}
 
     for n in tqdm(lengths, desc="time/memory"):
-        details["core"][n] = measure_core(n, num_landmarks, repeats)
-        details["layer"][n] = measure_layer(n, num_landmarks, repeats)
+        details_data["core"][n] = measure_core(n, num_landmarks, repeats)
+        details_data["layer"][n] = measure_layer(n, num_landmarks, repeats)
     for n in tqdm(error_lengths, desc="error"):
-        details["errors"][n] = relative_errors(n, error_landmarks, *_qkv(n, seed=10_000 + n))
+        details_data["errors"][n] = relative_errors(n, error_landmarks, *_qkv(n, seed=10_000 + n))
 
     figures: list[Figure] = []
     for n in lengths:
-        core, layer = details["core"][n], details["layer"][n]
+        core, layer = details_data["core"][n], details_data["layer"][n]
         peers = ("lucidrains", "hf")
         best_peer = min(peers, key=lambda p: core[p]["fwd_s"])
         p = f"nystrom.n{n}"
@@ -330,31 +356,36 @@ def nystrom(quick: bool = False, lengths: list[int] | None = None, error_lengths
             Figure(f"{p}.core_fwd_seconds_ours", core["ours"]["fwd_s"], command=command),
             Figure(f"{p}.core_fwd_seconds_exact", core["exact"]["fwd_s"], command=command),
         ]
-        details["core"][n]["best_peer"] = best_peer
-    for n, per_m in details["errors"].items():
+        details_data["core"][n]["best_peer"] = best_peer
+    for n, per_m in details_data["errors"].items():
         if num_landmarks in per_m:
             errs = per_m[num_landmarks]
-            best_peer = details["core"].get(n, {}).get("best_peer") or min(("lucidrains", "hf"), key=errs.get)
+            best_peer = details_data["core"].get(n, {}).get("best_peer") or min(("lucidrains", "hf"), key=errs.get)
             figures += [Figure(f"nystrom.n{n}.rel_error", errs["ours"], command=command),
                         Figure(f"nystrom.n{n}.best_peer_rel_error", errs[best_peer], command=command)]
 
-    out.mkdir(parents=True, exist_ok=True)
-    path = write_results(out / "nystrom.json", figures, merge=True)
-    write_json(out / "nystrom_details.json", _jsonable(details))
-    _plot_errors(details["errors"], out / "nystrom_error.png")
-    _plot_times(details["core"], out / "nystrom_time.png")
+    path = write_results(out / "results.json", figures)
+    write_json(out / "details.json", _jsonable(details_data))
+    _plot_errors(details_data["errors"], out / "error.png")
+    _plot_times(details_data["core"], out / "time.png")
+    if results is not None:
+        write_results(results, figures, merge=True)
+    for src, dst in ((out / "details.json", details), (out / "error.png", error_figure), (out / "time.png", time_figure)):
+        if dst is not None:
+            copy_file(src, dst)
 
     print(f"{'n':>6} {'scope':>6} {'method':>10} {'fwd s':>9} {'fwd+bwd s':>10} {'fwd MB':>8}")
     for n in lengths:
         for scope in ("core", "layer"):
-            for name, r in details[scope][n].items():
+            for name, r in details_data[scope][n].items():
                 if isinstance(r, dict) and "fwd_s" in r:
                     mb = f"{r['fwd_bytes'] / 2**20:8.1f}" if "fwd_bytes" in r else f"{'':>8}"
                     print(f"{n:>6} {scope:>6} {name:>10} {r['fwd_s']:9.4f} {r['fwdbwd_s']:10.4f} {mb}")
     for f in figures:
         if f.key.startswith(f"nystrom.n{max(lengths)}.") or f.key.endswith("rel_error"):
             print(f"{f.key} = {f.value:.4g}")
-    print(f"wrote {path}")
+    written = [p for p in (results, details, error_figure, time_figure) if p is not None]
+    print(f"wrote {out}" + (f" and {', '.join(map(str, written))}" if written else ""))
     return path
 
 

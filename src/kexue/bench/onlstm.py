@@ -20,7 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from kexue.bench.common import check_new_run_dir, check_results_file
+from kexue.io import make_run_dir, write_json
 from kexue.nn.on_lstm import ONLSTM
+from kexue.params import PositiveInt, check, set_threads
 from kexue.results import Figure, write_results
 
 
@@ -86,26 +89,38 @@ def _step_seconds(fn, x) -> float:
     return time.perf_counter() - t0
 
 
-def onlstm(input_size: int = 400, hidden: int = 1150, layers: int = 3, chunk_size: int = 10,
-           batch: int = 20, bptt: int = 70, rounds: int = 5, threads: int = 0,
-           out: Path = Path("benchmarks/results/onlstm.json")) -> dict:
+def onlstm(input_size: PositiveInt = 400, hidden: PositiveInt = 1150, layers: PositiveInt = 3,
+           chunk_size: PositiveInt = 10, batch: PositiveInt = 20, bptt: PositiveInt = 70, rounds: PositiveInt = 5,
+           threads: PositiveInt | None = None, out: Path | None = None, overwrite: bool = False,
+           results: Path | None = None) -> dict:
     """Time one forward + backward of ON-LSTM (ours), nn.LSTM and a plain reference loop.
+
+    Writes ``results.json`` (results schema) and ``timings.json`` (every round) into the run folder
+    ``out``; nothing outside it unless ``results`` names a results JSON to merge the figures into
+    (the committed run: ``--results benchmarks/results/onlstm.json``).
 
     Args:
         input_size: embedding size feeding the first layer (paper: 400).
-        hidden: hidden size of every layer (paper: 1150; the official model's last layer is 400).
+        hidden: hidden size of every layer (paper: 1150; the official model's last layer is 400); a
+            multiple of ``chunk_size``.
         layers: number of layers.
         chunk_size: ON-LSTM chunk size.
         batch: batch size.
         bptt: sequence length.
         rounds: timed rounds (after one warm-up round); the median is reported.
-        threads: torch threads (0 keeps the default).
-        out: results JSON (merged into an existing file).
+        threads: torch threads (default: torch's).
+        out: run folder (default runs/bench-onlstm-<time>/).
+        overwrite: replace an existing run folder ``out``.
+        results: also merge the figures into this results JSON (e.g. benchmarks/results/onlstm.json).
     Returns:
         The measured seconds and ratios.
     """
-    if threads:
-        torch.set_num_threads(threads)
+    config = dict(locals())
+    check(hidden % chunk_size == 0, f"--hidden {hidden} must be a multiple of --chunk_size {chunk_size}")
+    check_new_run_dir(out, overwrite)
+    check_results_file(results)
+    out = make_run_dir(out, "bench-onlstm", config, overwrite=overwrite)
+    set_threads(threads)
     torch.manual_seed(0)
     sizes = [hidden] * layers
     models = {"ours": ONLSTM(input_size, sizes, chunk_size), "nn_lstm": LSTMStack(input_size, sizes),
@@ -130,14 +145,19 @@ def onlstm(input_size: int = 400, hidden: int = 1150, layers: int = 3, chunk_siz
     setting = (f"fwd+bwd, {layers}x{hidden} hidden, emb {input_size}, chunk {chunk_size}, batch {batch}, "
                f"bptt {bptt}, median of {rounds}, CPU {torch.get_num_threads()} threads "
                f"({platform.processor() or platform.machine()}), shared machine")
-    write_results(out, [
+    figures = [
         Figure("onlstm.speed.ratio_vs_nn_lstm", ratio, 3.1,
                "official ON-LSTM code vs nn.LSTM, 3x1150, batch 20, bptt 70, 2 CPU cores (issue 5); " + setting, cmd),
         Figure("onlstm.speed.speedup_vs_reference", speedup, None, setting, cmd),
         Figure("onlstm.speed.seconds_ours", med["ours"], None, setting, cmd),
         Figure("onlstm.speed.seconds_nn_lstm", med["nn_lstm"], None, setting, cmd),
         Figure("onlstm.speed.seconds_reference", med["reference"], None, setting, cmd),
-    ], merge=True)
+    ]
+    write_results(out / "results.json", figures)
+    write_json(out / "timings.json", {"seconds": times, "median": med, "setting": setting})
+    if results is not None:
+        write_results(results, figures, merge=True)
     print(f"ON-LSTM fwd+bwd {med['ours']:.3f}s | nn.LSTM {med['nn_lstm']:.3f}s | reference {med['reference']:.3f}s")
-    print(f"ratio vs nn.LSTM {ratio:.2f}x (target <= 2) | speedup vs reference {speedup:.2f}x (target >= 2) -> {out}")
+    print(f"ratio vs nn.LSTM {ratio:.2f}x (target <= 2) | speedup vs reference {speedup:.2f}x (target >= 2) -> {out}"
+          + (f" and {results}" if results is not None else ""))
     return {"seconds": med, "ratio_vs_nn_lstm": ratio, "speedup_vs_reference": speedup}

@@ -8,12 +8,12 @@
 2. The closed form against simulation: for random chains and for the corpus chains, simulate
    the decoding chain, count immediate repeats, and compare with R (relative error, z-score).
 
-Writes ``benchmarks/results/repetition.json`` (results.json schema) and a detail JSON beside it.
+Writes into a run folder (``runs/bench-repetition-<time>/`` by default); ``--results FILE`` merges
+the figures into a results JSON such as ``benchmarks/results/repetition.json``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections import Counter
@@ -31,10 +31,12 @@ from kexue.analysis.repetition import (
     named_chain,
     simulate_repetition,
 )
+from kexue.bench.common import check_new_run_dir, check_results_file, copy_file
 from kexue.data.text import load_corpus
 from kexue.data.tokenization import RebalancedEncoding
 from kexue.errors import KexueError
-from kexue.io import write_json
+from kexue.io import check_output_file, make_run_dir, read_json, write_json
+from kexue.params import NonNegativeInt, check
 from kexue.results import Figure, write_results
 
 LEVELS = ("char", "word", "rebalanced")
@@ -289,45 +291,76 @@ def plot_study(detail: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def repetition(out: Path = Path("benchmarks/results/repetition.json"), quick: bool = False, seed: int = 0,
+def repetition(quick: bool = False, seed: NonNegativeInt = 0, out: Path | None = None,
+               overwrite: bool = False, results: Path | None = None, details: Path | None = None,
                figure: Path | None = None, replot: bool = False) -> Path:
     """Corpus study and Monte-Carlo check of the repetition theory (archives/8128).
 
+    Writes into the run folder ``out``: ``results.json`` (results schema), ``detail.json`` (every
+    decoder, bound, simulation and claim) and the plot ``study.png``. Nothing outside it unless
+    named: ``results`` merges the figures into that results JSON, ``details`` and ``figure`` copy
+    the detail JSON and the plot there (the committed run: ``--results
+    benchmarks/results/repetition.json --details benchmarks/results/repetition_detail.json --figure
+    docs/figures/repetition_study.png``).
+
     Args:
-        out: results JSON (results.json schema); the details go beside it as ``<stem>_detail.json``.
         quick: 5k sentences and a 2k-word vocabulary, fewer decoders and random chains (minutes).
         seed: seeds the simulations and random chains.
-        figure: where to save the plot (PNG), if anywhere.
-        replot: only redraw ``figure`` from the detail JSON of an earlier run (no computation).
+        out: run folder (default runs/bench-repetition-<time>/).
+        overwrite: replace an existing run folder ``out``.
+        results: also merge the figures into this results JSON (e.g. benchmarks/results/repetition.json).
+        details: also copy the detail JSON here; with ``replot``, the detail JSON to redraw from.
+        figure: also copy the plot (PNG) here; with ``replot``, where to draw it.
+        replot: only redraw ``figure`` from the detail JSON ``details`` of an earlier run (no
+            computation, no run folder).
     Returns:
-        The path of the results JSON.
+        The path of the run's results.json (with ``replot``: of the figure).
     """
-    out = Path(out)
     if replot:
-        if figure is None:
-            raise KexueError("--replot needs --figure")
-        detail_path = out.with_name(out.stem + "_detail.json")
-        if not detail_path.is_file():
-            raise KexueError(f"no earlier run to redraw: {detail_path} not found")
-        plot_study(json.loads(detail_path.read_text(encoding="utf-8")), Path(figure))
-        print(f"[repetition] redrew {figure} from {detail_path}")
-        return out
+        check(figure is not None and details is not None,
+              "--replot redraws --figure from the detail JSON of an earlier run: give both --details and --figure")
+        check(out is None and results is None, "--replot computes nothing: it takes no --out and no --results")
+        check_output_file(figure, "--figure")
+        detail = read_json(details, "--details")
+        try:
+            plot_study(detail, Path(figure))
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError):
+            raise KexueError(f"--details {details} does not hold a repetition study (the detail.json of a run)") from None
+        print(f"[repetition] redrew {figure} from {details}")
+        return Path(figure)
+    config = {"quick": quick, "seed": seed, "results": results, "details": details,
+              "figure": figure, "replot": replot}
+    check_new_run_dir(out, overwrite)
+    check_results_file(results)
+    check_output_file(details, "--details")
+    check_output_file(figure, "--figure")
+    out = make_run_dir(out, "bench-repetition", config, overwrite=overwrite)
     detail = run_study(quick=quick, seed=seed)
     detail["note"] = "measured on a shared 2-core CPU machine; times are indicative only"
-    write_results(out, figures_of(detail))
-    write_json(out.with_name(out.stem + "_detail.json"), jsonable(detail))
-    if figure is not None:
-        plot_study(detail, Path(figure))
+    figures = figures_of(detail)
+    path = write_results(out / "results.json", figures)
+    write_json(out / "detail.json", jsonable(detail))
+    plot_study(detail, out / "study.png")
+    if results is not None:
+        write_results(results, figures, merge=True)
+    for src, dst in ((out / "detail.json", details), (out / "study.png", figure)):
+        if dst is not None:
+            copy_file(src, dst)
     worst = max(abs(r["rel_error"]) for r in detail["mc"]["random"] + detail["mc"]["corpus"])
     zmax = max(abs(r["z"]) for r in detail["mc"]["random"] + detail["mc"]["corpus"])
     print(f"[repetition] Monte-Carlo vs closed form: max |rel error| {worst:.2%}, max |z| {zmax:.2f}")
     for level, res in detail["levels"].items():
         d = res["decoders"]
-        print(f"[repetition] {level:10s} n={res['n']:5d}  R sample {d['sample']['R']:.4g}  top-p .9 "
-              f"{d['top_p:0.9']['R']:.4g}  top-k 10 {d['top_k:10']['R']:.4g}  greedy cycles "
+        print(f"[repetition] {level:10s} n={res['n']:5d}  R sample {_fmt(d['sample']['R'])}  top-p .9 "
+              f"{_fmt(d['top_p:0.9']['R'])}  top-k 10 {_fmt(d['top_k:10']['R'])}  greedy cycles "
               f"{d['greedy']['cycle_fraction']:.1%}")
-    print(f"[repetition] wrote {out}")
-    return out
+    written = [p for p in (results, details, figure) if p is not None]
+    print(f"[repetition] wrote {out}" + (f" and {', '.join(map(str, written))}" if written else ""))
+    return path
+
+
+def _fmt(x: float | None) -> str:
+    return "diverges" if x is None else f"{x:.4g}"
 
 
 def jsonable(x):

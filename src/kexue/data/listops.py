@@ -81,6 +81,20 @@ def _tree(rng: random.Random, depth: int, max_depth: int, max_args: int, leaf_p:
     return tokens, apply_operator(op, args)
 
 
+def longest_expression(max_depth: int, max_args: int) -> int:
+    """Tokens of the longest expression within ``max_depth`` and ``max_args`` (a depth-0 tree is one digit),
+    capped at 2**40.
+
+    Example: ``longest_expression(1, 10)`` -> 12 (``[MAX`` + 10 digits + ``]``).
+    """
+    length = 1
+    for _ in range(max_depth):
+        length = 2 + max_args * length
+        if length >= 2**40:
+            return 2**40
+    return length
+
+
 def generate(num: int, min_len: int = 500, max_len: int = 2000, max_depth: int = 10, max_args: int = 10,
              leaf_p: float = 0.25, seed: int = 0) -> tuple[list[list[str]], list[int]]:
     """Draw ``num`` expressions whose token count lies in ``[min_len, max_len]``.
@@ -93,6 +107,12 @@ def generate(num: int, min_len: int = 500, max_len: int = 2000, max_depth: int =
     """
     if not 1 <= min_len <= max_len:
         raise KexueError(f"need 1 <= min_len <= max_len, got {min_len}, {max_len}")
+    if num < 0 or max_depth < 1 or max_args < 2:
+        raise KexueError(f"need num >= 0, max_depth >= 1 and max_args >= 2, got {num}, {max_depth}, {max_args}")
+    if max_len < 4 or min_len > longest_expression(max_depth, max_args):
+        raise KexueError(f"no ListOps expression has {min_len}-{max_len} tokens: the shortest has 4 tokens "
+                         f"([MAX 1 2 ]), the longest at depth {max_depth} with {max_args} arguments "
+                         f"{longest_expression(max_depth, max_args)}")
     rng = random.Random(seed)
     seqs, labels = [], []
     tries = 0

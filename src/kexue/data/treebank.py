@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kexue.errors import KexueError
+from kexue.io import reading
 
 # POS tags the paper's evaluation keeps (everything else is punctuation, symbols or traces).
 WORD_TAGS = frozenset("CC CD DT EX FW IN JJ JJR JJS LS MD NN NNS NNP NNPS PDT POS PRP PRP$ RB RBR "
@@ -131,22 +132,29 @@ def read_mrg(text: str) -> list[GoldSentence]:
 
 
 def read_treebank(path: str | Path) -> list[GoldSentence]:
-    """All sentences of the ``.mrg`` files under a folder (recursively, sorted) or of one file."""
+    """All sentences of the ``.mrg`` files under a folder (recursively, sorted) or of one file.
+
+    Raises:
+        KexueError: the path is missing, a folder holds no ``.mrg`` file, or a file cannot be
+            read or is not bracketed text (the message names the file).
+    """
     path = Path(path)
     if path.is_file():
         files = [path]
     elif path.is_dir():
         files = sorted(path.rglob("*.mrg"))
         if not files:
-            raise KexueError(f"no .mrg files under {path}")
+            raise KexueError(f"treebank folder {path} holds no .mrg files")
     else:
-        raise KexueError(f"treebank path not found: {path}")
+        raise KexueError(f"treebank {path} not found")
     out = []
     for f in files:
+        with reading(f, "treebank file") as p:
+            text = p.read_bytes().decode("utf-8", errors="replace")  # a stray byte costs one word, not the file
         try:
-            out.extend(read_mrg(f.read_text(encoding="utf-8", errors="replace")))
+            out.extend(read_mrg(text))
         except KexueError as e:
-            raise KexueError(f"{f}: {e}") from None
+            raise KexueError(f"treebank file {f}: {e}") from None
     return out
 
 

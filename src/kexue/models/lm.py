@@ -52,8 +52,22 @@ class LMConfig:
             raise KexueError(f"arch must be lstm or transformer, got {self.arch!r}")
         if self.head not in ("softmax", "st"):
             raise KexueError(f"head must be softmax or st, got {self.head!r}")
+        for name in ("vocab", "dim", "layers", "heads", "max_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KexueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.eos_id, bool) or not isinstance(self.eos_id, int) or not 0 <= self.eos_id < self.vocab:
+            raise KexueError(f"eos_id must be an id below vocab {self.vocab}, got {self.eos_id!r}")
+        if not _is_number(self.dropout) or not 0 <= self.dropout < 1:
+            raise KexueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not _is_number(self.eps) or not 0 < self.eps < 1:
+            raise KexueError(f"eps must be in (0, 1), got {self.eps!r}")
         if self.arch == "transformer" and self.dim % self.heads:
             raise KexueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def make_head(cfg: LMConfig) -> nn.Module:

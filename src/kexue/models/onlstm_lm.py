@@ -66,13 +66,29 @@ class LMConfig:
             raise KexueError(f"cell must be 'onlstm' or 'lstm', got {self.cell!r}")
         if self.master_input not in MASTER_INPUT_FORMS:
             raise KexueError(f"master_input must be one of {MASTER_INPUT_FORMS}, got {self.master_input!r}")
-        if self.layers < 1:
-            raise KexueError(f"layers must be >= 1, got {self.layers}")
+        for name in ("vocab_size", "emb", "hidden", "layers", "chunk"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise KexueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("dropout", "dropouth", "dropouti", "dropoute", "wdrop"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value < 1:
+                raise KexueError(f"{name} must be in [0, 1), got {value!r}")
+        for name in ("alpha", "beta"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0 <= value < float("inf"):
+                raise KexueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if not isinstance(self.tie, bool):
+            raise KexueError(f"tie must be true or false, got {self.tie!r}")
         if self.cell == "onlstm" and (self.hidden % self.chunk or self.emb % self.chunk):
             raise KexueError(f"hidden {self.hidden} and emb {self.emb} must be divisible by chunk {self.chunk}")
 
     def sizes(self) -> list[int]:
         return [self.hidden] * (self.layers - 1) + [self.emb if self.tie else self.hidden]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def locked_dropout(x: torch.Tensor, p: float, training: bool, generator: torch.Generator | None = None):

@@ -9,8 +9,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kexue.errors import KexueError
+from kexue.bench.common import check_new_run_dir, comma_names
 from kexue.io import make_run_dir
+from kexue.params import check
 from kexue.reproduce import decoding, nystrom, onlstm, repetition, vae_cluster
 from kexue.reproduce.report import SectionResult, write_report
 
@@ -24,26 +25,25 @@ SECTIONS = {
 }
 
 
-def reproduce(quick: bool = False, full: bool = False, only: str | None = None,
-              out: Path | None = None) -> Path:
+def reproduce(quick: bool = False, full: bool = False, only: str | None = None, out: Path | None = None,
+              overwrite: bool = False) -> Path:
     """Run the article sections and write report.md, figures/*.png and results.json.
 
     Args:
         quick: small settings that finish in minutes on 2 CPU cores (the default).
         full: the paper-like settings (hours; several seeds).
-        only: comma-separated section names to run (default: all). Known: see SECTIONS.
+        only: comma-separated section names to run (default: all): vae, onlstm, decoding, repetition, nystrom.
         out: run folder (default runs/reproduce-<timestamp>/).
+        overwrite: replace an existing run folder ``out``.
     Returns:
         The path of report.md.
     """
-    if quick and full:
-        raise KexueError("choose one of --quick and --full")
-    names = list(SECTIONS) if not only else [s.strip() for s in only.split(",") if s.strip()]
-    unknown = [n for n in names if n not in SECTIONS]
-    if unknown:
-        raise KexueError(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    config = dict(locals())
+    check(not (quick and full), "choose one of --quick and --full")
+    names = list(SECTIONS) if only is None else comma_names(only, tuple(SECTIONS), "--only")
+    check_new_run_dir(out, overwrite)
     mode = "full" if full else "quick"
-    out = make_run_dir(out, "reproduce", {"mode": mode, "only": only})
+    out = make_run_dir(out, "reproduce", config, overwrite=overwrite)
     (out / "figures").mkdir(exist_ok=True)
     results: list[SectionResult] = []
     for name in names:

@@ -35,8 +35,8 @@ def run(out: Path, quick: bool) -> SectionResult:
     figures += [Figure(k, v["value"], v["published"], v["source"], v["command"])
                 for k, v in load_results(out / "nystrom_listops" / "results.json").items()]
     images = []
-    for name in ("nystrom_error.png", "nystrom_time.png"):
-        shutil.copyfile(bench_dir / name, out / "figures" / name)
+    for plot, name in (("error.png", "nystrom_error.png"), ("time.png", "nystrom_time.png")):
+        shutil.copyfile(bench_dir / plot, out / "figures" / name)
         images.append(f"figures/{name}")
     notes = f"""
 Setting: {'quick' if quick else 'full'} mode on the CPU, one thread per method (absolute times depend on the

@@ -26,11 +26,11 @@ def run(out: Path, quick: bool = True) -> SectionResult:
     notes = []
     for data in datasets:
         folder = out / "vae" / data
-        per_seed = run_seeds(data, cfg, seeds, folder)
+        images = load_images(data)
+        per_seed = run_seeds(data, cfg, seeds, folder, images=images)  # finished seeds are read back
         command = f"kexue vae-cluster study --data {data} --seeds {','.join(map(str, seeds))} {settings_flags(cfg)}"
         section.figures += seed_figures(data, per_seed, command)
         model, _ = load_model(folder / f"seed-{seeds[0]}")
-        images = load_images(data)
         for kind, plot in (("clusters", lambda p: plot_clusters(model, images.test_x, p)),
                            ("samples", lambda p: plot_samples(model, p))):
             path = out / "figures" / f"vae_{data}_{kind}.png"

@@ -89,7 +89,7 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_weights(model, tmp / "model.safetensors")
-    torch.save({"step": step, "optimizer": optimizer.state_dict(), "extra": extra or {}}, tmp / "state.pt")
+    torch.save({"step": int(step), "optimizer": optimizer.state_dict(), "extra": extra or {}}, tmp / "state.pt")
     if tensors:
         with atomic_path(tmp / "extra.safetensors") as t:
             save_file(_dedupe({k: v.detach().contiguous().cpu() for k, v in tensors.items()}), str(t))
@@ -149,9 +149,9 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module,
             raise ValueError("no step recorded")
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
-    except Exception as e:  # torch.load raises many types on a corrupt or foreign file
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise KexueError(f"cannot read checkpoint state {state_path}: {first}") from None
+    except Exception:  # torch.load raises many types, with long messages, on a corrupt or foreign file
+        raise KexueError(f"cannot read checkpoint state {state_path}: corrupt, truncated, or not written by "
+                         "kexue (delete that checkpoint folder to resume from the one before)") from None
     extra_path = path / "extra.safetensors"
     if extra_path.is_file():
         try:

@@ -330,7 +330,7 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
             count += 1
             done = step + 1
             bar.update(1)
-            if done % cfg.log_every == 0 or done == end:
+            if done % cfg.log_every == 0 or done == cfg.steps:
                 result.train = {k: v / count for k, v in sums.items()}
                 logger.log(done, "train", {**result.train, "lr": optimizer.param_groups[0]["lr"]})
                 bar.set_postfix(loss=f"{result.train['loss']:.4g}")

@@ -1,0 +1,371 @@
+"""Bad input to `kexue lm train / generate / termination` and `kexue onlstm train / parse / eval`.
+
+Every row runs the CLI in-process and must end in one line `kexue: error: ...` (exit 2), with no
+traceback and nothing left in the output folder (the `cli_error` fixture). Rows start from the
+lm / onlstm rows of findings/bad-input.md, then cover every constrained parameter, bad corpus
+folders, bad run folders (missing / malformed / extra-key model.json, a run of another command,
+corrupt checkpoints with --resume), bad --out / --results and bad --config files.
+
+Placeholders in the rows: {corpus} a good corpus folder, {lm} / {onl} tiny trained runs (built
+once per module), {bad} a folder of broken files and run folders, {out} a fresh output path.
+"""
+
+import json
+import shutil
+import time
+
+import pytest
+
+from kexue.cli import main
+
+WORDS = "the cat sat on a mat and dog ran to house".split()
+LM = ["lm", "train", "--corpus", "{corpus}", "--dim", "16", "--layers", "1", "--steps", "3", "--batch_size", "4",
+      "--bptt", "5", "--eval_every", "3", "--eval_tokens", "200", "--threads", "1"]
+ONL = ["onlstm", "train", "--corpus", "{corpus}", "--emb", "8", "--hidden", "8", "--layers", "2", "--chunk", "4",
+       "--steps", "3", "--batch_size", "4", "--bptt", "5", "--eval_every", "3", "--ckpt_every", "3", "--threads", "1"]
+GEN = ["lm", "generate", "--run", "{lm}", "--prompt", "the cat", "--max_new_tokens", "5"]
+TERM = ["lm", "termination", "--models", "a={lm}", "--decoders", "greedy", "--prefixes", "3", "--cap", "5",
+        "--corpus", "{corpus}"]
+PARSE = ["onlstm", "parse", "--model", "{onl}", "--sentences+", "the dog sees a cat"]
+EVAL = ["onlstm", "eval", "--model", "{onl}"]
+
+MRG = "( (S (NP-SBJ (DT The) (NN cat)) (VP (VBD sat)) (. .)) )\n"
+
+
+def _corpus(folder, lines=120, words=12):
+    folder.mkdir(parents=True, exist_ok=True)
+    text = "\n".join(" ".join(WORDS[(i + j) % len(WORDS)] for j in range(words + i % 5)) for i in range(lines)) + "\n"
+    for split in ("train", "valid", "test"):
+        (folder / f"{split}.txt").write_text(text)
+    return folder
+
+
+def _edit_json(path, change):
+    data = json.loads(path.read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad-input-lm")
+    corpus = _corpus(root / "corpus")
+    lm, onl = root / "lm", root / "onl"
+    for command, run in ((LM, lm), (ONL, onl)):
+        args = [a.format(corpus=corpus) for a in command] + ["--out", str(run)]
+        main(args)
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "a_file").write_text("not a folder\n")
+    (bad / "latin1.txt").write_bytes("caf\xe9 au lait\n".encode("latin-1"))
+    (bad / "binary.txt").write_bytes(bytes(range(128, 256)) * 4)
+    (bad / "empty.txt").write_text("")
+    (bad / "blank.txt").write_text("\n  \n")
+    # corpus folders
+    for name in ("corpus_novalid", "corpus_latin1", "corpus_empty", "corpus_shortvalid", "corpus_shortlines"):
+        _corpus(bad / name)
+    (bad / "corpus_novalid" / "valid.txt").unlink()
+    for split in ("train", "valid", "test"):
+        (bad / "corpus_latin1" / f"{split}.txt").write_bytes("caf\xe9\n".encode("latin-1") * 50)
+    (bad / "corpus_empty" / "train.txt").write_text("\n\n")
+    (bad / "corpus_shortvalid" / "valid.txt").write_text("the cat\n")
+    (bad / "corpus_shortvalid" / "test.txt").write_text("the cat\n")
+    _corpus(bad / "corpus_shortlines", lines=200, words=2)  # no test sentence of more than 10 words
+    _corpus(bad / "corpus_tiny")
+    (bad / "corpus_tiny" / "train.txt").write_text("the cat sat\n")  # too short for batch x bptt
+    (bad / "corpus_dir_as_split").mkdir()
+    for split in ("train", "valid", "test"):
+        (bad / "corpus_dir_as_split" / f"{split}.txt").mkdir()
+    # configs
+    (bad / "cfg_unknown.yaml").write_text("steps: 3\nbogus: 1\n")
+    (bad / "cfg_badtype.yaml").write_text("steps: ten\n")
+    (bad / "cfg_badyaml.yaml").write_text("steps: [3\n  dim: 4\n")
+    (bad / "cfg_list.yaml").write_text("- 1\n- 2\n")
+    (bad / "cfg_latin1.yaml").write_bytes("steps: 3 # caf\xe9\n".encode("latin-1"))
+    # broken copies of the trained runs
+    for base, name, breakage in (
+        (lm, "lm_nojson", lambda r: (r / "model.json").unlink()),
+        (lm, "lm_badjson", lambda r: (r / "model.json").write_text("{'dim': 16}")),
+        (lm, "lm_listjson", lambda r: (r / "model.json").write_text("[16, 1]")),
+        (lm, "lm_extrakey", lambda r: _edit_json(r / "model.json", lambda d: d.update(bogus=1))),
+        (lm, "lm_missingkey", lambda r: _edit_json(r / "model.json", lambda d: d.pop("dim"))),
+        (lm, "lm_zerodim", lambda r: _edit_json(r / "model.json", lambda d: d.update(dim=0))),
+        (lm, "lm_strdim", lambda r: _edit_json(r / "model.json", lambda d: d.update(dim="sixteen"))),
+        (lm, "lm_zeroheads", lambda r: _edit_json(r / "model.json", lambda d: d.update(heads=0))),
+        (lm, "lm_novocab", lambda r: (r / "vocab.json").unlink()),
+        (lm, "lm_badvocab", lambda r: (r / "vocab.json").write_text('{"words": ["a"]}')),
+        (lm, "lm_vocabmismatch", lambda r: (r / "vocab.json").write_text('{"itos": ["a", "b"]}')),
+        (lm, "lm_shorttransformer", lambda r: _edit_json(r / "model.json",
+                                                        lambda d: d.update(arch="transformer", max_len=8))),
+        (lm, "lm_noweights", lambda r: (r / "model.safetensors").unlink()),
+        (lm, "lm_badweights", lambda r: (r / "model.safetensors").write_bytes(b"\x00\xff" * 64)),
+        (lm, "lm_noconfig", lambda r: (r / "config.yaml").unlink()),
+        (lm, "lm_badconfig", lambda r: (r / "config.yaml").write_text("# kexue run config: lm-train\n: : [\n")),
+        (lm, "lm_corruptstate", lambda r: [(c / "state.pt").write_bytes(bytes(range(256)) * 8)
+                                           for c in (r / "checkpoints").glob("step-*")]),
+        (lm, "lm_corruptckpt", lambda r: [(c / "model.safetensors").write_bytes(b"junk" * 16)
+                                          for c in (r / "checkpoints").glob("step-*")]),
+        (lm, "lm_nockpt", lambda r: shutil.rmtree(r / "checkpoints")),
+        (onl, "onl_badjson", lambda r: (r / "model.json").write_text("{'emb': 8")),
+        (onl, "onl_extrakey", lambda r: _edit_json(r / "model.json", lambda d: d.update(bogus=1))),
+        (onl, "onl_zerochunk", lambda r: _edit_json(r / "model.json", lambda d: d.update(chunk=0))),
+        (onl, "onl_lstm", lambda r: _edit_json(r / "model.json", lambda d: d.update(cell="lstm"))),
+        (onl, "onl_corruptstate", lambda r: [(c / "state.pt").write_bytes(bytes(range(256)) * 8)
+                                             for c in (r / "checkpoints").glob("step-*")]),
+    ):
+        shutil.copytree(base, bad / name)
+        breakage(bad / name)
+    vae = bad / "vae"
+    vae.mkdir()
+    (vae / "config.yaml").write_text("# kexue run config: vae-cluster-train\ndata: digits\n")
+    (vae / "model.json").write_text(json.dumps({"backbone": "mlp", "latent": 10}))
+    (vae / "model.safetensors").write_bytes(b"")
+    # treebanks
+    (bad / "tb_empty").mkdir()
+    (bad / "tb_unbalanced").mkdir()
+    (bad / "tb_unbalanced" / "wsj_0001.mrg").write_text("( (S (NP (DT the) (NN cat)) )\n")
+    (bad / "tb_binary").mkdir()
+    (bad / "tb_binary" / "wsj_0001.mrg").write_bytes(bytes(range(256)) * 4)
+    (bad / "tb_punct").mkdir()
+    (bad / "tb_punct" / "wsj_0001.mrg").write_text("( (S (. .) (, ,)) )\n")
+    (bad / "tb_dir.mrg").mkdir()
+    (bad / "tb_nested").mkdir()
+    (bad / "tb_nested" / "wsj_0002.mrg").mkdir()
+    (bad / "tb_ok").mkdir()
+    (bad / "tb_ok" / "wsj_0001.mrg").write_text(MRG)
+    return {"corpus": corpus, "lm": lm, "onl": onl, "bad": bad}
+
+
+# (id, args, what the error line must contain)
+CASES = [
+    # ---- lm train: findings/bad-input.md ----
+    ("lm-bptt-0", LM + ["--bptt", "0"], "--bptt"),
+    ("lm-batch-0", LM + ["--batch_size", "0"], "--batch_size"),
+    ("lm-config-steps-ten", LM + ["--config", "{bad}/cfg_badtype.yaml"], "steps"),
+    ("lm-dim-0", LM + ["--dim", "0"], "--dim"),
+    ("lm-dim-neg", LM + ["--dim", "-8"], "--dim"),
+    ("lm-dropout-1.5", LM + ["--dropout", "1.5"], "--dropout"),
+    ("lm-eval-every-neg", LM + ["--eval_every", "-1"], "--eval_every"),
+    ("lm-eval-tokens-0", LM + ["--eval_tokens", "0"], "--eval_tokens"),
+    ("lm-transformer-heads-0", LM + ["--arch", "transformer", "--heads", "0"], "--heads"),
+    ("lm-lr-neg", LM + ["--lr", "-1"], "--lr"),
+    ("lm-max-vocab-0", LM + ["--max_vocab", "0"], "--max_vocab"),
+    ("lm-out-file", LM + ["--out", "{bad}/a_file"], "a_file"),
+    ("lm-out-proc", LM + ["--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
+    ("lm-threads-neg", LM + ["--threads", "-2"], "--threads"),
+    ("lm-resume-latest-missing-nothing-left", LM + ["--resume", "--out", "{bad}/lm_nockpt"], "no checkpoint"),
+    ("lm-resume-random-state", LM + ["--resume", "--out", "{bad}/lm_corruptstate"], "state.pt"),
+    # ---- lm train: every constrained parameter ----
+    ("lm-arch", LM + ["--arch", "gru"], "--arch"),
+    ("lm-head", LM + ["--head", "sigmoid"], "--head"),
+    ("lm-eps-0", LM + ["--eps", "0"], "--eps"),
+    ("lm-eps-1", LM + ["--eps", "1"], "--eps"),
+    ("lm-eps-word", LM + ["--eps", "small"], "--eps"),
+    ("lm-dim-word", LM + ["--dim", "ten"], "--dim"),
+    ("lm-dim-float", LM + ["--dim", "1.5"], "--dim"),
+    ("lm-layers-0", LM + ["--layers", "0"], "--layers"),
+    ("lm-dim-heads", LM + ["--arch", "transformer", "--dim", "10", "--heads", "4"], "--heads"),
+    ("lm-dropout-1", LM + ["--dropout", "1"], "--dropout"),
+    ("lm-dropout-neg", LM + ["--dropout", "-0.1"], "--dropout"),
+    ("lm-steps-0", LM + ["--steps", "0"], "--steps"),
+    ("lm-bptt-neg", LM + ["--bptt", "-5"], "--bptt"),
+    ("lm-lr-0", LM + ["--lr", "0"], "--lr"),
+    ("lm-lr-word", LM + ["--lr", "fast"], "--lr"),
+    ("lm-eval-tokens-small", LM + ["--eval_tokens", "10"], "--eval_tokens"),
+    ("lm-max-vocab-neg", LM + ["--max_vocab", "-3"], "--max_vocab"),
+    ("lm-seed-neg", LM + ["--seed", "-1"], "--seed"),
+    ("lm-threads-0", LM + ["--threads", "0"], "--threads"),
+    ("lm-unknown-flag", LM + ["--dimm", "3"], "dimm"),
+    ("lm-resume-and-overwrite", LM + ["--resume", "--overwrite", "--out", "{lm}"], "--overwrite"),
+    ("lm-resume-nothing", LM + ["--resume", "--out", "{out}"], "--resume"),
+    ("lm-reuse-without-flags", LM + ["--out", "{lm}"], "--overwrite"),
+    ("lm-overwrite-not-a-run", LM + ["--overwrite", "--out", "{bad}"], "not a kexue run folder"),
+    ("lm-resume-other-command", ONL[:2] + ONL[2:] + ["--resume", "--out", "{lm}"], "lm-train"),
+    ("lm-resume-changed-dim", LM + ["--dim", "32", "--resume", "--out", "{lm}"], "dim"),
+    ("lm-resume-corrupt-weights", LM + ["--resume", "--out", "{bad}/lm_corruptckpt"], "model.safetensors"),
+    ("lm-out-under-file", LM + ["--out", "{bad}/a_file/sub"], "a_file"),
+    # ---- lm train: corpus folders ----
+    ("lm-corpus-missing", LM + ["--corpus", "{bad}/nope"], "nope"),
+    ("lm-corpus-file", LM + ["--corpus", "{bad}/a_file"], "not a folder"),
+    ("lm-corpus-no-valid", LM + ["--corpus", "{bad}/corpus_novalid"], "valid.txt"),
+    ("lm-corpus-latin1", LM + ["--corpus", "{bad}/corpus_latin1"], "not UTF-8"),
+    ("lm-corpus-empty", LM + ["--corpus", "{bad}/corpus_empty"], "no sentences"),
+    ("lm-corpus-short-valid", LM + ["--corpus", "{bad}/corpus_shortvalid"], "valid split"),
+    ("lm-corpus-too-short", LM + ["--corpus", "{bad}/corpus_tiny"], "too short"),
+    ("lm-corpus-split-is-dir", LM + ["--corpus", "{bad}/corpus_dir_as_split"], "folder"),
+    ("lm-bptt-too-long", LM + ["--bptt", "5000"], "too short"),
+    # ---- lm train: --config files ----
+    ("lm-config-unknown-key", LM + ["--config", "{bad}/cfg_unknown.yaml"], "bogus"),
+    ("lm-config-malformed", LM + ["--config", "{bad}/cfg_badyaml.yaml"], "cfg_badyaml.yaml"),
+    ("lm-config-list", LM + ["--config", "{bad}/cfg_list.yaml"], "cfg_list.yaml"),
+    ("lm-config-latin1", LM + ["--config", "{bad}/cfg_latin1.yaml"], "cfg_latin1.yaml"),
+    ("lm-config-missing", LM + ["--config", "{bad}/nope.yaml"], "nope.yaml"),
+    ("lm-config-folder", LM + ["--config", "{bad}"], "folder"),
+    # ---- lm generate ----
+    ("gen-badjson", GEN[:2] + ["--run", "{bad}/lm_badjson"] + GEN[4:], "model.json"),
+    ("gen-extrakey", GEN[:2] + ["--run", "{bad}/lm_extrakey"] + GEN[4:], "bogus"),
+    ("gen-vae-run", GEN[:2] + ["--run", "{bad}/vae"] + GEN[4:], "vae-cluster-train"),
+    ("gen-onlstm-run", GEN[:2] + ["--run", "{onl}"] + GEN[4:], "onlstm-train"),
+    ("gen-run-missing", GEN[:2] + ["--run", "{bad}/nope"] + GEN[4:], "not found"),
+    ("gen-run-file", GEN[:2] + ["--run", "{bad}/a_file"] + GEN[4:], "not a folder"),
+    ("gen-not-a-run", GEN[:2] + ["--run", "{corpus}"] + GEN[4:], "config.yaml"),
+    ("gen-nojson", GEN[:2] + ["--run", "{bad}/lm_nojson"] + GEN[4:], "model.json"),
+    ("gen-listjson", GEN[:2] + ["--run", "{bad}/lm_listjson"] + GEN[4:], "model.json"),
+    ("gen-missingkey", GEN[:2] + ["--run", "{bad}/lm_missingkey"] + GEN[4:], "missing key(s) dim"),
+    ("gen-zerodim", GEN[:2] + ["--run", "{bad}/lm_zerodim"] + GEN[4:], "dim"),
+    ("gen-strdim", GEN[:2] + ["--run", "{bad}/lm_strdim"] + GEN[4:], "dim"),
+    ("gen-zeroheads", GEN[:2] + ["--run", "{bad}/lm_zeroheads"] + GEN[4:], "heads"),
+    ("gen-novocab", GEN[:2] + ["--run", "{bad}/lm_novocab"] + GEN[4:], "vocab.json"),
+    ("gen-badvocab", GEN[:2] + ["--run", "{bad}/lm_badvocab"] + GEN[4:], "vocab.json"),
+    ("gen-vocab-mismatch", GEN[:2] + ["--run", "{bad}/lm_vocabmismatch"] + GEN[4:], "vocab.json"),
+    ("gen-noweights", GEN[:2] + ["--run", "{bad}/lm_noweights"] + GEN[4:], "model.safetensors"),
+    ("gen-badweights", GEN[:2] + ["--run", "{bad}/lm_badweights"] + GEN[4:], "model.safetensors"),
+    ("gen-noconfig", GEN[:2] + ["--run", "{bad}/lm_noconfig"] + GEN[4:], "config.yaml"),
+    ("gen-badconfig", GEN[:2] + ["--run", "{bad}/lm_badconfig"] + GEN[4:], "config.yaml"),
+    ("gen-decoder", GEN + ["--decoder", "nucleus"], "--decoder"),
+    ("gen-max-new-0", GEN + ["--max_new_tokens", "0"], "--max_new_tokens"),
+    ("gen-samples-0", GEN + ["--samples", "0"], "--samples"),
+    ("gen-seed-neg", GEN + ["--seed", "-1"], "--seed"),
+    ("gen-no-prompt", ["lm", "generate", "--run", "{lm}"], "prompt"),
+    ("gen-past-max-len", GEN[:2] + ["--run", "{bad}/lm_shorttransformer"] + GEN[4:] + ["--max_new_tokens", "20"],
+     "--max_new_tokens"),
+    # ---- lm termination: findings, then every parameter and the run folders ----
+    ("term-chunk-0", TERM + ["--chunk", "0", "--out", "{out}"], "--chunk"),
+    ("term-cap-0", TERM + ["--cap", "0", "--out", "{out}"], "--cap"),
+    ("term-cap-neg", TERM + ["--cap", "-5", "--out", "{out}"], "--cap"),
+    ("term-prefixes-0", TERM + ["--prefixes", "0", "--out", "{out}"], "--prefixes"),
+    ("term-seed-neg", TERM + ["--seed", "-1", "--out", "{out}"], "--seed"),
+    ("term-threads-0", TERM + ["--threads", "0", "--out", "{out}"], "--threads"),
+    ("term-decoder-unknown", TERM + ["--decoders", "greedy,nucleus", "--out", "{out}"], "nucleus"),
+    ("term-decoder-empty", TERM + ["--decoders", ",", "--out", "{out}"], "--decoders"),
+    ("term-decoder-twice", TERM + ["--decoders", "greedy,greedy", "--out", "{out}"], "twice"),
+    ("term-models-nonsense", TERM + ["--models", "nonsense", "--out", "{out}"], "--models"),
+    ("term-models-no-run", TERM + ["--models", "a=", "--out", "{out}"], "--models"),
+    ("term-models-no-name", TERM + ["--models", "={lm}", "--out", "{out}"], "--models"),
+    ("term-models-bad-name", TERM + ["--models", "a.b={lm}", "--out", "{out}"], "a.b"),
+    ("term-models-twice", TERM + ["--models", "a={lm},a={lm}", "--out", "{out}"], "twice"),
+    ("term-models-missing", TERM + ["--models", "a={lm},b={bad}/nope", "--out", "{out}"], "nope"),
+    ("term-models-vae", TERM + ["--models", "a={lm},b={bad}/vae", "--out", "{out}"], "vae-cluster-train"),
+    ("term-models-onlstm", TERM + ["--models", "a={onl}", "--out", "{out}"], "onlstm-train"),
+    ("term-models-badjson", TERM + ["--models", "a={lm},b={bad}/lm_badjson", "--out", "{out}"], "model.json"),
+    ("term-models-extrakey", TERM + ["--models", "a={bad}/lm_extrakey", "--out", "{out}"], "bogus"),
+    ("term-cap-past-max-len", TERM + ["--models", "a={bad}/lm_shorttransformer", "--out", "{out}"], "--cap"),
+    ("term-corpus-missing", TERM + ["--corpus", "{bad}/nope", "--out", "{out}"], "nope"),
+    ("term-corpus-short-lines", TERM + ["--corpus", "{bad}/corpus_shortlines", "--out", "{out}"], "10 words"),
+    ("term-corpus-latin1", TERM + ["--corpus", "{bad}/corpus_latin1", "--out", "{out}"], "not UTF-8"),
+    ("term-results-folder", TERM + ["--results", "{bad}", "--out", "{out}"], "--results"),
+    ("term-results-proc", TERM + ["--results", "/proc/kexue_probe/r.json", "--out", "{out}"], "--results"),
+    ("term-out-file", TERM + ["--out", "{bad}/a_file"], "a_file"),
+    ("term-out-proc", TERM + ["--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
+    ("term-out-not-empty", TERM + ["--out", "{lm}"], "--overwrite"),
+    # ---- onlstm train: findings ----
+    ("onl-bptt-0", ONL + ["--bptt", "0"], "--bptt"),
+    ("onl-batch-0", ONL + ["--batch_size", "0"], "--batch_size"),
+    ("onl-chunk-0", ONL + ["--chunk", "0"], "--chunk"),
+    ("onl-dropout-2", ONL + ["--dropout", "2"], "--dropout"),
+    ("onl-lr-neg", ONL + ["--lr", "-1"], "--lr"),
+    # ---- onlstm train: every constrained parameter ----
+    ("onl-cell", ONL + ["--cell", "gru"], "--cell"),
+    ("onl-master-input", ONL + ["--master_input", "cumsum"], "--master_input"),
+    ("onl-emb-0", ONL + ["--emb", "0"], "--emb"),
+    ("onl-hidden-neg", ONL + ["--hidden", "-8"], "--hidden"),
+    ("onl-layers-0", ONL + ["--layers", "0"], "--layers"),
+    ("onl-hidden-chunk", ONL + ["--hidden", "10"], "--chunk"),
+    ("onl-emb-chunk", ONL + ["--emb", "6"], "--chunk"),
+    ("onl-dropouth-1", ONL + ["--dropouth", "1"], "--dropouth"),
+    ("onl-dropouti-neg", ONL + ["--dropouti", "-0.1"], "--dropouti"),
+    ("onl-dropoute-1.5", ONL + ["--dropoute", "1.5"], "--dropoute"),
+    ("onl-wdrop-1", ONL + ["--wdrop", "1"], "--wdrop"),
+    ("onl-alpha-neg", ONL + ["--alpha", "-1"], "--alpha"),
+    ("onl-beta-neg", ONL + ["--beta", "-0.5"], "--beta"),
+    ("onl-steps-0", ONL + ["--steps", "0"], "--steps"),
+    ("onl-lr-0", ONL + ["--lr", "0"], "--lr"),
+    ("onl-weight-decay-neg", ONL + ["--weight_decay", "-0.5"], "--weight_decay"),
+    ("onl-clip-neg", ONL + ["--clip", "-1"], "--clip"),
+    ("onl-seed-neg", ONL + ["--seed", "-3"], "--seed"),
+    ("onl-grammar-sentences-0", ONL + ["--corpus", "grammar", "--grammar_sentences", "0"], "--grammar_sentences"),
+    ("onl-eval-every-neg", ONL + ["--eval_every", "-1"], "--eval_every"),
+    ("onl-ckpt-every-neg", ONL + ["--ckpt_every", "-1"], "--ckpt_every"),
+    ("onl-max-valid-0", ONL + ["--max_valid_tokens", "0"], "--max_valid_tokens"),
+    ("onl-max-valid-small", ONL + ["--max_valid_tokens", "5"], "--max_valid_tokens"),
+    ("onl-threads-0", ONL + ["--threads", "0"], "--threads"),
+    ("onl-threads-neg", ONL + ["--threads", "-2"], "--threads"),
+    ("onl-emb-word", ONL + ["--emb", "eight"], "--emb"),
+    ("onl-results-folder", ONL + ["--results", "{bad}"], "--results"),
+    ("onl-results-proc", ONL + ["--results", "/proc/kexue_probe/r.json"], "--results"),
+    ("onl-out-file", ONL + ["--out", "{bad}/a_file"], "a_file"),
+    ("onl-out-proc", ONL + ["--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
+    ("onl-out-devnull", ONL + ["--out", "/dev/null"], "/dev/null"),
+    ("onl-reuse-without-flags", ONL + ["--out", "{onl}"], "--overwrite"),
+    ("onl-resume-random-state", ONL + ["--resume", "--out", "{bad}/onl_corruptstate"], "state.pt"),
+    ("onl-resume-other-command", ONL + ["--resume", "--out", "{lm}"], "lm-train"),
+    ("onl-resume-changed-hidden", ONL + ["--hidden", "16", "--resume", "--out", "{onl}"], "hidden"),
+    ("onl-corpus-missing", ONL + ["--corpus", "{bad}/nope"], "nope"),
+    ("onl-corpus-latin1", ONL + ["--corpus", "{bad}/corpus_latin1"], "not UTF-8"),
+    ("onl-corpus-empty", ONL + ["--corpus", "{bad}/corpus_empty"], "no sentences"),
+    ("onl-corpus-no-valid", ONL + ["--corpus", "{bad}/corpus_novalid"], "valid.txt"),
+    ("onl-corpus-short-test", ONL + ["--corpus", "{bad}/corpus_shortvalid"], "split"),
+    ("onl-config-unknown-key", ONL + ["--config", "{bad}/cfg_unknown.yaml"], "bogus"),
+    ("onl-config-steps-ten", ONL + ["--config", "{bad}/cfg_badtype.yaml"], "steps"),
+    # ---- onlstm parse ----
+    ("parse-draw-out-proc", PARSE + ["--draw", "--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
+    ("parse-out-file", PARSE + ["--out", "{bad}/a_file"], "a_file"),
+    ("parse-out-not-empty", PARSE + ["--out", "{bad}"], "--overwrite"),
+    ("parse-input-binary", PARSE[:4] + ["--input", "{bad}/binary.txt"], "not UTF-8"),
+    ("parse-input-latin1", PARSE[:4] + ["--input", "{bad}/latin1.txt"], "not UTF-8"),
+    ("parse-input-missing", PARSE[:4] + ["--input", "{bad}/nope.txt"], "not found"),
+    ("parse-input-folder", PARSE[:4] + ["--input", "{bad}"], "folder"),
+    ("parse-input-empty", PARSE[:4] + ["--input", "{bad}/blank.txt"], "no sentences"),
+    ("parse-no-sentences", PARSE[:4], "--sentences"),
+    ("parse-model-badjson", ["onlstm", "parse", "--model", "{bad}/onl_badjson"] + PARSE[4:], "model.json"),
+    ("parse-model-extrakey", ["onlstm", "parse", "--model", "{bad}/onl_extrakey"] + PARSE[4:], "bogus"),
+    ("parse-model-zerochunk", ["onlstm", "parse", "--model", "{bad}/onl_zerochunk"] + PARSE[4:], "chunk"),
+    ("parse-model-lstm", ["onlstm", "parse", "--model", "{bad}/onl_lstm"] + PARSE[4:], "ON-LSTM"),
+    ("parse-model-lm-run", ["onlstm", "parse", "--model", "{lm}"] + PARSE[4:], "lm-train"),
+    ("parse-model-vae-run", ["onlstm", "parse", "--model", "{bad}/vae"] + PARSE[4:], "vae-cluster-train"),
+    ("parse-model-missing", ["onlstm", "parse", "--model", "{bad}/nope"] + PARSE[4:], "not found"),
+    ("parse-layer-too-deep", PARSE + ["--layer", "5"], "--layer"),
+    ("parse-layer-too-negative", PARSE + ["--layer", "-3"], "--layer"),
+    ("parse-layer-word", PARSE + ["--layer", "top"], "--layer"),
+    # ---- onlstm eval ----
+    ("eval-model-badjson", ["onlstm", "eval", "--model", "{bad}/onl_badjson", "--grammar", "10"], "model.json"),
+    ("eval-model-lm-run", ["onlstm", "eval", "--model", "{lm}", "--grammar", "10"], "lm-train"),
+    ("eval-model-lstm", ["onlstm", "eval", "--model", "{bad}/onl_lstm", "--grammar", "10"], "ON-LSTM"),
+    ("eval-nothing", EVAL + ["--out", "{out}"], "exactly one"),
+    ("eval-two", EVAL + ["--grammar", "10", "--treebank", "{bad}/tb_ok", "--out", "{out}"], "exactly one"),
+    ("eval-grammar-0", EVAL + ["--grammar", "0", "--out", "{out}"], "--grammar"),
+    ("eval-grammar-seed-neg", EVAL + ["--grammar", "5", "--grammar_seed", "-1", "--out", "{out}"], "--grammar_seed"),
+    ("eval-max-sentences-0", EVAL + ["--grammar", "5", "--max_sentences", "0", "--out", "{out}"], "--max_sentences"),
+    ("eval-treebank-missing", EVAL + ["--treebank", "{bad}/nope", "--out", "{out}"], "nope"),
+    ("eval-treebank-empty", EVAL + ["--treebank", "{bad}/tb_empty", "--out", "{out}"], ".mrg"),
+    ("eval-treebank-unbalanced", EVAL + ["--treebank", "{bad}/tb_unbalanced", "--out", "{out}"], "wsj_0001.mrg"),
+    ("eval-treebank-binary", EVAL + ["--treebank", "{bad}/tb_binary", "--out", "{out}"], "wsj_0001.mrg"),
+    ("eval-treebank-punct-only", EVAL + ["--treebank", "{bad}/tb_punct", "--out", "{out}"], "no sentence"),
+    ("eval-treebank-mrg-folder", EVAL + ["--treebank", "{bad}/tb_nested", "--out", "{out}"], "wsj_0002.mrg"),
+    ("eval-corpus-missing", EVAL + ["--corpus", "{bad}/nope", "--out", "{out}"], "nope"),
+    ("eval-corpus-short", EVAL + ["--corpus", "{bad}/corpus_shortvalid", "--out", "{out}"], "test split"),
+    ("eval-results-folder", EVAL + ["--grammar", "5", "--results", "{bad}", "--out", "{out}"], "--results"),
+    ("eval-out-file", EVAL + ["--grammar", "5", "--out", "{bad}/a_file"], "a_file"),
+    ("eval-out-proc", EVAL + ["--grammar", "5", "--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
+    ("eval-out-not-empty", EVAL + ["--grammar", "5", "--out", "{onl}"], "--overwrite"),
+]
+
+
+@pytest.mark.parametrize("args,match", [pytest.param(a, m, id=i) for i, a, m in CASES])
+def test_bad_input_is_one_line(paths, tmp_path, cli_error, args, match):
+    out = tmp_path / "out"
+    values = {**paths, "out": out}
+    runs = {name: _listing(paths[name]) for name in ("lm", "onl")}
+    t0 = time.perf_counter()
+    cli_error([a.format(**values) for a in args], out=out, match=match.format(**values))
+    assert time.perf_counter() - t0 < 1.0, "bad input must fail before any work"
+    assert {name: _listing(paths[name]) for name in runs} == runs, "a trained run was changed"
+
+
+def _listing(folder):
+    return sorted((str(p.relative_to(folder)), p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def test_every_row_id_is_unique():
+    ids = [i for i, _, _ in CASES]
+    assert len(ids) == len(set(ids))
