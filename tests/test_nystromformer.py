@@ -1,6 +1,7 @@
 """ListOps generator and the Nyströmformer classifier."""
 
 import os
+import random
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -46,6 +47,25 @@ def _tiny(kind, **kw):
     torch.manual_seed(0)
     return NystromformerClassifier(len(lo.VOCAB), 10, 64, dim=16, depth=2, heads=2, attention=kind,
                                    num_landmarks=kw.pop("m", 8), dropout=0.0, **kw)
+
+
+@pytest.mark.parametrize("leaf_p", [0.75, 0.3])
+def test_leaf_probability_is_the_one_asked_for(leaf_p):
+    # With room to spare and max_depth 2, each argument of the root is a digit with probability
+    # leaf_p and an operator otherwise (LRA: VALUE_P = 0.25 is the operator probability).
+    rng = random.Random(0)
+    digits = operators = 0
+    for _ in range(3000):
+        tokens, value = lo._tree(rng, 0, 2, 10, leaf_p, 10_000)
+        assert tokens[0] in lo.OPERATORS and lo.evaluate(tokens) == value  # the root is an operator
+        level = 0
+        for tok in tokens:
+            if level == 1 and tok in lo.OPERATORS:
+                operators += 1
+            elif level == 1 and tok.isdigit():
+                digits += 1
+            level += 1 if tok in lo.OPERATORS else -1 if tok == "]" else 0
+    assert digits / (digits + operators) == pytest.approx(leaf_p, abs=0.01)
 
 
 def test_nystrom_blocks_equal_exact_blocks_when_sequence_fits_in_landmarks():

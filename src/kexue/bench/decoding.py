@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from kexue.progress import progress
 
 from kexue.bench.common import check_new_run_dir, check_results_file, comma_names, require_modules
 from kexue.errors import KexueError
@@ -105,7 +105,7 @@ def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveI
     cmd = (f"kexue bench decoding --layers {layers} --width {width} --batch {batch} --new_tokens {new_tokens} "
            f"--repeats {repeats}" + (f" --threads {threads}" if threads else ""))
     figures, raw = [], {}
-    bar = tqdm(total=len(names) * (repeats + 1) * 2, desc="bench decoding", dynamic_ncols=True)
+    bar = progress(total=len(names) * (repeats + 1) * 2, desc="bench decoding")
     for mode in names:
         for f in (run_ours, run_hf):  # warm-up (allocator, lazy init)
             f(model, prompt[:2], mode, 4, eos, seed)

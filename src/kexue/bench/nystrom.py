@@ -35,7 +35,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
+from kexue.progress import progress
 
 from kexue.bench.common import check_new_run_dir, check_results_file, copy_file, require_modules
 from kexue.errors import KexueError
@@ -322,10 +322,10 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
                           "other jobs", "torch": torch.__version__, "dim": DIM, "heads": HEADS,
                           "num_landmarks": num_landmarks, "batch": 1, "core": {}, "layer": {}, "errors": {}}
 
-    for n in tqdm(lengths, desc="time/memory"):
+    for n in progress(lengths, desc="time/memory"):
         details_data["core"][n] = measure_core(n, num_landmarks, repeats)
         details_data["layer"][n] = measure_layer(n, num_landmarks, repeats)
-    for n in tqdm(error_lengths, desc="error"):
+    for n in progress(error_lengths, desc="error"):
         details_data["errors"][n] = relative_errors(n, error_landmarks, *_qkv(n, seed=10_000 + n))
 
     figures: list[Figure] = []

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import torch
-from tqdm.auto import tqdm
+from kexue.progress import progress
 
 from kexue.analysis.repetition import repetition_metrics
 from kexue.data.text import LMBatches, Vocab, load_corpus, token_stream
@@ -359,7 +359,7 @@ def termination(models: str, decoders: str = ",".join(DECODERS), prefixes: Posit
     out = make_run_dir(out, "lm-termination", config, overwrite=overwrite)
     cmd = f"kexue lm termination --models {models} --prefixes {prefixes} --cap {cap}"
     figures = []
-    bar = tqdm(total=len(pairs) * len(names), desc="termination", dynamic_ncols=True)
+    bar = progress(total=len(pairs) * len(names), desc="termination")
     for name, run in pairs:
         model, vocab, cfg = load_lm(run, f"--models {name}={run}")
         ppl = perplexity(model, token_stream(test_s, vocab))

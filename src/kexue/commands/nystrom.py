@@ -15,6 +15,7 @@ from kexue.errors import KexueError
 from kexue.io import check_output_file, make_run_dir, run_config, write_json
 from kexue.models.nystromformer import NystromformerClassifier, accuracy, classification_loss
 from kexue.params import AtLeastTwo, Dropout, NonNegativeInt, PositiveFloat, PositiveInt, check, set_threads
+from kexue.provenance import command_line
 from kexue.results import Figure, write_results
 from kexue.training import TensorBatches, TrainConfig, fit
 from kexue.training.checkpoint import latest_checkpoint
@@ -83,9 +84,7 @@ def listops(attention: Literal["nystrom", "exact", "both"] = "both", steps: Posi
     print(f"[listops] {train_size} train / {test_size} test expressions of {min_len}-{max_len} tokens "
           f"in {time.perf_counter() - t0:.1f} s; majority class {test_y.bincount().max().item() / test_size:.1%}")
     out = make_run_dir(out, "nystrom-listops", config, resume=resume, overwrite=overwrite)
-    command = (f"kexue nystrom listops --attention {attention} --steps {steps} --lr {lr} --train_size {train_size} "
-               f"--min_len {min_len} --max_len {max_len} --num_landmarks {num_landmarks} --seed {seed}"
-               f" --conv_kernel {'null' if conv_kernel is None else conv_kernel}" + (" --exact_conv" if exact_conv else ""))
+    command = command_line("nystrom listops", listops, config)
     accs: dict[str, float] = {"majority_class": 100 * test_y.bincount().max().item() / test_size}
     figures = []
     for i, kind in enumerate(kinds):
@@ -179,6 +178,7 @@ def errors(run: Path, length: PositiveInt = 256, num_sequences: PositiveInt = 8,
     Returns:
         ``{m: {method: error}}``.
     """
+    arguments = dict(locals())
     from kexue.bench.nystrom import relative_errors
     from kexue.io import save_figure
     from kexue.training.checkpoint import load_weights
@@ -211,8 +211,7 @@ def errors(run: Path, length: PositiveInt = 256, num_sequences: PositiveInt = 8,
         x = model.embed(tokens) + model.pos.weight[:length]          # (B, n, dim)
         q, k, v = block.attn.to_qkv(block.norm1(x)).unflatten(-1, (3, cfg["heads"], -1)).permute(2, 0, 3, 1, 4)
     errs = relative_errors(length, landmarks, q, k, v)
-    command = (f"kexue nystrom errors --run {run} --length {length} --num_sequences {num_sequences} "
-               f"--landmarks '{landmarks}'")
+    command = command_line("nystrom errors", errors, arguments)
     print(f"{'m':>5} " + " ".join(f"{name:>11}" for name in errs[landmarks[0]]))
     for m, row in errs.items():
         print(f"{m:>5} " + " ".join(f"{e:11.4g}" for e in row.values()))

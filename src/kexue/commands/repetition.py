@@ -11,7 +11,7 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-from tqdm import tqdm
+from kexue.progress import progress
 
 from kexue.analysis.repetition import (
     analyze,
@@ -145,7 +145,7 @@ def theory(matrix: Path | None = None, corpus: str = "ptb", level: Literal["char
     P, _, tokens, info = _chain(matrix, corpus, level, max_sentences, word_vocab)
     run = make_run_dir(out, "repetition-theory", config, overwrite=overwrite)
     rows = {}
-    for name in tqdm(names, desc="decoders", disable=len(names) < 2):
+    for name in progress(names, desc="decoders", enabled=len(names) > 1):
         C = named_chain(P, name)
         a = analyze(C)
         row = {k: v for k, v in a.as_dict().items() if k != "deterministic_cycle"}
@@ -236,7 +236,7 @@ def measure(texts: Path | None = None, unit: Literal["word", "char"] = "word", c
             held = encoding.encode_corpus(held)
         run = make_run_dir(out, "repetition-measure", config, overwrite=overwrite)
         table["held-out text"] = repetition_metrics(held)
-        for name in tqdm(names, desc="decoders"):
+        for name in progress(names, desc="decoders"):
             seqs = sample_sequences(named_chain(chain.P, name), chain.start, samples, max_length, seed=seed)
             table[name] = repetition_metrics(seqs)
     path = write_json(run / "metrics.json", table)
@@ -281,7 +281,7 @@ def rebalance(corpus: str = "ptb", level: Literal["char", "word"] = "char", thre
         raise KexueError(f"--corpus {corpus}: {'train' if not train else 'valid'}.txt holds no sentence")
     run = make_run_dir(out, "repetition-rebalance", config, overwrite=overwrite)
     if enc is None:
-        bar = tqdm(total=iterations, desc="merge rounds")
+        bar = progress(total=iterations, desc="merge rounds")
         enc = RebalancedEncoding.learn(train, threshold, iterations, joiner="" if level == "char" else "_",
                                        progress=lambda r, v: (bar.update(1), bar.set_postfix(vocab=v)))
         bar.close()

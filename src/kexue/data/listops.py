@@ -2,8 +2,10 @@
 
 A sequence is a nested prefix expression over the digits 0–9 with the operators MAX, MIN, MED
 (median, rounded down) and SM (sum modulo 10), e.g. ``[MAX 2 9 [MIN 4 7 ] 0 ]`` -> 9. The label
-is the value (10 classes). LRA draws trees with a leaf probability of 0.25 at each node, up to
-depth 10 and 10 arguments per operator, and keeps those of 500–2000 tokens; here the depth,
+is the value (10 classes). LRA's generator (``lra_benchmarks/data/listops.py``) makes a node an
+operator with probability ``VALUE_P = 0.25`` and a digit otherwise, i.e. a leaf probability of
+0.75, up to depth 10 (where every node is a digit) and 2–10 arguments per operator, and keeps
+the trees of 500–2000 tokens; here the depth,
 arguments and the length window are arguments (lengths up to 2000 or more), and every draw
 comes from one seeded ``random.Random``.
 """
@@ -64,8 +66,12 @@ def evaluate(tokens: list[str]) -> int:
 
 def _tree(rng: random.Random, depth: int, max_depth: int, max_args: int, leaf_p: float,
           budget: int) -> tuple[list[str], int]:
-    """Random expression (tokens, value) of at most ``budget`` tokens (a leaf if that is < 4)."""
-    if depth >= max_depth or budget < 4 or rng.random() < leaf_p:
+    """Random expression (tokens, value) of at most ``budget`` tokens (a leaf if that is < 4).
+
+    Below the root each node is a digit with probability ``leaf_p`` (LRA: 0.75); the root is an
+    operator, since a one-digit expression is never in a length window.
+    """
+    if depth >= max_depth or budget < 4 or (depth > 0 and rng.random() < leaf_p):
         digit = rng.randrange(10)
         return [str(digit)], digit
     op = rng.choice(OPERATORS)
@@ -96,7 +102,7 @@ def longest_expression(max_depth: int, max_args: int) -> int:
 
 
 def generate(num: int, min_len: int = 500, max_len: int = 2000, max_depth: int = 10, max_args: int = 10,
-             leaf_p: float = 0.25, seed: int = 0) -> tuple[list[list[str]], list[int]]:
+             leaf_p: float = 0.75, seed: int = 0) -> tuple[list[list[str]], list[int]]:
     """Draw ``num`` expressions whose token count lies in ``[min_len, max_len]``.
 
     Each tree is grown within a token budget drawn uniformly from the window (trees that come
@@ -121,7 +127,7 @@ def generate(num: int, min_len: int = 500, max_len: int = 2000, max_depth: int =
         if tries > 200 * num + 10_000:
             raise KexueError(f"could not draw ListOps sequences of {min_len}–{max_len} tokens with depth "
                              f"{max_depth} and {max_args} arguments; widen the window or raise the depth")
-        tokens, value = _tree(rng, 0, max_depth, max_args, 0.0, rng.randint(min_len, max_len))
+        tokens, value = _tree(rng, 0, max_depth, max_args, leaf_p, rng.randint(min_len, max_len))
         if min_len <= len(tokens) <= max_len:
             seqs.append(tokens)
             labels.append(value)

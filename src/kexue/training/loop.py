@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
-from tqdm.auto import tqdm
+from kexue.progress import progress
 
 from kexue.errors import KexueError
 from kexue.training import distributed as dist
@@ -268,8 +268,7 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
     amp = cfg.amp and device.type == "cuda"
     generator = torch.Generator(device=device)
     t0 = time.perf_counter()
-    bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not (cfg.progress and dist.is_main()),
-               dynamic_ncols=True, leave=False)
+    bar = progress(total=cfg.steps, initial=start, desc=desc, enabled=cfg.progress and dist.is_main(), leave=False)
 
     def checkpoint(step: int) -> None:
         if ckpt_dir is not None and dist.is_main():
