@@ -23,7 +23,8 @@ import shlex
 from typing import Any, Callable
 
 # Arguments that say where output goes or how a folder is reused, not what is computed.
-NOT_IN_COMMAND = frozenset({"out", "resume", "overwrite", "config"})
+NOT_IN_COMMAND = frozenset({"out", "resume", "overwrite", "config", "results", "figure", "details",
+                            "error_figure", "time_figure"})
 # Booleans the CLI accepts bare (kept in sync with kexue.cli.FLAGS).
 BARE_FLAGS = frozenset({"quick", "full", "resume", "overwrite", "draw", "replot", "exact_conv"})
 
