@@ -264,7 +264,31 @@ def run(argv: list[str]) -> Any:
     leaf = init[group] if not sub else init[group][sub]
     fn = components[group] if not sub else components[group][sub]
     kwargs = {k: _plain(v) for k, v in vars(leaf).items() if k != "config"}
-    return fn(**kwargs)
+    return _call(fn, kwargs)
+
+
+def _call(fn: Callable, kwargs: dict) -> Any:
+    """Call the command; under ``torchrun`` (WORLD_SIZE > 1) first join the process group.
+
+    Every rank runs the command (each trains on its shard of every batch, see
+    :class:`kexue.training.TensorBatches`); only rank 0 prints, writes files and checkpoints.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return fn(**kwargs)
+    import contextlib
+
+    from kexue.training import distributed as dist
+
+    dist.init_from_env()
+    quiet = contextlib.redirect_stdout(open(os.devnull, "w")) if not dist.is_main() else contextlib.nullcontext()
+    ok = False
+    try:
+        with quiet:
+            value = fn(**kwargs)
+        ok = True
+        return value
+    finally:
+        dist.shutdown(barrier=ok)  # after a failure no barrier: the other ranks may never reach it
 
 
 def _plain(value: Any) -> Any:

@@ -137,6 +137,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     Example: ``with atomic_path("w.safetensors") as tmp: save_file(tensors, tmp)``.
     """
     path = Path(path)
+    if not _writes_here():  # under DDP only rank 0 writes: the others write into a scratch file
+        fd, tmp = tempfile.mkstemp(prefix=".kexue-rank-", suffix=".tmp")
+        os.close(fd)
+        try:
+            yield Path(tmp)
+        finally:
+            os.unlink(tmp)
+        return
     if path.is_dir():
         raise KexueError(f"cannot write {path}: it is a folder")
     try:
@@ -152,6 +160,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _writes_here() -> bool:
+    """False on DDP ranks other than 0 (they compute the same results; rank 0 writes them)."""
+    dist = sys.modules.get("kexue.training.distributed")
+    return dist is None or dist.is_main()
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:
@@ -323,6 +337,23 @@ def make_run_dir(out: str | os.PathLike | None, command: str, config: dict[str, 
         KexueError: ``out`` is not writable, is a non-empty folder without ``resume`` or
             ``overwrite``, or the resume check fails. Nothing is written then.
     """
+    dist = sys.modules.get("kexue.training.distributed")
+    if dist is not None and dist.is_distributed():  # rank 0 checks and creates; every rank gets its answer
+        answer = None
+        if dist.is_main():
+            try:
+                answer = ("ok", str(_make_run_dir(out, command, config, resume, overwrite, may_change)))
+            except KexueError as e:
+                answer = ("error", str(e))
+        kind, value = dist.broadcast_object(answer)
+        if kind == "error":
+            raise KexueError(value)
+        return Path(value)
+    return _make_run_dir(out, command, config, resume, overwrite, may_change)
+
+
+def _make_run_dir(out: str | os.PathLike | None, command: str, config: dict[str, Any], resume: bool,
+                  overwrite: bool, may_change: Iterable[str]) -> Path:
     if out is None:
         out = Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out)

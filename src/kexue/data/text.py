@@ -124,10 +124,19 @@ class LMBatches:
     The stream is cut into ``batch_size`` parallel rows; micro-step ``i`` returns
     ``(inputs, targets)`` of shape (B, bptt), windows advancing along the rows and wrapping
     around each epoch. Deterministic in ``i`` (exact resume). Recurrent models that carry state
-    across windows read ``self.is_epoch_start(i)`` to reset it.
+    across windows read ``self.is_epoch_start(i)`` to reset it. Under DDP each rank takes rows
+    ``rank::world`` of every global batch, so N ranks see what one process with the same
+    ``batch_size`` sees.
     """
 
-    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int):
+    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int, rank: int | None = None,
+                 world: int | None = None):
+        from kexue.training import distributed as dist
+
+        self.rank = dist.rank() if rank is None else rank
+        self.world = dist.world_size() if world is None else world
+        if batch_size % self.world:
+            raise KexueError(f"batch size {batch_size} is not divisible by {self.world} processes")
         if batch_size < 1 or bptt < 1:
             raise KexueError(f"batch size and bptt must be positive, got {batch_size} and {bptt}")
         rows = len(stream) // batch_size
@@ -139,7 +148,7 @@ class LMBatches:
 
     def batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = (micro_step % self.per_epoch) * self.bptt
-        chunk = self.data[:, start : start + self.bptt + 1]  # (B, bptt + 1)
+        chunk = self.data[self.rank::self.world, start : start + self.bptt + 1]  # (B / world, bptt + 1)
         return chunk[:, :-1], chunk[:, 1:]
 
     def is_epoch_start(self, micro_step: int) -> bool:

@@ -103,6 +103,28 @@ class ClusterVAE(nn.Module):
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, logvar
 
+    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, generator: torch.Generator | None = None,
+                autoencoder: bool = False) -> dict[str, torch.Tensor]:
+        """Everything the losses need, in one call (so that a DDP wrapper sees every parameter used).
+
+        Args:
+            x: images (B, 1, H, W).
+            eps: a fixed ε (B, d) for z = μ + σ∘ε; drawn from ``generator`` when None.
+            autoencoder: decode μ itself (pre-training): no sampling, no classifier.
+        Returns:
+            ``mu``, ``logvar`` (B, d); ``z`` (B, d); ``x_hat`` (B, 1, H, W); unless ``autoencoder``:
+            ``logits`` of p(y|z) (B, K) and ``offsets`` z − μ_y and μ − μ_y, each (B, K, d).
+        """
+        mu, logvar = self.encode(x)                                    # (B, d) each
+        if autoencoder:
+            return {"mu": mu, "logvar": logvar, "z": mu, "x_hat": self.decoder(mu)}
+        if eps is None:
+            eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        z = mu + torch.exp(0.5 * logvar) * eps                          # reparameterisation
+        means = self.class_means.unsqueeze(0)                           # (1, K, d)
+        return {"mu": mu, "logvar": logvar, "z": z, "x_hat": self.decoder(z), "logits": self.classifier(z),
+                "z_offsets": z.unsqueeze(1) - means, "mu_offsets": mu.unsqueeze(1) - means}
+
     def class_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Logits of p(y|z): (B, K)."""
         return self.classifier(z)
@@ -144,16 +166,12 @@ def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Gener
         KL(p(y|z) ‖ uniform) (these three averaged over the batch), and per example ``probs`` and
         ``log_probs`` of p(y|z) (B, K) and ``z`` (B, d).
     """
-    mu, logvar = model.encode(x)                                   # (B, d) each
-    if eps is None:
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-    z = mu + torch.exp(0.5 * logvar) * eps                         # reparameterisation
-    x_hat = model.decoder(z)                                       # (B, 1, H, W)
-    recon = 0.5 * (x - x_hat).pow(2).flatten(1).sum(1)             # (B,)
-    log_probs = F.log_softmax(model.class_logits(z), dim=-1)       # (B, K)
+    out = model(x, eps=eps, generator=generator)                   # model or its DDP wrapper
+    mu, logvar, z = out["mu"], out["logvar"], out["z"]             # (B, d) each
+    recon = 0.5 * (x - out["x_hat"]).pow(2).flatten(1).sum(1)      # (B,)
+    log_probs = F.log_softmax(out["logits"], dim=-1)               # (B, K)
     probs = log_probs.exp()
-    diff = mu.unsqueeze(1) if kl == "closed" else z.unsqueeze(1)   # (B, 1, d)
-    sq = (diff - model.class_means.unsqueeze(0)).pow(2)            # (B, K, d): (μ or z − μ_y)²
+    sq = out["mu_offsets" if kl == "closed" else "z_offsets"].pow(2)  # (B, K, d): (μ or z − μ_y)²
     if kl == "closed":
         # KL(N(μ, σ²) ‖ N(μ_y, I)) = −½ Σ_d [1 + log σ² − (μ − μ_y)² − σ²]
         per_class = -0.5 * (1 + logvar.unsqueeze(1) - sq - logvar.exp().unsqueeze(1)).sum(-1)
@@ -163,7 +181,7 @@ def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Gener
     else:
         raise KexueError(f"kl must be 'closed' or 'sampled', got {kl!r}")
     kl_z = (probs * per_class).sum(-1)                              # (B,)
-    kl_y = (probs * log_probs).sum(-1) + math.log(model.num_classes)  # KL(p(y|z) ‖ 1/K)
+    kl_y = (probs * log_probs).sum(-1) + math.log(probs.shape[-1])  # KL(p(y|z) ‖ 1/K)
     return {"recon": recon.mean(), "kl_z": kl_z.mean(), "kl_y": kl_y.mean(), "probs": probs,
             "log_probs": log_probs, "z": z}
 
@@ -188,7 +206,7 @@ def cluster_vae_loss(model: ClusterVAE, x: torch.Tensor, generator: torch.Genera
     metrics = {"recon": t["recon"].item(), "kl_z": t["kl_z"].item(), "kl_y": t["kl_y"].item()}
     if batch_balance:
         mean_p = t["probs"].mean(0).clamp_min(1e-8)
-        kl_batch = (mean_p * mean_p.log()).sum() + math.log(model.num_classes)
+        kl_batch = (mean_p * mean_p.log()).sum() + math.log(mean_p.shape[-1])
         loss = loss + batch_balance * kl_batch
         metrics["kl_batch"] = kl_batch.item()
     if consistency and target_probs is not None:
@@ -201,11 +219,12 @@ def cluster_vae_loss(model: ClusterVAE, x: torch.Tensor, generator: torch.Genera
 @torch.no_grad()
 def cluster_probs(model: ClusterVAE, x: torch.Tensor) -> torch.Tensor:
     """p(y | μ(x)) without gradient: (B, K); the teacher side of the consistency term."""
+    model = getattr(model, "module", model)  # no gradient, so no need to go through a DDP wrapper
     return F.softmax(model.class_logits(model.encode(x)[0]), dim=-1)
 
 
 def autoencoder_loss(model: ClusterVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Pre-training loss: deterministic autoencoder through μ(x) (no sampling, no prior)."""
-    mu, _ = model.encode(x)
-    recon = 0.5 * (x - model.decoder(mu)).pow(2).flatten(1).sum(1).mean()
+    out = model(x, autoencoder=True)                               # model or its DDP wrapper
+    recon = 0.5 * (x - out["x_hat"]).pow(2).flatten(1).sum(1).mean()
     return recon, {"recon": recon.item()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -40,11 +41,21 @@ def init_from_env(backend: str | None = None) -> bool:
     return True
 
 
-def shutdown() -> None:
+def shutdown(barrier: bool = True) -> None:
     """Leave the process group cleanly (barrier first, so no rank exits while others still talk)."""
     if is_distributed():
-        dist.barrier()
+        if barrier:
+            dist.barrier()
         dist.destroy_process_group()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """``obj`` of rank ``src`` on every rank (a picklable object; the identity in one process)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def barrier() -> None:

@@ -54,6 +54,8 @@ class TrainConfig:
         seed: seeds initial batches and every per-step random draw.
         amp: bfloat16 autocast when the model is on CUDA (ignored on CPU).
         progress: show a tqdm progress bar.
+        find_unused_parameters: under DDP, let a phase leave some parameters without gradient
+            (e.g. the VAE's classifier while its autoencoder pre-trains); costs a graph walk.
     """
 
     steps: int = 1000
@@ -72,6 +74,7 @@ class TrainConfig:
     seed: int = 0
     amp: bool = True
     progress: bool = True
+    find_unused_parameters: bool = False
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -238,7 +241,9 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
     raw_model = model
     if dist.is_distributed():
         ids = [device.index] if device.type == "cuda" else None
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # every loss calls the model through this wrapper, so gradients are averaged over ranks
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
+                                                          find_unused_parameters=cfg.find_unused_parameters)
     optimizer = make_optimizer(raw_model.parameters(), cfg)
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir is not None else None
     stateful_loss = hasattr(loss_fn, "state_dict") and hasattr(loss_fn, "load_state_dict")
@@ -312,6 +317,10 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
                 (loss / cfg.grad_accum).backward()
                 for k, v in {"loss": loss.item(), **metrics}.items():
                     step_metrics[k] = step_metrics.get(k, 0.0) + float(v) / cfg.grad_accum
+            if dist.is_distributed():  # log the global batch's averages, not rank 0's shard
+                keys = sorted(step_metrics)
+                means = dist.all_reduce_mean(torch.tensor([step_metrics[k] for k in keys], dtype=torch.float64))
+                step_metrics = dict(zip(keys, means.tolist()))
             params = [p for p in raw_model.parameters() if p.grad is not None]
             if cfg.clip_norm:
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm))
