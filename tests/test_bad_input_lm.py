@@ -19,10 +19,13 @@ import pytest
 from kexue.cli import main
 
 WORDS = "the cat sat on a mat and dog ran to house".split()
-LM = ["lm", "train", "--corpus", "{corpus}", "--dim", "16", "--layers", "1", "--steps", "3", "--batch_size", "4",
-      "--bptt", "5", "--eval_every", "3", "--eval_tokens", "200", "--threads", "1"]
-ONL = ["onlstm", "train", "--corpus", "{corpus}", "--emb", "8", "--hidden", "8", "--layers", "2", "--chunk", "4",
-       "--steps", "3", "--batch_size", "4", "--bptt", "5", "--eval_every", "3", "--ckpt_every", "3", "--threads", "1"]
+# lm train / onlstm train: run-folder flags at the top, model and training settings under --settings.*
+LM = ["lm", "train", "--corpus", "{corpus}", "--threads", "1", "--settings.dim", "16", "--settings.layers", "1",
+      "--settings.steps", "3", "--settings.batch_size", "4", "--settings.bptt", "5", "--settings.eval_every", "3",
+      "--settings.eval_tokens", "200"]
+ONL = ["onlstm", "train", "--corpus", "{corpus}", "--threads", "1", "--settings.emb", "8", "--settings.hidden", "8",
+       "--settings.layers", "2", "--settings.chunk", "4", "--settings.steps", "3", "--settings.batch_size", "4",
+       "--settings.bptt", "5", "--settings.eval_every", "3", "--settings.ckpt_every", "3"]
 GEN = ["lm", "generate", "--run", "{lm}", "--prompt", "the cat", "--max_new_tokens", "5"]
 TERM = ["lm", "termination", "--models", "a={lm}", "--decoders", "greedy", "--prefixes", "3", "--cap", "5",
         "--corpus", "{corpus}"]
@@ -77,8 +80,13 @@ def paths(tmp_path_factory):
     for split in ("train", "valid", "test"):
         (bad / "corpus_dir_as_split" / f"{split}.txt").mkdir()
     # configs
-    (bad / "cfg_unknown.yaml").write_text("steps: 3\nbogus: 1\n")
-    (bad / "cfg_badtype.yaml").write_text("steps: ten\n")
+    (bad / "cfg_unknown.yaml").write_text("settings:\n  steps: 3\nbogus: 1\n")
+    (bad / "cfg_badtype.yaml").write_text("settings:\n  steps: ten\n")
+    (bad / "cfg_flat_settings.yaml").write_text("steps: 3\n")  # a setting given at the top: not a flag
+    (bad / "cfg_settings_scalar.yaml").write_text("settings: 3\n")
+    (bad / "settings_dim0.yaml").write_text("dim: 0\n")  # a --settings FILE: the keys of the settings
+    (bad / "settings_unknown.yaml").write_text("dimm: 3\n")
+    (bad / "settings_chunk.yaml").write_text("hidden: 10\nchunk: 4\n")
     (bad / "cfg_badyaml.yaml").write_text("steps: [3\n  dim: 4\n")
     (bad / "cfg_list.yaml").write_text("- 1\n- 2\n")
     (bad / "cfg_latin1.yaml").write_bytes("steps: 3 # caf\xe9\n".encode("latin-1"))
@@ -139,49 +147,52 @@ def paths(tmp_path_factory):
 # (id, args, what the error line must contain)
 CASES = [
     # ---- lm train: findings/bad-input.md ----
-    ("lm-bptt-0", LM + ["--bptt", "0"], "--bptt"),
-    ("lm-batch-0", LM + ["--batch_size", "0"], "--batch_size"),
+    ("lm-bptt-0", LM + ["--settings.bptt", "0"], "--settings.bptt"),
+    ("lm-batch-0", LM + ["--settings.batch_size", "0"], "--settings.batch_size"),
     ("lm-config-steps-ten", LM + ["--config", "{bad}/cfg_badtype.yaml"], "steps"),
-    ("lm-dim-0", LM + ["--dim", "0"], "--dim"),
-    ("lm-dim-neg", LM + ["--dim", "-8"], "--dim"),
-    ("lm-dropout-1.5", LM + ["--dropout", "1.5"], "--dropout"),
-    ("lm-eval-every-neg", LM + ["--eval_every", "-1"], "--eval_every"),
-    ("lm-eval-tokens-0", LM + ["--eval_tokens", "0"], "--eval_tokens"),
-    ("lm-transformer-heads-0", LM + ["--arch", "transformer", "--heads", "0"], "--heads"),
-    ("lm-lr-neg", LM + ["--lr", "-1"], "--lr"),
-    ("lm-max-vocab-0", LM + ["--max_vocab", "0"], "--max_vocab"),
+    ("lm-dim-0", LM + ["--settings.dim", "0"], "--settings.dim"),
+    ("lm-dim-neg", LM + ["--settings.dim", "-8"], "--settings.dim"),
+    ("lm-dropout-1.5", LM + ["--settings.dropout", "1.5"], "--settings.dropout"),
+    ("lm-eval-every-neg", LM + ["--settings.eval_every", "-1"], "--settings.eval_every"),
+    ("lm-eval-tokens-0", LM + ["--settings.eval_tokens", "0"], "--settings.eval_tokens"),
+    ("lm-transformer-heads-0", LM + ["--settings.arch", "transformer", "--settings.heads", "0"], "--settings.heads"),
+    ("lm-lr-neg", LM + ["--settings.lr", "-1"], "--settings.lr"),
+    ("lm-max-vocab-0", LM + ["--settings.max_vocab", "0"], "--settings.max_vocab"),
     ("lm-out-file", LM + ["--out", "{bad}/a_file"], "a_file"),
     ("lm-out-proc", LM + ["--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
     ("lm-threads-neg", LM + ["--threads", "-2"], "--threads"),
     ("lm-resume-latest-missing-nothing-left", LM + ["--resume", "--out", "{bad}/lm_nockpt"], "no checkpoint"),
     ("lm-resume-random-state", LM + ["--resume", "--out", "{bad}/lm_corruptstate"], "state.pt"),
     # ---- lm train: every constrained parameter ----
-    ("lm-arch", LM + ["--arch", "gru"], "--arch"),
-    ("lm-head", LM + ["--head", "sigmoid"], "--head"),
-    ("lm-eps-0", LM + ["--eps", "0"], "--eps"),
-    ("lm-eps-1", LM + ["--eps", "1"], "--eps"),
-    ("lm-eps-word", LM + ["--eps", "small"], "--eps"),
-    ("lm-dim-word", LM + ["--dim", "ten"], "--dim"),
-    ("lm-dim-float", LM + ["--dim", "1.5"], "--dim"),
-    ("lm-layers-0", LM + ["--layers", "0"], "--layers"),
-    ("lm-dim-heads", LM + ["--arch", "transformer", "--dim", "10", "--heads", "4"], "--heads"),
-    ("lm-dropout-1", LM + ["--dropout", "1"], "--dropout"),
-    ("lm-dropout-neg", LM + ["--dropout", "-0.1"], "--dropout"),
-    ("lm-steps-0", LM + ["--steps", "0"], "--steps"),
-    ("lm-bptt-neg", LM + ["--bptt", "-5"], "--bptt"),
-    ("lm-lr-0", LM + ["--lr", "0"], "--lr"),
-    ("lm-lr-word", LM + ["--lr", "fast"], "--lr"),
-    ("lm-eval-tokens-small", LM + ["--eval_tokens", "10"], "--eval_tokens"),
-    ("lm-max-vocab-neg", LM + ["--max_vocab", "-3"], "--max_vocab"),
-    ("lm-seed-neg", LM + ["--seed", "-1"], "--seed"),
+    ("lm-arch", LM + ["--settings.arch", "gru"], "--settings.arch"),
+    ("lm-head", LM + ["--settings.head", "sigmoid"], "--settings.head"),
+    ("lm-eps-0", LM + ["--settings.eps", "0"], "--settings.eps"),
+    ("lm-eps-1", LM + ["--settings.eps", "1"], "--settings.eps"),
+    ("lm-eps-word", LM + ["--settings.eps", "small"], "--settings.eps"),
+    ("lm-dim-word", LM + ["--settings.dim", "ten"], "--settings.dim"),
+    ("lm-dim-float", LM + ["--settings.dim", "1.5"], "--settings.dim"),
+    ("lm-layers-0", LM + ["--settings.layers", "0"], "--settings.layers"),
+    ("lm-dim-heads", LM + ["--settings.arch", "transformer", "--settings.dim", "10", "--settings.heads", "4"],
+     "--settings.heads"),
+    ("lm-dropout-1", LM + ["--settings.dropout", "1"], "--settings.dropout"),
+    ("lm-dropout-neg", LM + ["--settings.dropout", "-0.1"], "--settings.dropout"),
+    ("lm-steps-0", LM + ["--settings.steps", "0"], "--settings.steps"),
+    ("lm-bptt-neg", LM + ["--settings.bptt", "-5"], "--settings.bptt"),
+    ("lm-lr-0", LM + ["--settings.lr", "0"], "--settings.lr"),
+    ("lm-lr-word", LM + ["--settings.lr", "fast"], "--settings.lr"),
+    ("lm-eval-tokens-small", LM + ["--settings.eval_tokens", "10"], "--settings.eval_tokens"),
+    ("lm-max-vocab-neg", LM + ["--settings.max_vocab", "-3"], "--settings.max_vocab"),
+    ("lm-seed-neg", LM + ["--settings.seed", "-1"], "--settings.seed"),
     ("lm-threads-0", LM + ["--threads", "0"], "--threads"),
     ("lm-unknown-flag", LM + ["--dimm", "3"], "dimm"),
+    ("lm-setting-as-top-flag", LM + ["--dim", "3"], "--dim"),  # a setting is --settings.dim, not --dim
+    ("lm-unknown-setting", LM + ["--settings.dimm", "3"], "dimm"),
     ("lm-resume-and-overwrite", LM + ["--resume", "--overwrite", "--out", "{lm}"], "--overwrite"),
     ("lm-resume-nothing", LM + ["--resume", "--out", "{out}"], "--resume"),
     ("lm-reuse-without-flags", LM + ["--out", "{lm}"], "--overwrite"),
     ("lm-overwrite-not-a-run", LM + ["--overwrite", "--out", "{bad}"], "not a kexue run folder"),
     ("lm-resume-other-command", ONL[:2] + ONL[2:] + ["--resume", "--out", "{lm}"], "lm-train"),
-    ("lm-resume-changed-dim", LM + ["--dim", "32", "--resume", "--out", "{lm}"], "dim"),
+    ("lm-resume-changed-dim", LM + ["--settings.dim", "32", "--resume", "--out", "{lm}"], "dim"),
     ("lm-resume-corrupt-weights", LM + ["--resume", "--out", "{bad}/lm_corruptckpt"], "model.safetensors"),
     ("lm-out-under-file", LM + ["--out", "{bad}/a_file/sub"], "a_file"),
     # ---- lm train: corpus folders ----
@@ -193,7 +204,7 @@ CASES = [
     ("lm-corpus-short-valid", LM + ["--corpus", "{bad}/corpus_shortvalid"], "valid split"),
     ("lm-corpus-too-short", LM + ["--corpus", "{bad}/corpus_tiny"], "too short"),
     ("lm-corpus-split-is-dir", LM + ["--corpus", "{bad}/corpus_dir_as_split"], "folder"),
-    ("lm-bptt-too-long", LM + ["--bptt", "5000"], "too short"),
+    ("lm-bptt-too-long", LM + ["--settings.bptt", "5000"], "too short"),
     # ---- lm train: --config files ----
     ("lm-config-unknown-key", LM + ["--config", "{bad}/cfg_unknown.yaml"], "bogus"),
     ("lm-config-malformed", LM + ["--config", "{bad}/cfg_badyaml.yaml"], "cfg_badyaml.yaml"),
@@ -201,6 +212,14 @@ CASES = [
     ("lm-config-latin1", LM + ["--config", "{bad}/cfg_latin1.yaml"], "cfg_latin1.yaml"),
     ("lm-config-missing", LM + ["--config", "{bad}/nope.yaml"], "nope.yaml"),
     ("lm-config-folder", LM + ["--config", "{bad}"], "folder"),
+    ("lm-config-flat-setting", LM + ["--config", "{bad}/cfg_flat_settings.yaml"], "steps"),
+    ("lm-config-settings-scalar", LM + ["--config", "{bad}/cfg_settings_scalar.yaml"], "settings"),
+    # ---- lm train: --settings FILE ----
+    ("lm-settings-file-bad-value", LM + ["--settings", "{bad}/settings_dim0.yaml"], "--settings.dim"),
+    ("lm-settings-file-unknown", LM + ["--settings", "{bad}/settings_unknown.yaml"], "dimm"),
+    ("lm-settings-file-missing", LM + ["--settings", "{bad}/nope.yaml"], "nope.yaml"),
+    ("lm-settings-file-folder", LM + ["--settings", "{bad}"], "folder"),
+    ("lm-settings-inline-scalar", LM + ["--settings", "3"], "--settings"),
     # ---- lm generate ----
     ("gen-badjson", GEN[:2] + ["--run", "{bad}/lm_badjson"] + GEN[4:], "model.json"),
     ("gen-extrakey", GEN[:2] + ["--run", "{bad}/lm_extrakey"] + GEN[4:], "bogus"),
@@ -259,38 +278,39 @@ CASES = [
     ("term-out-proc", TERM + ["--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
     ("term-out-not-empty", TERM + ["--out", "{lm}"], "--overwrite"),
     # ---- onlstm train: findings ----
-    ("onl-bptt-0", ONL + ["--bptt", "0"], "--bptt"),
-    ("onl-batch-0", ONL + ["--batch_size", "0"], "--batch_size"),
-    ("onl-chunk-0", ONL + ["--chunk", "0"], "--chunk"),
-    ("onl-dropout-2", ONL + ["--dropout", "2"], "--dropout"),
-    ("onl-lr-neg", ONL + ["--lr", "-1"], "--lr"),
+    ("onl-bptt-0", ONL + ["--settings.bptt", "0"], "--settings.bptt"),
+    ("onl-batch-0", ONL + ["--settings.batch_size", "0"], "--settings.batch_size"),
+    ("onl-chunk-0", ONL + ["--settings.chunk", "0"], "--settings.chunk"),
+    ("onl-dropout-2", ONL + ["--settings.dropout", "2"], "--settings.dropout"),
+    ("onl-lr-neg", ONL + ["--settings.lr", "-1"], "--settings.lr"),
     # ---- onlstm train: every constrained parameter ----
-    ("onl-cell", ONL + ["--cell", "gru"], "--cell"),
-    ("onl-master-input", ONL + ["--master_input", "cumsum"], "--master_input"),
-    ("onl-emb-0", ONL + ["--emb", "0"], "--emb"),
-    ("onl-hidden-neg", ONL + ["--hidden", "-8"], "--hidden"),
-    ("onl-layers-0", ONL + ["--layers", "0"], "--layers"),
-    ("onl-hidden-chunk", ONL + ["--hidden", "10"], "--chunk"),
-    ("onl-emb-chunk", ONL + ["--emb", "6"], "--chunk"),
-    ("onl-dropouth-1", ONL + ["--dropouth", "1"], "--dropouth"),
-    ("onl-dropouti-neg", ONL + ["--dropouti", "-0.1"], "--dropouti"),
-    ("onl-dropoute-1.5", ONL + ["--dropoute", "1.5"], "--dropoute"),
-    ("onl-wdrop-1", ONL + ["--wdrop", "1"], "--wdrop"),
-    ("onl-alpha-neg", ONL + ["--alpha", "-1"], "--alpha"),
-    ("onl-beta-neg", ONL + ["--beta", "-0.5"], "--beta"),
-    ("onl-steps-0", ONL + ["--steps", "0"], "--steps"),
-    ("onl-lr-0", ONL + ["--lr", "0"], "--lr"),
-    ("onl-weight-decay-neg", ONL + ["--weight_decay", "-0.5"], "--weight_decay"),
-    ("onl-clip-neg", ONL + ["--clip", "-1"], "--clip"),
-    ("onl-seed-neg", ONL + ["--seed", "-3"], "--seed"),
-    ("onl-grammar-sentences-0", ONL + ["--corpus", "grammar", "--grammar_sentences", "0"], "--grammar_sentences"),
-    ("onl-eval-every-neg", ONL + ["--eval_every", "-1"], "--eval_every"),
-    ("onl-ckpt-every-neg", ONL + ["--ckpt_every", "-1"], "--ckpt_every"),
-    ("onl-max-valid-0", ONL + ["--max_valid_tokens", "0"], "--max_valid_tokens"),
-    ("onl-max-valid-small", ONL + ["--max_valid_tokens", "5"], "--max_valid_tokens"),
+    ("onl-cell", ONL + ["--settings.cell", "gru"], "--settings.cell"),
+    ("onl-master-input", ONL + ["--settings.master_input", "cumsum"], "--settings.master_input"),
+    ("onl-emb-0", ONL + ["--settings.emb", "0"], "--settings.emb"),
+    ("onl-hidden-neg", ONL + ["--settings.hidden", "-8"], "--settings.hidden"),
+    ("onl-layers-0", ONL + ["--settings.layers", "0"], "--settings.layers"),
+    ("onl-hidden-chunk", ONL + ["--settings.hidden", "10"], "--settings.chunk"),
+    ("onl-emb-chunk", ONL + ["--settings.emb", "6"], "--settings.chunk"),
+    ("onl-dropouth-1", ONL + ["--settings.dropouth", "1"], "--settings.dropouth"),
+    ("onl-dropouti-neg", ONL + ["--settings.dropouti", "-0.1"], "--settings.dropouti"),
+    ("onl-dropoute-1.5", ONL + ["--settings.dropoute", "1.5"], "--settings.dropoute"),
+    ("onl-wdrop-1", ONL + ["--settings.wdrop", "1"], "--settings.wdrop"),
+    ("onl-alpha-neg", ONL + ["--settings.alpha", "-1"], "--settings.alpha"),
+    ("onl-beta-neg", ONL + ["--settings.beta", "-0.5"], "--settings.beta"),
+    ("onl-steps-0", ONL + ["--settings.steps", "0"], "--settings.steps"),
+    ("onl-lr-0", ONL + ["--settings.lr", "0"], "--settings.lr"),
+    ("onl-weight-decay-neg", ONL + ["--settings.weight_decay", "-0.5"], "--settings.weight_decay"),
+    ("onl-clip-neg", ONL + ["--settings.clip", "-1"], "--settings.clip"),
+    ("onl-seed-neg", ONL + ["--settings.seed", "-3"], "--settings.seed"),
+    ("onl-grammar-sentences-0", ONL + ["--corpus", "grammar", "--settings.grammar_sentences", "0"],
+     "--settings.grammar_sentences"),
+    ("onl-eval-every-neg", ONL + ["--settings.eval_every", "-1"], "--settings.eval_every"),
+    ("onl-ckpt-every-neg", ONL + ["--settings.ckpt_every", "-1"], "--settings.ckpt_every"),
+    ("onl-max-valid-0", ONL + ["--settings.max_valid_tokens", "0"], "--settings.max_valid_tokens"),
+    ("onl-max-valid-small", ONL + ["--settings.max_valid_tokens", "5"], "--settings.max_valid_tokens"),
     ("onl-threads-0", ONL + ["--threads", "0"], "--threads"),
     ("onl-threads-neg", ONL + ["--threads", "-2"], "--threads"),
-    ("onl-emb-word", ONL + ["--emb", "eight"], "--emb"),
+    ("onl-emb-word", ONL + ["--settings.emb", "eight"], "--settings.emb"),
     ("onl-results-folder", ONL + ["--results", "{bad}"], "--results"),
     ("onl-results-proc", ONL + ["--results", "/proc/kexue_probe/r.json"], "--results"),
     ("onl-out-file", ONL + ["--out", "{bad}/a_file"], "a_file"),
@@ -299,7 +319,7 @@ CASES = [
     ("onl-reuse-without-flags", ONL + ["--out", "{onl}"], "--overwrite"),
     ("onl-resume-random-state", ONL + ["--resume", "--out", "{bad}/onl_corruptstate"], "state.pt"),
     ("onl-resume-other-command", ONL + ["--resume", "--out", "{lm}"], "lm-train"),
-    ("onl-resume-changed-hidden", ONL + ["--hidden", "16", "--resume", "--out", "{onl}"], "hidden"),
+    ("onl-resume-changed-hidden", ONL + ["--settings.hidden", "16", "--resume", "--out", "{onl}"], "hidden"),
     ("onl-corpus-missing", ONL + ["--corpus", "{bad}/nope"], "nope"),
     ("onl-corpus-latin1", ONL + ["--corpus", "{bad}/corpus_latin1"], "not UTF-8"),
     ("onl-corpus-empty", ONL + ["--corpus", "{bad}/corpus_empty"], "no sentences"),
@@ -307,6 +327,9 @@ CASES = [
     ("onl-corpus-short-test", ONL + ["--corpus", "{bad}/corpus_shortvalid"], "split"),
     ("onl-config-unknown-key", ONL + ["--config", "{bad}/cfg_unknown.yaml"], "bogus"),
     ("onl-config-steps-ten", ONL + ["--config", "{bad}/cfg_badtype.yaml"], "steps"),
+    ("onl-setting-as-top-flag", ONL + ["--hidden", "16"], "--hidden"),
+    ("onl-settings-file-chunk", ONL + ["--settings", "{bad}/settings_chunk.yaml"], "--settings.chunk"),
+    ("onl-settings-file-unknown", ONL + ["--settings", "{bad}/settings_unknown.yaml"], "dimm"),
     # ---- onlstm parse ----
     ("parse-draw-out-proc", PARSE + ["--draw", "--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
     ("parse-out-file", PARSE + ["--out", "{bad}/a_file"], "a_file"),

@@ -330,6 +330,9 @@ BENCH = [
     ("onlstm results other schema", "bench onlstm --results {other_schema} --out {out}", "other_schema", "--results"),
     ("onlstm out is a file", "bench onlstm --out {regular_file}", "regular_file", "--out"),
     ("onlstm out not empty", "bench onlstm --out {full_run}", "full_run", "not empty"),
+    ("onlstm details folder", "bench onlstm --details {folder} --out {out}", "out", "--details"),
+    ("onlstm details under a regular file", "bench onlstm --details {regular_file}/t.json --out {out}", "out",
+     "--details"),
     ("decoding layers 0", "bench decoding --layers 0 --out {out}", "out", "--layers 0"),
     ("decoding width not multiple of heads", "bench decoding --width 10 --heads 3 --out {out}", "out", "--heads 3"),
     ("decoding vocab 0", "bench decoding --vocab 0 --out {out}", "out", "--vocab 0"),
@@ -344,6 +347,7 @@ BENCH = [
     ("decoding results folder", "bench decoding --results {folder} --out {out}", "out", "--results"),
     ("decoding out /proc", "bench decoding --out /proc/kexue_probe", None, "/proc"),
     ("decoding out not empty", "bench decoding --out {full_run}", "full_run", "not empty"),
+    ("decoding details folder", "bench decoding --details {folder} --out {out}", "out", "--details"),
     ("repetition seed negative", "bench repetition --seed -1 --out {out}", "out", "--seed"),
     ("repetition results folder", "bench repetition --results {folder} --out {out}", "out", "--results"),
     ("repetition results not JSON", "bench repetition --results {not_results} --out {out}", "not_results", "--results"),
@@ -431,7 +435,7 @@ def test_bench_writes_into_runs_by_default_and_merges_only_with_results(tmp_path
 
 def test_bench_repetition_writes_only_its_run_folder_unless_asked(tmp_path, monkeypatch):
     import kexue.bench.repetition as bench_repetition
-    from kexue.bench.repetition import check_claims, study_level
+    from kexue.recipes.repetition import check_claims, study_level
 
     def tiny_study(quick, seed):
         sents = [s.split() for s in CORPUS]

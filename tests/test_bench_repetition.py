@@ -1,16 +1,18 @@
-"""The corpus-study pieces of ``kexue bench repetition`` on a tiny corpus (the PTB run is the benchmark)."""
+"""The corpus-study pieces of ``kexue bench repetition`` (kexue.recipes.repetition) on a tiny corpus (the PTB run is
+the benchmark)."""
 
 import numpy as np
 import pytest
 
-from kexue.analysis.repetition import repetition_probability
-from kexue.bench.repetition import (
+from kexue.analysis.repetition import largest_eigenvalue, repetition_by_token, repetition_probability
+from kexue.recipes.repetition import (
     check_claims,
     figures_of,
     jsonable,
     monte_carlo_check,
     plot_study,
     random_chain,
+    run_study,
     study_level,
 )
 
@@ -42,19 +44,13 @@ def test_study_level_and_claims_on_a_tiny_corpus(tmp_path):
 def test_monte_carlo_check_reaches_its_target():
     P = random_chain(np.random.default_rng(0), 10, 0.5)
     R = repetition_probability(P)
-    from kexue.analysis.repetition import largest_eigenvalue
-
-    from kexue.analysis.repetition import repetition_by_token
-
-    row = monte_carlo_check(P, R, largest_eigenvalue(P), seed=3, by_token=repetition_by_token(P), target_rel_se=0.02, min_chains=20_000,
-                            max_chains=2_000_000)
+    row = monte_carlo_check(P, R, largest_eigenvalue(P), seed=3, by_token=repetition_by_token(P), target_rel_se=0.02,
+                            min_chains=20_000, max_chains=2_000_000)
     assert row["rel_stderr"] <= 0.0201 and abs(row["z"]) < 4 and abs(row["rel_error"]) < 0.05
     assert row["bias_bound"] < 1e-3 * R
 
 
 def test_run_study_end_to_end_on_a_tiny_corpus(tmp_path):
-    from kexue.bench.repetition import run_study
-
     d = tmp_path / "corpus"
     d.mkdir()
     (d / "train.txt").write_text("\n".join(" ".join(s) for s in SENTS) + "\n")
@@ -64,9 +60,30 @@ def test_run_study_end_to_end_on_a_tiny_corpus(tmp_path):
     assert len(detail["mc"]["random"]) == 3 and len(detail["mc"]["corpus"]) >= 6
     for row in detail["mc"]["random"] + detail["mc"]["corpus"]:
         assert abs(row["z"]) < 5  # loose: small chain budgets here
-    keys = {f.key for f in figures_of(detail)}
+    keys = {f.key for f in figures_of(detail, "kexue bench repetition --quick")}
     assert "repetition.ptb.rebalanced.R_top_p90" in keys and "repetition.mc_rel_error_max" in keys
     from kexue.reproduce.repetition import _notes
 
     notes = _notes(jsonable(detail), quick=True)
     assert "**Claims**" in notes and "greedy is worst" in notes and "top 10 tokens carry" in notes
+
+
+def test_level_sentences_cut_a_corpus_three_ways(tmp_path):
+    from kexue.data.levels import check_corpus_folder, level_sentences
+    from kexue.errors import KexueError
+
+    d = tmp_path / "corpus"
+    d.mkdir()
+    (d / "train.txt").write_text("the cat sat\nthe dog\n")
+    chars, info = level_sentences("char", str(d))
+    assert chars[1] == ["t", "h", "e", " ", "d", "o", "g"] and info == {"level": "char", "corpus": str(d),
+                                                                         "split": "train", "sentences": 2}
+    words, info = level_sentences("word", str(d), word_vocab=1)
+    assert words == [["the", "<unk>", "<unk>"], ["the", "<unk>"]] and info["word_vocab"] == 1
+    merged, info = level_sentences("rebalanced", str(d), threshold=0.2, iterations=2)
+    assert ["".join(s) for s in merged] == ["the cat sat", "the dog"] and len(merged[0]) < len("the cat sat")
+    assert info["rounds"] >= 1
+    with pytest.raises(KexueError, match="level must be one of"):
+        level_sentences("byte", str(d))
+    with pytest.raises(KexueError, match="valid.txt"):
+        check_corpus_folder(str(d), ("train", "valid"))

@@ -127,6 +127,11 @@ def test_study_resume_reads_back_resumes_and_starts(tmp_path, capsys):
     per_seed = json.loads((study / "per_seed.json").read_text())
     assert (study / "seed-0" / "model.safetensors").stat().st_mtime_ns == kept  # read back, not retrained
     assert {k: v[:2] for k, v in per_seed.items()} == first and len(per_seed["acc_hungarian"]) == 3
+    # the study's rows carry the command that reruns the whole study: its seeds and settings
+    rows = json.loads((study / "results.json").read_text())
+    line = ("kexue vae-cluster study --data digits --seeds 0,1,2 --settings.epochs 1 --settings.pretrain_epochs 0 "
+            "--settings.gmm_init false --device cpu")
+    assert {row["command"] for row in rows.values()} == {line}
     # a seed of a study is a train run: its config.yaml reruns it alone
     main(["vae-cluster", "train", "--config", str(study / "seed-2" / "config.yaml"), "--out", str(tmp_path / "s2")])
     assert (tmp_path / "s2" / "model.safetensors").read_bytes() == (study / "seed-2" / "model.safetensors").read_bytes()
@@ -135,3 +140,86 @@ def test_study_resume_reads_back_resumes_and_starts(tmp_path, capsys):
 def test_console_script_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "kexue", "--help"], capture_output=True, text=True, check=True).stdout
     assert "reproduce" in out and "vae-cluster" in out
+
+
+def _recording(monkeypatch, module, name, calls, call_through=True):
+    """Replace the command ``module.name`` (the CLI looks it up there) by one that records its arguments."""
+    import functools
+
+    real = getattr(module, name)
+
+    @functools.wraps(real)  # same signature: the parser is built from it
+    def recorded(**kwargs):
+        calls.append(kwargs)
+        return real(**kwargs) if call_through else None
+
+    monkeypatch.setattr(module, name, recorded)
+
+
+def test_a_results_rows_command_parses_back_to_the_same_arguments(tmp_path, monkeypatch, capsys):
+    """The `command` of a results row, fed back through the CLI parser, gives the arguments of the run."""
+    import shlex
+
+    import kexue.commands.vae_cluster as commands
+    from kexue.cli import run
+
+    calls: list[dict] = []
+    _recording(monkeypatch, commands, "train", calls)
+    out = tmp_path / "run"
+    run(["vae-cluster", "train", "--data", "digits", *TINY, "--settings.lr", "0.003", "--settings.kl", "closed",
+         "--settings.augment", "false", "--settings.latent_dim", "3", "--out", str(out)])
+    lines = {row["command"] for row in json.loads((out / "results.json").read_text()).values()}
+    assert len(lines) == 1
+    line = lines.pop()
+    assert line.startswith("kexue vae-cluster train --data digits ") and "--out" not in line
+    _recording(monkeypatch, commands, "train", calls, call_through=False)
+    run(shlex.split(line)[1:])
+    ran, parsed = calls
+    assert str(ran.pop("out")) == str(out) and parsed.pop("out") is None  # where it wrote is not in the command
+    assert parsed == ran and parsed["settings"].lr == 0.003 and parsed["settings"].augment is False
+
+
+def _imports(path):
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names |= {f"{node.module}.{a.name}" for a in node.names}
+    return names
+
+
+def test_layers_import_only_downwards():
+    """commands/ never imports bench/; reproduce/ never imports commands/; recipes/ import neither (source check)."""
+    from pathlib import Path
+
+    import kexue
+
+    root = Path(kexue.__file__).parent
+    rules = {"commands": ("kexue.bench", "kexue.reproduce"), "reproduce": ("kexue.commands",),
+             "recipes": ("kexue.bench", "kexue.commands", "kexue.reproduce")}
+    broken = []
+    for folder, banned in rules.items():
+        for path in sorted((root / folder).glob("*.py")):
+            broken += [f"{folder}/{path.name} imports {name}" for name in sorted(_imports(path))
+                       if any(name == b or name.startswith(b + ".") for b in banned)]
+    assert not broken, broken
+
+
+def test_recipes_take_the_commands_parameters():
+    """A recipe computes its results rows' command from its own signature: it must be the command's."""
+    import inspect
+
+    from kexue.commands import nystrom, vae_cluster
+    from kexue.recipes import listops
+    from kexue.recipes import vae_cluster as vae_recipe
+
+    pairs = [(vae_cluster.train, vae_recipe.train_run), (vae_cluster.study, vae_recipe.run_study),
+             (nystrom.listops, listops.listops_study), (nystrom.errors, listops.trained_model_errors)]
+    for command, recipe in pairs:
+        ours = [(p.name, p.default) for p in inspect.signature(command).parameters.values()]
+        theirs = [(p.name, p.default) for p in inspect.signature(recipe).parameters.values()]
+        assert ours == theirs, (command.__name__, recipe.__name__)

@@ -43,9 +43,9 @@ def test_lm_train_under_torchrun_matches_one_process(tmp_path):
     lines = [" ".join(WORDS[(i + j) % len(WORDS)] for j in range(10 + i % 4)) for i in range(200)]
     for split in ("train", "valid", "test"):
         (corpus / f"{split}.txt").write_text("\n".join(lines) + "\n")
-    args = ["lm", "train", "--corpus", str(corpus), "--dim", "16", "--layers", "1", "--dropout", "0",
-            "--batch_size", "4", "--bptt", "6", "--steps", "12", "--eval_every", "6", "--eval_tokens", "300",
-            "--threads", "1"]
+    args = ["lm", "train", "--corpus", str(corpus), "--settings.dim", "16", "--settings.layers", "1",
+            "--settings.dropout", "0", "--settings.batch_size", "4", "--settings.bptt", "6", "--settings.steps", "12",
+            "--settings.eval_every", "6", "--settings.eval_tokens", "300", "--threads", "1"]
     _kexue(1, [*args, "--out", "one"], tmp_path)
     two = _kexue(2, [*args, "--out", "two"], tmp_path)
     _close(_weights(tmp_path / "one" / "model.safetensors"), _weights(tmp_path / "two" / "model.safetensors"), 1e-5)

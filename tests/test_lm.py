@@ -1,17 +1,23 @@
-"""Language models: KV cache == full recompute, step == forward, and a tiny LM learns through fit()."""
+"""Language models: KV cache == full recompute, step == forward, a tiny LM learns through fit(), and the
+one perplexity of the package on hand-made models."""
+
+import math
 
 import pytest
 import torch
 
+from kexue.analysis.perplexity import perplexity
+from kexue.errors import KexueError
 from kexue.generation import Beam, Greedy, Stopping, decode
-from kexue.models.lm import LMConfig, build_lm, lm_loss, perplexity
+from kexue.models.lm import LMConfig, build_lm, lm_loss
 from kexue.training import TensorBatches, TrainConfig, fit
 
 
 @pytest.mark.parametrize("arch,head", [("transformer", "softmax"), ("transformer", "st"), ("lstm", "st")])
 def test_cache_equals_full_recompute(arch, head):
     torch.manual_seed(0)
-    cfg = LMConfig(arch=arch, vocab=20, eos_id=3, dim=16, layers=2, heads=2, max_len=64, dropout=0.0, head=head, eps=0.01)
+    cfg = LMConfig(arch=arch, vocab=20, eos_id=3, dim=16, layers=2, heads=2, max_len=64, dropout=0.0, head=head,
+                   eps=0.01)
     model = build_lm(cfg).eval()
     x = torch.randint(4, 20, (3, 12))
     reset = torch.zeros_like(x, dtype=torch.bool)
@@ -52,7 +58,8 @@ def test_tiny_lm_learns(arch):
     windows = stream[: (len(stream) - 1) // 17 * 17 + 1]
     x = windows[:-1].view(-1, 17)[:, :16]
     y = windows[1:].view(-1, 17)[:, :16]
-    cfg = LMConfig(arch=arch, vocab=12, eos_id=3, dim=32, layers=1, heads=2, max_len=32, dropout=0.0, head="st", eps=0.01)
+    cfg = LMConfig(arch=arch, vocab=12, eos_id=3, dim=32, layers=1, heads=2, max_len=32, dropout=0.0, head="st",
+                   eps=0.01)
     model = build_lm(cfg)
     before = perplexity(model, stream[:600], batch_size=4, window=16)
     fit(model, lm_loss, TensorBatches(x, y, batch_size=16, seed=0),
@@ -72,3 +79,65 @@ def test_config_refuses_what_cannot_build_a_model(bad):
 
     with pytest.raises(KexueError):
         LMConfig(**{"vocab": 10, "eos_id": 3, **bad})
+
+
+def test_config_takes_keywords_only():
+    with pytest.raises(TypeError):
+        LMConfig("lstm", 10)
+
+
+class _Fixed(torch.nn.Module):
+    """A hand-made LM: next-token scores ``table[x]`` (V, V); counts its calls and the states it is given."""
+
+    def __init__(self, table: torch.Tensor, carries_state: bool = True):
+        super().__init__()
+        self.table = torch.nn.Parameter(table, requires_grad=False)
+        self.carries_state = carries_state
+        self.states = []
+
+    def forward(self, x, state=None):
+        self.states.append(state)
+        return self.table[x], len(self.states)  # the state: how many windows came before
+
+
+def test_perplexity_is_the_exponential_of_the_mean_nll_of_each_next_token():
+    V = 5
+    uniform = _Fixed(torch.zeros(V, V))
+    stream = torch.arange(40) % V
+    assert perplexity(uniform, stream, batch_size=4, window=3) == pytest.approx(V)  # uniform: exactly V
+    # a model sure of "next = x + 1 (mod V)" with probability 0.9: every step of this stream is that
+    p = torch.full((V, V), 0.1 / (V - 1))
+    p[torch.arange(V), (torch.arange(V) + 1) % V] = 0.9
+    sure = _Fixed(p.log())
+    assert perplexity(sure, stream, batch_size=4, window=3) == pytest.approx(1 / 0.9)
+    # logits shifted by a constant per row are the same distribution
+    assert perplexity(_Fixed(p.log() + 7.0), stream, batch_size=4, window=3) == pytest.approx(1 / 0.9)
+
+
+def test_perplexity_carries_the_state_only_for_a_model_that_carries_it():
+    stream = torch.arange(40) % 5
+    carried, fresh = _Fixed(torch.zeros(5, 5)), _Fixed(torch.zeros(5, 5), carries_state=False)
+    perplexity(carried, stream, batch_size=4, window=3)  # 10 tokens per row: windows of 3, 3, 3
+    perplexity(fresh, stream, batch_size=4, window=3)
+    assert carried.states == [None, 1, 2] and fresh.states == [None, None, None]
+
+
+def test_perplexity_evaluates_in_eval_mode_and_restores_the_mode():
+    modes = []
+
+    class Recorder(_Fixed):
+        def forward(self, x, state=None):
+            modes.append(self.training)
+            return super().forward(x, state)
+
+    model = Recorder(torch.zeros(5, 5)).train()
+    perplexity(model, torch.arange(40) % 5, batch_size=4, window=3)
+    assert modes == [False, False, False] and model.training
+
+
+def test_perplexity_refuses_a_short_stream_and_reports_overflow_as_inf():
+    with pytest.raises(KexueError, match="at least 8"):
+        perplexity(_Fixed(torch.zeros(5, 5)), torch.arange(7) % 5, batch_size=4)
+    hopeless = torch.full((5, 5), -1000.0)
+    hopeless[:, 0] = 0.0  # all mass on token 0, never the next one
+    assert perplexity(_Fixed(hopeless), torch.arange(1, 41) % 4 + 1, batch_size=4, window=3) == math.inf

@@ -156,3 +156,24 @@ def test_bad_inputs_raise_kexue_error():
         nystrom_attention(q, q, q, 4, key_padding_mask=torch.ones(1, 9, dtype=torch.bool))
     with pytest.raises(KexueError, match="odd"):
         NystromAttention(8, 2, conv_kernel=4)
+
+
+def test_relative_errors_of_the_peers_against_exact_attention():
+    """kexue.analysis.attention: the peers' cores on [q | k | v] agree with ours; errors vs exact fall with m."""
+    pytest.importorskip("nystrom_attention")
+    pytest.importorskip("transformers")
+    from kexue.analysis.attention import call_core, core_functions, pack_qkv, relative_errors
+
+    q, k, v = (rand(2, 2, 64, 8, seed=s) for s in range(3))                    # (B, H, n, d)
+    packed = pack_qkv(q, k, v)                                                 # (B, n, 3·H·d)
+    assert packed.shape == (2, 64, 48)
+    torch.testing.assert_close(packed[..., 16:32], k.transpose(1, 2).flatten(2))
+    exact = exact_attention(q, k, v).transpose(1, 2).flatten(2)
+    outs = {name: call_core(fn, layout, q, k, v) for name, (fn, layout) in core_functions(64, 16, 16, 2).items()}
+    torch.testing.assert_close(outs["exact"], exact)
+    for peer in ("lucidrains", "hf"):                 # same method, other pseudo-inverse starts: close, not equal
+        assert rel_err(outs[peer], outs["ours"]) < 0.05
+    errors = relative_errors(64, [4, 16, 64], q, k, v)
+    assert set(errors) == {4, 16, 64} and set(errors[4]) == {"lucidrains", "hf", "ours"}
+    assert errors[64]["ours"] < 1e-5                 # m = n: ours is exact attention
+    assert errors[4]["ours"] > errors[16]["ours"] > errors[64]["ours"]

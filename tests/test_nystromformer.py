@@ -2,6 +2,7 @@
 
 import os
 import random
+import shlex
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -152,3 +153,33 @@ def test_listops_and_errors_commands_end_to_end(tmp_path):
                          for name in ("ours", "lucidrains", "hf")}
     assert all(0 <= v["value"] < 2 for v in data.values())
     assert figure.read_bytes()[:4] == b"\x89PNG"
+    # every row's command is derived from the call and reruns it: the same numbers come back
+    rows = json.loads((run / "results.json").read_text())
+    listops_line = ("kexue nystrom listops --steps 2 --batch_size 4 --train_size 16 --test_size 8 --min_len 8 "
+                    "--max_len 32 --dim 8 --depth 1 --num_landmarks 4 --conv_kernel 3")
+    assert {row["command"] for row in rows.values()} == {listops_line}
+    main([*shlex.split(listops_line)[1:], "--out", str(tmp_path / "from-command")])
+    assert json.loads((tmp_path / "from-command" / "summary.json").read_text()) == accs
+    errors_line = f"kexue nystrom errors --run {run} --length 16 --num_sequences 2 --landmarks '[4, 8]'"
+    assert {row["command"] for row in data.values()} == {errors_line}
+    main([*shlex.split(errors_line)[1:], "--results", str(tmp_path / "again.json")])
+    assert json.loads((tmp_path / "again.json").read_text()) == data
+
+
+def test_attention_inputs_are_what_each_blocks_attention_sees():
+    torch.manual_seed(0)
+    model = NystromformerClassifier(len(lo.VOCAB), 10, 16, dim=8, depth=2, heads=2, num_landmarks=4, conv_kernel=3,
+                                    dropout=0.0).eval()
+    tokens, _ = lo.to_tensors(*lo.generate(3, 8, 16, max_depth=3, seed=0), 16)
+    mask = tokens != 0
+    with torch.no_grad():
+        x = model.embed(tokens) + model.pos.weight[:16]
+        for i, block in enumerate(model.blocks):
+            q, k, v = model.attention_inputs(tokens, block=i)
+            assert q.shape == k.shape == v.shape == (3, 2, 16, 4)                   # (B, H, n, d)
+            attn = block.attn
+            expected = attn.to_qkv(block.norm1(x)).unflatten(-1, (3, 2, 4)).permute(2, 0, 3, 1, 4)
+            torch.testing.assert_close(torch.stack([q, k, v]), expected, rtol=0, atol=0)
+            x = block(x, mask)
+    with pytest.raises(KexueError, match="blocks 0 to 1"):
+        model.attention_inputs(tokens, block=2)

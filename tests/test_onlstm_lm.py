@@ -7,8 +7,9 @@ from kexue.analysis.trees import build_tree
 from kexue.data.text import LMBatches, Vocab, token_stream
 from kexue.data.treebank import generate_sentences
 from kexue.errors import KexueError
-from kexue.models.onlstm_lm import (LanguageModel, LMConfig, ResettingBatches, StatefulLMLoss, embedding_dropout,
-                                    locked_dropout, perplexity, sentence_distances)
+from kexue.analysis.perplexity import perplexity
+from kexue.models.onlstm_lm import (LanguageModel, ONLSTMConfig, ResettingBatches, StatefulLMLoss, embedding_dropout,
+                                    locked_dropout, sentence_distances)
 from kexue.training import TrainConfig, fit
 
 
@@ -26,7 +27,7 @@ def test_locked_and_embedding_dropout_masks():
 
 def test_tied_weights_and_right_padding_does_not_change_distances():
     torch.manual_seed(0)
-    model = LanguageModel(LMConfig(30, emb=12, hidden=16, layers=3, chunk=4)).eval()
+    model = LanguageModel(ONLSTMConfig(vocab_size=30, emb=12, hidden=16, layers=3, chunk=4)).eval()
     assert model.decoder.weight is model.embedding.weight
     short = sentence_distances(model, [[5, 6, 7]], boundary=3)[0]
     batched = sentence_distances(model, [[5, 6, 7], [5, 6, 7, 8, 9, 10]], boundary=3)[0]
@@ -40,13 +41,13 @@ def _train_tiny(cell):
     vocab = Vocab.build(sents)
     stream = token_stream(sents, vocab)
     torch.manual_seed(0)
-    model = LanguageModel(LMConfig(len(vocab), emb=16, hidden=24, layers=2, chunk=4, cell=cell, dropout=0.1,
-                                   dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1))
+    model = LanguageModel(ONLSTMConfig(vocab_size=len(vocab), emb=16, hidden=24, layers=2, chunk=4, cell=cell,
+                                       dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1))
     held = token_stream([s.words for s in generate_sentences(60, seed=99)], vocab)
-    before = perplexity(model, held, batch_size=4, bptt=20)
+    before = perplexity(model, held, batch_size=4, window=20)
     data = ResettingBatches(LMBatches(stream, 16, 20))
     fit(model, StatefulLMLoss(), data, TrainConfig(steps=60, lr=1e-2, progress=False, seed=0))
-    return before, perplexity(model, held, batch_size=4, bptt=20), len(vocab)
+    return before, perplexity(model, held, batch_size=4, window=20), len(vocab)
 
 
 def test_tiny_onlstm_lm_learns():
@@ -66,7 +67,7 @@ def test_state_resets_at_epoch_start():
     inner = LMBatches(token_stream(sents, vocab), 4, 10)
     data = ResettingBatches(inner)
     assert bool(data.batch(0)[2]) and not bool(data.batch(1)[2]) and bool(data.batch(inner.per_epoch)[2])
-    model = LanguageModel(LMConfig(len(vocab), emb=8, hidden=8, layers=1, chunk=4)).eval()
+    model = LanguageModel(ONLSTMConfig(vocab_size=len(vocab), emb=8, hidden=8, layers=1, chunk=4)).eval()
     loss = StatefulLMLoss()
     loss(model, data.batch(0), None)
     carried = loss.states[0][0].clone()
@@ -89,8 +90,8 @@ def test_n_steps_resume_n_steps_equals_2n_steps_bit_identically(tmp_path):
 
     def model():
         torch.manual_seed(0)
-        return LanguageModel(LMConfig(len(vocab), emb=8, hidden=12, layers=2, chunk=4, dropout=0.1, dropouth=0.1,
-                                      dropouti=0.1, dropoute=0.1, wdrop=0.1))
+        return LanguageModel(ONLSTMConfig(vocab_size=len(vocab), emb=8, hidden=12, layers=2, chunk=4, dropout=0.1,
+                                          dropouth=0.1, dropouti=0.1, dropoute=0.1, wdrop=0.1))
 
     straight = model()
     fit(straight, StatefulLMLoss(), data, cfg, tmp_path / "straight")
@@ -106,4 +107,6 @@ def test_config_refuses_what_cannot_build_a_model():
     for bad in (dict(chunk=0), dict(emb=0), dict(hidden=10, chunk=4), dict(layers=0), dict(dropout=1.0),
                 dict(wdrop=-0.1), dict(alpha=-1.0), dict(tie="yes"), dict(cell="gru"), dict(vocab_size=0)):
         with pytest.raises(KexueError):
-            LMConfig(**{"vocab_size": 30, "emb": 8, "hidden": 8, "chunk": 4, **bad})
+            ONLSTMConfig(**{"vocab_size": 30, "emb": 8, "hidden": 8, "chunk": 4, **bad})
+    with pytest.raises(TypeError):  # keywords only: no 14 positional arguments
+        ONLSTMConfig(30, 8, 8)

@@ -1,19 +1,23 @@
-"""Repetition metrics of text (rep-w, rep-r, seq-rep-n, distinct-n, loops) and bigram chains from text."""
+"""Text metrics (kexue.analysis.text: rep-w, rep-r, seq-rep-n, distinct-n, loops) on hand-made token lists,
+and bigram chains from text."""
 
 import numpy as np
 import pytest
 import torch
 
-from kexue.analysis.repetition import (
+from kexue.analysis import repetition, text
+from kexue.analysis.repetition import estimate_bigram
+from kexue.analysis.text import (
     Loop,
     distinct_n,
-    estimate_bigram,
     find_loop,
+    ngrams,
     rep_r,
     rep_w,
     repetition_metrics,
     seq_rep_n,
     seq_rep_pooled,
+    token_lists,
 )
 from kexue.errors import KexueError
 
@@ -82,3 +86,62 @@ def test_estimate_bigram_by_hand():
     assert chain.start == pytest.approx([0.5, 0.5])
     smooth = estimate_bigram([["a", "b", "a"], ["b"]], smoothing=1.0)
     assert smooth.P.toarray() == pytest.approx(np.array([[1, 2], [2, 1]]) / 5)  # (c + 1) / (2 + 3)
+
+
+def test_ngrams_and_token_lists_by_hand():
+    assert ngrams("abc", 2) == [("a", "b"), ("b", "c")]
+    assert ngrams([1, 2], 3) == []
+    assert ngrams(["x"], 1) == [("x",)]
+    # cut at the first eos (excluded), then drop padding; arrays and tensors become lists
+    assert token_lists([[4, 2, 9, 7, 9], [0, 3, 0]], eos=9, pad=0) == [[4, 2], [3]]
+    assert token_lists(np.array([[1, 9], [9, 1]]), eos=9) == [[1], []]
+    assert token_lists(torch.tensor([[5, 0, 6]]), pad=0) == [[5, 6]]
+
+
+def test_every_metric_of_a_hand_made_batch_exactly():
+    # "a b a b a b" holds a 2-token loop three times; "x y z x" repeats x once, 3 tokens apart
+    batch = [list("ababab"), list("xyzx")]
+    m = repetition_metrics(batch)
+    assert m == {
+        "rep_w": pytest.approx((4 / 6 + 1 / 4) / 2),  # a b a b a b: the last four; x y z x: the last x
+        "rep_r": pytest.approx((1 + 0) / 2),  # (a,b) twice and (b,a) twice cover all six tokens
+        "seq_rep_4": pytest.approx((1 - 2 / 3 + 0) / 2),  # abab, baba, abab | xyzx
+        # orders 1-4 pooled: ababab 6+5+4+3 = 18 grams, 2 distinct each -> 1 - 8/18; xyzx 4+3+2+1 = 10, 3+3+2+1 = 9
+        "seq_rep_pooled": pytest.approx((1 - 8 / 18 + 1 - 9 / 10) / 2),
+        "distinct_1": pytest.approx(5 / 10),  # a b x y z of 10 tokens
+        "distinct_2": pytest.approx(5 / 8),  # ab ba | xy yz zx of 5 + 3 bigrams
+        "distinct_4": pytest.approx(3 / 4),  # abab baba abab | xyzx
+        "uniq": 5.0,
+        "loop_fraction": 0.5,
+        "loop_at_end_fraction": 0.5,
+        "mean_length": 5.0,
+        "sequences": 2.0,
+    }
+    # window and order are parameters: rep_w with window 2 misses the x three tokens back
+    m2 = repetition_metrics(batch, window=2, n=2)
+    assert m2["rep_w"] == pytest.approx((4 / 6 + 0) / 2) and m2["seq_rep_2"] == pytest.approx((1 - 2 / 5 + 0) / 2)
+    assert "seq_rep_4" not in m2 and m2["distinct_2"] == m["distinct_2"]
+
+
+def test_seq_rep_pooled_orders_and_loops_by_period():
+    assert seq_rep_pooled("aaaa", orders=(1,)) == pytest.approx(1 - 1 / 4)
+    assert seq_rep_pooled("ab", orders=(3,)) == 0.0
+    loop = find_loop("qqabcabcabc", at_end=True)
+    assert loop == Loop(start=2, period=3, repeats=3) and loop.end == 11
+    assert find_loop("qqabcabcabc", min_repeats=4) is None
+
+
+def test_the_repetition_package_re_exports_the_text_metrics():
+    for name in ("rep_w", "rep_r", "seq_rep_n", "seq_rep_pooled", "distinct_n", "find_loop", "Loop",
+                 "repetition_metrics"):
+        assert getattr(repetition, name) is getattr(text, name)
+
+
+def test_the_text_metrics_import_nothing_heavy():
+    """Articles that only measure text need neither numpy, scipy nor torch for it."""
+    import subprocess
+    import sys
+
+    code = "import sys, kexue.analysis.text; print(sorted(m for m in ('numpy', 'scipy', 'torch') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

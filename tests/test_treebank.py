@@ -3,7 +3,7 @@
 import pytest
 
 from kexue.analysis.trees import leaves_of, tree_spans
-from kexue.data.treebank import generate_sentences, grammar_symbols, read_mrg, read_treebank
+from kexue.data.treebank import generate_sentences, grammar_corpus, grammar_symbols, read_mrg, read_treebank
 from kexue.errors import KexueError
 
 SAMPLE = """
@@ -69,3 +69,13 @@ def test_unreadable_treebank_files_name_the_file(tmp_path):
     bad.write_text("( (S (NP (DT the) (NN cat)) )")
     with pytest.raises(KexueError, match="bad.mrg: unbalanced"):
         read_treebank(bad)
+
+
+def test_grammar_corpus_splits_are_seeded_apart():
+    """`corpus=grammar`: train / valid / test come from seeds 10*seed + 0 / 1 / 2, so they never share a stream."""
+    test = grammar_corpus("test", 50)
+    assert [g.words for g in test] == [g.words for g in generate_sentences(50, seed=2)]
+    assert [g.words for g in grammar_corpus("train", 50, seed=3)] == [g.words for g in generate_sentences(50, seed=30)]
+    assert [g.words for g in grammar_corpus("valid", 50)] != [g.words for g in test]
+    with pytest.raises(KexueError, match="grammar split"):
+        grammar_corpus("dev", 5)

@@ -4,12 +4,22 @@ import pytest
 import torch
 from torch import nn
 
-from kexue.commands.vae_cluster import (VAEClusterConfig, evaluate_model, gmm_initialise, seed_figures,
-                                        train_cluster_vae)
+from kexue.analysis.clustering import (
+    clustering_scores,
+    contingency,
+    hungarian_accuracy,
+    majority_accuracy,
+)
 from kexue.data.images import ImageSet
-from kexue.analysis.clustering import clustering_scores, contingency, hungarian_accuracy, majority_accuracy
 from kexue.errors import KexueError
 from kexue.models.vae_cluster import ClusterVAE, cluster_vae_loss, cluster_vae_terms
+from kexue.recipes.vae_cluster import (
+    VAEClusterConfig,
+    evaluate_model,
+    gmm_initialise,
+    seed_figures,
+    train_cluster_vae,
+)
 
 
 class Const(nn.Module):
@@ -160,7 +170,7 @@ RESUME_CFG = VAEClusterConfig(epochs=6, batch_size=50, lr=3e-3, latent_dim=4, nu
 
 def _interrupt(monkeypatch, loss_name, after_calls):
     """Make the ``after_calls + 1``-th call of a loss function raise KeyboardInterrupt (a kill mid-phase)."""
-    import kexue.commands.vae_cluster as vc
+    import kexue.recipes.vae_cluster as vc
 
     real, calls = getattr(vc, loss_name), [0]
 

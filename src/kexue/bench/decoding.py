@@ -8,25 +8,28 @@ rows whose tokens are identical (greedy, beam).
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from kexue.progress import progress
 
-from kexue.bench.common import check_new_run_dir, check_results_file, comma_names, require_modules
+from kexue.bench.common import copy_file
+from kexue.checks import check_new_run_dir, check_results_file, comma_names, require_modules
 from kexue.errors import KexueError
 from kexue.generation import Beam, Greedy, Sample, Stopping, TopP, decode
 from kexue.generation.hf import HFStep
-from kexue.io import make_run_dir, write_json
+from kexue.io import check_output_file, make_run_dir, write_json
 from kexue.params import NonNegativeInt, PositiveInt, check, set_threads
+from kexue.progress import progress
+from kexue.provenance import command_line, describe_machine, machine_facts
 from kexue.results import Figure, write_results
 
 MODES = ("greedy", "beam4", "top_p")
 POSITIONS = 1024  # GPT-2's learned positions
+# The project's goals for the speed-up over HF generate (not published figures): kept in the
+# details JSON beside the measurement, never in a results row's `published`.
+TARGETS = {"speedup_vs_hf": {"greedy": 1.0, "beam4": 1.2, "top_p": 1.0}}
 
 
 def build_gpt2(layers: int, width: int, heads: int, vocab: int, seed: int):
@@ -34,7 +37,7 @@ def build_gpt2(layers: int, width: int, heads: int, vocab: int, seed: int):
     try:
         from transformers import GPT2Config, GPT2LMHeadModel
     except ImportError:
-        raise KexueError("kexue bench decoding needs transformers (pip install 'kexue[hf]')") from None
+        raise KexueError("the decoding benchmark needs transformers (pip install 'kexue[hf]')") from None
     torch.manual_seed(seed)
     cfg = GPT2Config(n_layer=layers, n_embd=width, n_head=heads, vocab_size=vocab, n_positions=POSITIONS)
     return GPT2LMHeadModel(cfg).eval()
@@ -49,9 +52,9 @@ def run_ours(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
 
 
 def run_hf(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
-    kw = {"greedy": dict(do_sample=False), "beam4": dict(do_sample=False, num_beams=4, length_penalty=1.0,
-                                                          early_stopping=False),
-          "top_p": dict(do_sample=True, top_p=0.9, top_k=0, temperature=1.0)}[mode]
+    kw = {"greedy": {"do_sample": False},
+          "beam4": {"do_sample": False, "num_beams": 4, "length_penalty": 1.0, "early_stopping": False},
+          "top_p": {"do_sample": True, "top_p": 0.9, "top_k": 0, "temperature": 1.0}}[mode]
     torch.manual_seed(seed)
     seqs = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
                           pad_token_id=eos, eos_token_id=eos, **kw)
@@ -63,13 +66,14 @@ def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveI
              batch: PositiveInt = 8, prompt_len: PositiveInt = 16, new_tokens: PositiveInt = 128,
              repeats: PositiveInt = 3, modes: str = ",".join(MODES), threads: PositiveInt | None = 1,
              seed: NonNegativeInt = 0, results: Path | None = None, out: Path | None = None,
-             overwrite: bool = False) -> dict[str, float]:
+             overwrite: bool = False, details: Path | None = None) -> dict[str, float]:
     """Tokens/s of kexue's decode loop vs ``model.generate``, same model, same prompts, one run.
 
-    Writes ``results.json`` (results schema) and ``timings.json`` into the run folder ``out``;
-    nothing outside it unless ``results`` names a results JSON to merge the figures into (the
-    committed run: ``--results benchmarks/results/decoding.json``), where each mode lands as soon
-    as it is measured.
+    Writes ``results.json`` (results schema) and ``timings.json`` (every timed run, the measured
+    machine facts, the project's targets) into the run folder ``out``; nothing outside it unless
+    ``results`` names a results JSON to merge the figures into, where each mode lands as soon as
+    it is measured, or ``details`` a path to copy ``timings.json`` to (to commit a run: ``--results
+    benchmarks/results/decoding.json --details benchmarks/results/decoding_details.json``).
 
     Args:
         layers: GPT-2 layers.
@@ -86,24 +90,26 @@ def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveI
         results: also merge the figures into this results JSON (e.g. benchmarks/results/decoding.json).
         out: run folder (default runs/bench-decoding-<time>/).
         overwrite: replace an existing run folder ``out``.
+        details: also copy the run's timings.json (with the machine facts) here.
     Returns:
         decoding.speedup_vs_hf.<mode>, decoding.parity.<mode>, decoding.tokens_per_s.<ours|hf>.<mode>.
     """
-    config = dict(locals())
+    arguments = dict(locals())  # the call as made: its command line and config.yaml
     names = comma_names(modes, MODES, "--modes")
     check(width % heads == 0, f"--width {width} must be a multiple of --heads {heads}")
     check(prompt_len + new_tokens <= POSITIONS,
           f"--prompt_len + --new_tokens = {prompt_len + new_tokens} exceeds the model's {POSITIONS} positions")
     check_new_run_dir(out, overwrite)
     check_results_file(results)
+    check_output_file(details, "--details")
     require_modules(("transformers", "pip install 'kexue[hf]'"))
-    out = make_run_dir(out, "bench-decoding", config, overwrite=overwrite)
+    out = make_run_dir(out, "bench-decoding", arguments, overwrite=overwrite)
     set_threads(threads)
+    machine = machine_facts()  # before the work: the load average is other jobs', not ours
     model = build_gpt2(layers, width, heads, vocab, seed)
     eos = model.config.eos_token_id
     prompt = torch.randint(0, vocab, (batch, prompt_len), generator=torch.Generator().manual_seed(seed))
-    cmd = (f"kexue bench decoding --layers {layers} --width {width} --batch {batch} --new_tokens {new_tokens} "
-           f"--repeats {repeats}" + (f" --threads {threads}" if threads else ""))
+    cmd = command_line("bench decoding", decoding, arguments)
     figures, raw = [], {}
     bar = progress(total=len(names) * (repeats + 1) * 2, desc="bench decoding")
     for mode in names:
@@ -136,11 +142,11 @@ def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveI
         bar.write(f"{mode:>7}: ours {generated / med['ours']:.1f} tok/s, HF {generate_rate(generated, med['hf'])} tok/s, "
                   f"speed-up {speedup:.2f}x")
     bar.close()
-    info = {"torch": torch.__version__, "threads": torch.get_num_threads(), "machine": platform.machine(),
-            "cpus": os.cpu_count(), "note": "2-core machine shared with other jobs; ratios measured interleaved "
-            "in the same run", "raw": raw}
-    write_json(out / "timings.json", info)
+    write_json(out / "timings.json", {"machine": machine, "command": cmd, "targets": TARGETS, "raw": raw})
     write_results(out / "results.json", figures)
+    if details is not None:
+        copy_file(out / "timings.json", details)
+    print(f"measured on {describe_machine(machine)}")
     flat = {f.key: f.value for f in figures}
     print("decoding bench: " + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in flat.items()
                                          if "speedup" in k or "parity" in k))

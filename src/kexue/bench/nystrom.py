@@ -27,90 +27,26 @@ CPU allocator during one call, above what was held before it (``torch.profiler``
 from __future__ import annotations
 
 import os
-import platform
 import time
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from kexue.progress import progress
 
-from kexue.bench.common import check_new_run_dir, check_results_file, copy_file, require_modules
-from kexue.errors import KexueError
+from kexue.analysis.attention import DIM, HEADS, core_functions, relative_errors
+from kexue.analysis.attention import call_core as _call  # noqa: F401 (tests/test_bench_nystrom.py imports it here)
+from kexue.analysis.attention import hf_nystrom as _hf, lucidrains_nystrom as _lucidrains, pack_qkv as _packed
+from kexue.bench.common import copy_file
+from kexue.checks import check_new_run_dir, check_results_file, require_modules
 from kexue.io import check_output_file, make_run_dir, save_figure, write_json
-from kexue.nn.nystrom import ExactAttention, NystromAttention, exact_attention, nystrom_attention
+from kexue.nn.nystrom import ExactAttention, NystromAttention
 from kexue.params import PositiveInt, check, set_threads
+from kexue.provenance import command_line, describe_machine, machine_facts
 from kexue.results import Figure, write_results
 
-DIM, HEADS = 512, 8
 PAPER = "Xiong et al. 2021, Table 1 (one attention module, GTX 1080Ti, n=8192, m=64)"
-
-
-class _Slice(nn.Module):
-    """Stand-in projection: the [a, b) slice of the last dimension (a view, no work)."""
-
-    def __init__(self, a: int, b: int):
-        super().__init__()
-        self.a, self.b = a, b
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[..., self.a:self.b]
-
-
-def _hf_config(n: int, m: int, dim: int = DIM, heads: int = HEADS):
-    try:
-        from transformers import NystromformerConfig
-    except ImportError:
-        raise KexueError("the hf peer needs transformers (pip install 'kexue[hf]')") from None
-    return NystromformerConfig(hidden_size=dim, num_attention_heads=heads, num_landmarks=m,
-                               segment_means_seq_len=n, inv_coeff_init_option=False,
-                               attention_probs_dropout_prob=0.0)
-
-
-def _lucidrains(m: int, core: bool, dim: int = DIM, heads: int = HEADS) -> nn.Module:
-    try:
-        from nystrom_attention import NystromAttention as Lucid
-    except ImportError:
-        raise KexueError("the lucidrains peer needs nystrom-attention (pip install 'kexue[peers]')") from None
-    layer = Lucid(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=m, pinv_iterations=6, residual=False)
-    if core:
-        layer.to_qkv, layer.to_out = nn.Identity(), nn.Identity()   # input is [q | k | v]; chunk(3) splits it
-    return layer
-
-
-def _hf(n: int, m: int, core: bool, dim: int = DIM, heads: int = HEADS) -> nn.Module:
-    from transformers.models.nystromformer.modeling_nystromformer import NystromformerSelfAttention
-
-    attn = NystromformerSelfAttention(_hf_config(n, m, dim, heads))
-    attn.conv_kernel_size, attn.conv = None, None   # no conv skip (the config refuses None)
-    if core:
-        attn.query, attn.key, attn.value = _Slice(0, dim), _Slice(dim, 2 * dim), _Slice(2 * dim, 3 * dim)
-        return _FirstOutput(attn, nn.Identity())
-    return _FirstOutput(attn, nn.Linear(dim, dim))
-
-
-class _FirstOutput(nn.Module):
-    def __init__(self, attn: nn.Module, out: nn.Module):
-        super().__init__()
-        self.attn, self.out = attn, out
-
-    def forward(self, x):
-        return self.out(self.attn(x)[0])
-
-
-def core_functions(n: int, m: int, dim: int = DIM, heads: int = HEADS) -> dict[str, tuple[Callable, str]]:
-    """Each method's attention core and the input layout it takes: ``heads`` = three (B, H, n, d)
-    tensors, ``packed`` = one (B, n, 3·dim) tensor ``[q | k | v]``. All return (B, n, dim)."""
-    merge = lambda o: o.transpose(1, 2).flatten(2)                     # b h n d -> b n (h d)
-    lucid, hf = _lucidrains(m, True, dim, heads), _hf(n, m, True, dim, heads)
-    return {
-        "exact": (lambda q, k, v: merge(F.scaled_dot_product_attention(q, k, v)), "heads"),
-        "lucidrains": (lucid, "packed"),
-        "hf": (hf, "packed"),
-        "ours": (lambda q, k, v: merge(nystrom_attention(q, k, v, m, 6)), "heads"),
-    }
 
 
 def layer_modules(n: int, m: int) -> dict[str, nn.Module]:
@@ -154,14 +90,6 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
 def _qkv(n: int, seed: int, scale: float = 1.0) -> tuple[torch.Tensor, ...]:
     g = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(1, HEADS, n, DIM // HEADS, generator=g) * scale for _ in range(3))
-
-
-def _packed(q, k, v) -> torch.Tensor:
-    return torch.cat([t.transpose(1, 2).flatten(2) for t in (q, k, v)], dim=-1)   # (B, n, 3·dim)
-
-
-def _call(fn, layout, q, k, v):
-    return fn(q, k, v) if layout == "heads" else fn(_packed(q, k, v))
 
 
 def measure_core(n: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
@@ -208,18 +136,6 @@ def measure_layer(n: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
 
         out[name] = {"fwd_s": best_time(forward, repeats), "fwdbwd_s": best_time(forward_backward, repeats)}
     return out
-
-
-def relative_errors(n: int, landmarks: list[int], q, k, v) -> dict[int, dict[str, float]]:
-    """‖Ŷ − Y‖/‖Y‖ against exact attention for each Nyström method at each m, same q, k, v."""
-    with torch.no_grad():
-        exact = exact_attention(q, k, v).transpose(1, 2).flatten(2)
-        errors: dict[int, dict[str, float]] = {}
-        for m in landmarks:
-            fns = core_functions(n, m, q.shape[1] * q.shape[3], q.shape[1])
-            errors[m] = {name: float((_call(fn, layout, q, k, v) - exact).norm() / exact.norm())
-                         for name, (fn, layout) in fns.items() if name != "exact"}
-    return errors
 
 
 def _plot_errors(errors: dict[int, dict[int, dict[str, float]]], path: Path) -> None:
@@ -317,10 +233,10 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
     out = make_run_dir(out, "bench-nystrom", config, overwrite=overwrite)
     repeats = 1 if quick else repeats
     set_threads(threads)
-    command = "kexue bench nystrom" + (" --quick" if quick else "") + (f" --threads {threads}" if threads else "")
-    details_data: dict = {"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads, shared with "
-                          "other jobs", "torch": torch.__version__, "dim": DIM, "heads": HEADS,
-                          "num_landmarks": num_landmarks, "batch": 1, "core": {}, "layer": {}, "errors": {}}
+    command = command_line("bench nystrom", nystrom, config)
+    details_data: dict = {"machine": machine_facts(), "command": command, "torch": torch.__version__, "dim": DIM,
+                          "heads": HEADS, "num_landmarks": num_landmarks, "batch": 1, "core": {}, "layer": {},
+                          "errors": {}}
 
     for n in progress(lengths, desc="time/memory"):
         details_data["core"][n] = measure_core(n, num_landmarks, repeats)
@@ -385,6 +301,7 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
         if f.key.startswith(f"nystrom.n{max(lengths)}.") or f.key.endswith("rel_error"):
             print(f"{f.key} = {f.value:.4g}")
     written = [p for p in (results, details, error_figure, time_figure) if p is not None]
+    print(f"measured on {describe_machine(details_data['machine'])}")
     print(f"wrote {out}" + (f" and {', '.join(map(str, written))}" if written else ""))
     return path
 

@@ -12,7 +12,6 @@ processes hits all three alike:
 
 from __future__ import annotations
 
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -20,11 +19,22 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kexue.bench.common import check_new_run_dir, check_results_file
-from kexue.io import make_run_dir, write_json
+from kexue.bench.common import copy_file
+from kexue.checks import check_new_run_dir, check_results_file
+from kexue.io import check_output_file, make_run_dir, write_json
 from kexue.nn.on_lstm import ONLSTM
 from kexue.params import PositiveInt, check, set_threads
+from kexue.provenance import command_line, describe_machine, machine_facts
 from kexue.results import Figure, write_results
+
+# The project's goals for this benchmark (not published figures: the paper reports no timings).
+# They sit in the details JSON beside the measurement, never in a results row's `published`.
+TARGETS = {
+    "ratio_vs_nn_lstm": {"at_most": 2.0, "why": "when the target was set, the official ON-LSTM code "
+                         "(github.com/yikangshen/Ordered-Neurons) took 3.1x nn.LSTM's time at these sizes "
+                         "(3 x 1150, batch 20, bptt 70) on 2 CPU cores"},
+    "speedup_vs_reference": {"at_least": 2.0},
+}
 
 
 class ReferenceONLSTMCell(nn.Module):
@@ -92,12 +102,14 @@ def _step_seconds(fn, x) -> float:
 def onlstm(input_size: PositiveInt = 400, hidden: PositiveInt = 1150, layers: PositiveInt = 3,
            chunk_size: PositiveInt = 10, batch: PositiveInt = 20, bptt: PositiveInt = 70, rounds: PositiveInt = 5,
            threads: PositiveInt | None = None, out: Path | None = None, overwrite: bool = False,
-           results: Path | None = None) -> dict:
+           results: Path | None = None, details: Path | None = None) -> dict:
     """Time one forward + backward of ON-LSTM (ours), nn.LSTM and a plain reference loop.
 
-    Writes ``results.json`` (results schema) and ``timings.json`` (every round) into the run folder
-    ``out``; nothing outside it unless ``results`` names a results JSON to merge the figures into
-    (the committed run: ``--results benchmarks/results/onlstm.json``).
+    Writes ``results.json`` (results schema) and ``timings.json`` (every round, the measured machine
+    facts, the project's targets) into the run folder ``out``; nothing outside it unless
+    ``results`` names a results JSON to merge the figures into or ``details`` a path to copy
+    ``timings.json`` to (to commit a run: ``--results benchmarks/results/onlstm.json --details
+    benchmarks/results/onlstm_speed_details.json``).
 
     Args:
         input_size: embedding size feeding the first layer (paper: 400).
@@ -112,15 +124,18 @@ def onlstm(input_size: PositiveInt = 400, hidden: PositiveInt = 1150, layers: Po
         out: run folder (default runs/bench-onlstm-<time>/).
         overwrite: replace an existing run folder ``out``.
         results: also merge the figures into this results JSON (e.g. benchmarks/results/onlstm.json).
+        details: also copy the run's timings.json (with the machine facts) here.
     Returns:
         The measured seconds and ratios.
     """
-    config = dict(locals())
+    arguments = dict(locals())  # the call as made: its command line and config.yaml
     check(hidden % chunk_size == 0, f"--hidden {hidden} must be a multiple of --chunk_size {chunk_size}")
     check_new_run_dir(out, overwrite)
     check_results_file(results)
-    out = make_run_dir(out, "bench-onlstm", config, overwrite=overwrite)
+    check_output_file(details, "--details")
+    out = make_run_dir(out, "bench-onlstm", arguments, overwrite=overwrite)
     set_threads(threads)
+    machine = machine_facts()  # before the work: the load average is other jobs', not ours
     torch.manual_seed(0)
     sizes = [hidden] * layers
     models = {"ours": ONLSTM(input_size, sizes, chunk_size), "nn_lstm": LSTMStack(input_size, sizes),
@@ -140,24 +155,24 @@ def onlstm(input_size: PositiveInt = 400, hidden: PositiveInt = 1150, layers: Po
     med = {k: statistics.median(v) for k, v in times.items()}
     ratio = med["ours"] / med["nn_lstm"]
     speedup = med["reference"] / med["ours"]
-    cmd = (f"kexue bench onlstm --input_size {input_size} --hidden {hidden} --layers {layers} "
-           f"--chunk_size {chunk_size} --batch {batch} --bptt {bptt} --rounds {rounds}")
-    setting = (f"fwd+bwd, {layers}x{hidden} hidden, emb {input_size}, chunk {chunk_size}, batch {batch}, "
-               f"bptt {bptt}, median of {rounds}, CPU {torch.get_num_threads()} threads "
-               f"({platform.processor() or platform.machine()}), shared machine")
+    cmd = command_line("bench onlstm", onlstm, arguments)
     figures = [
-        Figure("onlstm.speed.ratio_vs_nn_lstm", ratio, 3.1,
-               "official ON-LSTM code vs nn.LSTM, 3x1150, batch 20, bptt 70, 2 CPU cores (issue 5); " + setting, cmd),
-        Figure("onlstm.speed.speedup_vs_reference", speedup, None, setting, cmd),
-        Figure("onlstm.speed.seconds_ours", med["ours"], None, setting, cmd),
-        Figure("onlstm.speed.seconds_nn_lstm", med["nn_lstm"], None, setting, cmd),
-        Figure("onlstm.speed.seconds_reference", med["reference"], None, setting, cmd),
+        Figure("onlstm.speed.ratio_vs_nn_lstm", ratio, command=cmd),
+        Figure("onlstm.speed.speedup_vs_reference", speedup, command=cmd),
+        Figure("onlstm.speed.seconds_ours", med["ours"], command=cmd),
+        Figure("onlstm.speed.seconds_nn_lstm", med["nn_lstm"], command=cmd),
+        Figure("onlstm.speed.seconds_reference", med["reference"], command=cmd),
     ]
     write_results(out / "results.json", figures)
-    write_json(out / "timings.json", {"seconds": times, "median": med, "setting": setting})
+    write_json(out / "timings.json", {"seconds": times, "median": med, "machine": machine, "command": cmd,
+                                      "targets": TARGETS})
     if results is not None:
         write_results(results, figures, merge=True)
+    if details is not None:
+        copy_file(out / "timings.json", details)
+    print(f"measured on {describe_machine(machine)}")
     print(f"ON-LSTM fwd+bwd {med['ours']:.3f}s | nn.LSTM {med['nn_lstm']:.3f}s | reference {med['reference']:.3f}s")
-    print(f"ratio vs nn.LSTM {ratio:.2f}x (target <= 2) | speedup vs reference {speedup:.2f}x (target >= 2) -> {out}"
+    print(f"ratio vs nn.LSTM {ratio:.2f}x (target <= {TARGETS['ratio_vs_nn_lstm']['at_most']:g}) | speedup vs "
+          f"reference {speedup:.2f}x (target >= {TARGETS['speedup_vs_reference']['at_least']:g}) -> {out}"
           + (f" and {results}" if results is not None else ""))
     return {"seconds": med, "ratio_vs_nn_lstm": ratio, "speedup_vs_reference": speedup}

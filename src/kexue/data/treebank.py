@@ -267,6 +267,22 @@ def generate_sentences(n: int, seed: int = 0, min_words: int = 3, max_words: int
     return out
 
 
+# Seeds of the generated corpus's splits: disjoint streams of sentences for a given corpus seed.
+GRAMMAR_SPLIT_SEEDS = {"train": 0, "valid": 1, "test": 2}
+
+
+def grammar_corpus(split: str, sentences: int, seed: int = 0) -> list[GoldSentence]:
+    """One split of the generated corpus (``corpus=grammar`` of ``kexue onlstm``): ``sentences``
+    sentences with gold trees, drawn with seed ``10 * seed + k`` (k = 0, 1, 2 for train, valid,
+    test), so the splits never share a random stream.
+
+    Example: ``grammar_corpus("test", 500)`` -> the 500 held-out sentences the docs score.
+    """
+    if split not in GRAMMAR_SPLIT_SEEDS:
+        raise KexueError(f"grammar split must be one of {', '.join(GRAMMAR_SPLIT_SEEDS)}, got {split!r}")
+    return generate_sentences(sentences, seed=seed * 10 + GRAMMAR_SPLIT_SEEDS[split])
+
+
 def grammar_symbols() -> list[str]:
     """All nonterminals and preterminals of the generator."""
     return sorted(set(GRAMMAR) | set(LEXICON))

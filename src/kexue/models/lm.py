@@ -9,12 +9,14 @@ in ``step`` at the last prompt position, so that p(eos) >= 1 - (1 - eps)^(t + 1)
 t-th *generated* token (t = 0, 1, ...), as the official code does by setting beta = 1 on the prompt.
 
 States keep the batch first, so beam search reorders them with a plain ``index_select``.
+Perplexity: :func:`kexue.analysis.perplexity.perplexity` (the LSTM carries its state across
+windows, ``carries_state = True``; the Transformer reads each window afresh).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -24,9 +26,9 @@ from kexue.errors import KexueError
 from kexue.nn.heads import SelfTerminatingHead, SoftmaxHead
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LMConfig:
-    """Architecture of :func:`build_lm` (saved beside the weights as ``model.json``).
+    """Architecture of :func:`build_lm` (saved beside the weights as ``model.json``); keywords only.
 
     Attributes:
         arch: ``lstm`` or ``transformer``.
@@ -97,6 +99,8 @@ class _StepMixin:
 class LSTMLM(nn.Module, _StepMixin):
     """Embedding -> LSTM (layers) -> dropout -> output head. State: (h (N, L, H), c (N, L, H), log_alpha (N,))."""
 
+    carries_state = True  # perplexity carries the state from one window to the next
+
     def __init__(self, cfg: LMConfig):
         super().__init__()
         self.cfg = cfg
@@ -152,6 +156,8 @@ class TransformerLM(nn.Module, _StepMixin):
     positions S gives the next position.
     """
 
+    carries_state = False  # positions are bounded by max_len: perplexity reads each window afresh
+
     def __init__(self, cfg: LMConfig):
         super().__init__()
         self.cfg = cfg
@@ -190,34 +196,3 @@ def lm_loss(model: nn.Module, batch, generator=None):
     log_p, _ = model(x)
     nll = F.nll_loss(log_p.reshape(-1, log_p.shape[-1]), y.reshape(-1))
     return nll, {"ppl": math.exp(min(nll.item(), 50.0))}
-
-
-@torch.no_grad()
-def perplexity(model: nn.Module, stream: torch.Tensor, batch_size: int = 16, window: int = 64) -> float:
-    """Perplexity of a token stream (N,), read as ``batch_size`` parallel rows in windows.
-
-    The LSTM carries its state across windows; the Transformer reads each window afresh
-    (its positions are bounded by ``max_len``).
-    """
-    was = model.training
-    model.eval()
-    rows = len(stream) // batch_size
-    data = stream[: rows * batch_size].view(batch_size, rows)
-    state, total, count = None, 0.0, 0
-    carry = isinstance(model, LSTMLM)
-    for start in range(0, rows - 1, window):
-        x = data[:, start: min(start + window, rows - 1)]
-        y = data[:, start + 1: start + 1 + x.shape[1]]
-        log_p, new_state = model(x, state if carry else None)
-        state = new_state if carry else None
-        total += -log_p.gather(2, y[..., None]).sum().item()
-        count += y.numel()
-    model.train(was)
-    if count == 0:
-        raise ValueError(f"perplexity needs at least {batch_size * 2} tokens, got {len(stream)}")
-    mean = total / count
-    return math.exp(mean) if mean < 709.0 else math.inf  # exp overflows a float beyond ~709
-
-
-def config_dict(cfg: LMConfig) -> dict:
-    return asdict(cfg)

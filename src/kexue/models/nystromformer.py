@@ -84,6 +84,24 @@ class NystromformerClassifier(nn.Module):
         pooled = x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)   # (B, dim) mean over real tokens
         return self.head(pooled)
 
+    @torch.no_grad()
+    def attention_inputs(self, tokens: torch.Tensor, block: int = 0) -> tuple[torch.Tensor, ...]:
+        """The q, k, v that block ``block``'s attention sees for ``tokens`` (B, n): three (B, H, n, d).
+
+        Example: ``q, k, v = model.attention_inputs(tokens)`` to compare attention approximations on a
+        trained model's own queries and keys.
+        """
+        if not 0 <= block < len(self.blocks):
+            raise KexueError(f"block {block}: the model has blocks 0 to {len(self.blocks) - 1}")
+        n = tokens.shape[1]
+        mask = tokens != 0                                            # (B, n)
+        x = self.embed(tokens) + self.pos.weight[:n]                  # (B, n, dim)
+        for earlier in self.blocks[:block]:
+            x = earlier(x, mask)
+        attn = self.blocks[block].attn
+        qkv = attn.to_qkv(self.blocks[block].norm1(x))                # (B, n, 3·dim)
+        return tuple(qkv.unflatten(-1, (3, attn.heads, -1)).permute(2, 0, 3, 1, 4))  # 3 × (B, H, n, d)
+
 
 def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:

@@ -6,13 +6,14 @@ embedding. ``cell="onlstm"`` uses :class:`kexue.nn.on_lstm.ONLSTMLayer` and also
 per-layer syntactic distances used for unsupervised parsing; ``cell="lstm"`` is the ``nn.LSTM``
 baseline with the same sizes and regularisers (DropConnect applied functionally each forward).
 
-Paper-scale config (GPU): ``LMConfig(vocab, emb=400, hidden=1150, layers=3, chunk=10)``, ~25M
-parameters on PTB. The last layer has ``emb`` units so that the decoder can be tied.
+Paper-scale config (GPU): ``ONLSTMConfig(vocab_size=V, emb=400, hidden=1150, layers=3, chunk=10)``,
+~25M parameters on PTB. The last layer has ``emb`` units so that the decoder can be tied.
+Perplexity: :func:`kexue.analysis.perplexity.perplexity` (the state is carried across windows).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +24,10 @@ from kexue.errors import KexueError
 from kexue.nn.on_lstm import MASTER_INPUT_FORMS, ONLSTMLayer
 
 
-@dataclass
-class LMConfig:
-    """Sizes and regularisers (names and defaults of the official PTB command).
+@dataclass(kw_only=True)
+class ONLSTMConfig:
+    """Sizes and regularisers of :class:`LanguageModel` (names and defaults of the official PTB
+    command); keywords only, saved beside the weights as ``model.json``.
 
     Attributes:
         vocab_size: number of word types.
@@ -132,11 +134,13 @@ class LSTMLayer(nn.Module):
 class LanguageModel(nn.Module):
     """Multi-layer ON-LSTM (or LSTM) language model.
 
-    Example: ``LanguageModel(LMConfig(100, emb=16, hidden=24, layers=2, chunk=4))(ids)`` ->
+    Example: ``LanguageModel(ONLSTMConfig(vocab_size=100, emb=16, hidden=24, layers=2, chunk=4))(ids)`` ->
     ``(logits (B, T, V), states, distances)``.
     """
 
-    def __init__(self, cfg: LMConfig):
+    carries_state = True  # perplexity carries the per-layer state from one window to the next
+
+    def __init__(self, cfg: ONLSTMConfig):
         super().__init__()
         self.cfg = cfg
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.emb)
@@ -244,27 +248,6 @@ class ResettingBatches:
 
 
 @torch.no_grad()
-def perplexity(model: LanguageModel, stream: torch.Tensor, batch_size: int = 10, bptt: int = 70) -> float:
-    """exp(mean token NLL) over a token stream (B parallel rows, state carried across windows)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    rows = len(stream) // batch_size
-    if rows < 2:
-        raise KexueError(f"stream of {len(stream)} tokens is too short for batch {batch_size}")
-    data = stream[: rows * batch_size].view(batch_size, rows).to(device)
-    states, total, count = None, 0.0, 0
-    for start in range(0, rows - 1, bptt):
-        x = data[:, start:min(start + bptt, rows - 1)]
-        y = data[:, start + 1:start + 1 + x.shape[1]]
-        logits, states, _ = model(x, states)
-        total += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum").item()
-        count += y.numel()
-    model.train(was)
-    return float(torch.exp(torch.tensor(total / count)))
-
-
-@torch.no_grad()
 def sentence_distances(model: LanguageModel, sentences: list[list[int]], boundary: int,
                        batch_size: int = 64) -> list[list[torch.Tensor]]:
     """Per-layer syntactic distances of each sentence's words (evaluation mode).
@@ -294,6 +277,3 @@ def sentence_distances(model: LanguageModel, sentences: list[list[int]], boundar
     model.train(was)
     return out
 
-
-def config_dict(cfg: LMConfig) -> dict:
-    return asdict(cfg)

@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from kexue.bench.common import check_new_run_dir, comma_names
-from kexue.io import make_run_dir
+from kexue.checks import check_new_run_dir, comma_names
+from kexue.io import make_run_dir, write_json
 from kexue.params import check
+from kexue.provenance import describe_machine, machine_facts
 from kexue.reproduce import decoding, nystrom, onlstm, repetition, vae_cluster
 from kexue.reproduce.report import SectionResult, write_report
 
@@ -27,7 +28,8 @@ SECTIONS = {
 
 def reproduce(quick: bool = False, full: bool = False, only: str | None = None, out: Path | None = None,
               overwrite: bool = False) -> Path:
-    """Run the article sections and write report.md, figures/*.png and results.json.
+    """Run the article sections and write report.md, figures/*.png, results.json and machine.json
+    (the measured machine facts the report prints).
 
     Args:
         quick: small settings that finish in minutes on 2 CPU cores (the default).
@@ -45,6 +47,9 @@ def reproduce(quick: bool = False, full: bool = False, only: str | None = None, 
     mode = "full" if full else "quick"
     out = make_run_dir(out, "reproduce", config, overwrite=overwrite)
     (out / "figures").mkdir(exist_ok=True)
+    machine = machine_facts()  # before the work: the load average is other jobs', not ours
+    write_json(out / "machine.json", machine)
+    print(f"[reproduce] on {describe_machine(machine)}", flush=True)
     results: list[SectionResult] = []
     for name in names:
         t0 = time.perf_counter()
@@ -52,7 +57,7 @@ def reproduce(quick: bool = False, full: bool = False, only: str | None = None, 
         section = SECTIONS[name](out, quick=not full)
         section.seconds = time.perf_counter() - t0
         results.append(section)
-        write_report(out, results, mode)  # keep a valid report after every section
-    report = write_report(out, results, mode)
+        write_report(out, results, mode, machine)  # keep a valid report after every section
+    report = write_report(out, results, mode, machine)
     print(f"[reproduce] wrote {report} and {out / 'results.json'}")
     return report

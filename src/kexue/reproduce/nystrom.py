@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from kexue.bench.nystrom import nystrom as bench_nystrom
-from kexue.commands.nystrom import listops
+from kexue.recipes.listops import listops_study
 from kexue.reproduce.report import SectionResult
 from kexue.results import Figure, load_results
 
@@ -16,11 +16,11 @@ def run(out: Path, quick: bool) -> SectionResult:
     bench_dir = out / "nystrom_bench"
     if quick:
         path = bench_nystrom(quick=True, threads=1, out=bench_dir)
-        accs = listops(steps=150, train_size=2000, test_size=500, min_len=60, max_len=160, num_landmarks=16,
-                       out=out / "nystrom_listops")
+        _, accs = listops_study(steps=150, train_size=2000, test_size=500, min_len=60, max_len=160,
+                                num_landmarks=16, out=out / "nystrom_listops")
     else:
         path = bench_nystrom(threads=1, out=bench_dir)
-        accs = listops(out=out / "nystrom_listops")
+        _, accs = listops_study(out=out / "nystrom_listops")
     measured = load_results(path)
     timed = sorted(int(k.split(".")[1][1:]) for k in measured if k.endswith(".core_speedup_vs_exact"))
     largest = 8192 if 8192 in timed else timed[-1]

@@ -10,10 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from kexue.analysis.trees import draw_tree, to_brackets
-from kexue.commands.onlstm import grammar_corpus, induce, load_lm, score_figures, score_trees, train
+from kexue.data.treebank import grammar_corpus
 from kexue.io import save_figure
+from kexue.provenance import describe_machine
+from kexue.recipes.onlstm import ONLSTMTrainSettings, evaluate, induce, load_onlstm, train_onlstm
 from kexue.reproduce.report import SectionResult
-from kexue.results import Figure
 
 QUICK = {"grammar": dict(emb=60, hidden=120, chunk=5, layers=3, steps=150, batch_size=64, bptt=35, lr=5e-3,
                          grammar_sentences=5000),
@@ -25,10 +26,6 @@ FULL = {"grammar": dict(emb=100, hidden=300, chunk=5, layers=3, steps=400, batch
         "test_sentences": 500}
 REGULARISERS = {"grammar": dict(dropout=0.2, dropouth=0.2, dropouti=0.2, dropoute=0.05, wdrop=0.2),
                 "ptb": dict(dropout=0.2, dropouth=0.1, dropouti=0.2, dropoute=0.0, wdrop=0.2)}
-
-
-def _flags(d: dict) -> str:
-    return " ".join(f"--{k} {v}" for k, v in d.items())
 
 
 def _f1_figure(scores: dict, out: Path) -> str:
@@ -51,24 +48,22 @@ def run(out: Path, quick: bool = True) -> SectionResult:
     s = QUICK if quick else FULL
     runs = out / "onlstm"
     g_args = {**s["grammar"], **REGULARISERS["grammar"]}
-    train(corpus="grammar", out=runs / "grammar", eval_every=0, ckpt_every=0, threads=1, **g_args)
-    lm, vocab = load_lm(runs / "grammar")
+    grammar_run = train_onlstm(corpus="grammar", settings=ONLSTMTrainSettings(eval_every=0, ckpt_every=0, **g_args),
+                               threads=1, out=runs / "grammar")
+    # the F1 rows carry the `onlstm eval` command that scores this run (its own command is in the run folder)
+    evaluation = evaluate(model=grammar_run.out, grammar=s["test_sentences"], out=runs / "grammar-eval")
+    scores, figures = evaluation.scores, list(evaluation.figures)
+    lm, vocab = load_onlstm(grammar_run.out)
     gold = grammar_corpus("test", s["test_sentences"])
-    scores = score_trees(lm, vocab, gold)
-    g_cmd = (f"kexue onlstm train --corpus grammar {_flags(g_args)} --out RUN && "
-             f"kexue onlstm eval --model RUN --grammar {s['test_sentences']}")
-    figures = score_figures(scores, "synthetic", g_cmd)
 
     p_args = {**s["ptb"], **REGULARISERS["ptb"]}
-    ppl = {}
+    ptb = {}
     for cell in ("onlstm", "lstm"):
-        ppl[cell] = train(corpus="ptb", cell=cell, out=runs / f"ptb-{cell}", eval_every=0, ckpt_every=0,
-                          threads=1, **p_args)
-    p_cmd = f"kexue onlstm train --corpus ptb --cell CELL {_flags(p_args)}"
-    figures += [Figure("onlstm.ptb.ppl", ppl["onlstm"]["test_ppl"], 56.17,
-                       "Shen et al. 2019, Table 1 (25M params, 1000 epochs)", p_cmd.replace("CELL", "onlstm")),
-                Figure("onlstm.ptb.lstm_ppl", ppl["lstm"]["test_ppl"], 57.3,
-                       "AWD-LSTM in Shen et al. 2019, Table 1", p_cmd.replace("CELL", "lstm"))]
+        ptb[cell] = train_onlstm(corpus="ptb", settings=ONLSTMTrainSettings(cell=cell, eval_every=0, ckpt_every=0,
+                                                                            **p_args),
+                                 threads=1, out=runs / f"ptb-{cell}")
+        figures += ptb[cell].figures  # onlstm.ptb.ppl / onlstm.ptb.lstm_ppl, the paper's Table 1 beside
+    ppl = {cell: run.summary for cell, run in ptb.items()}
 
     images = [_f1_figure(scores, out)]
     examples = sorted(gold[:60], key=lambda g: -len(g.words))[:3]
@@ -88,8 +83,8 @@ def run(out: Path, quick: bool = True) -> SectionResult:
         f"({margin:+.1f} points; target +15: {'met' if margin >= 15 else 'missed'}). Distance sd per layer: "
         + ", ".join(f"{x:.3f}" for x in scores["distance_sd"]) + ".\n\n"
         f"PTB: {p_args['layers']} x {p_args['hidden']} hidden, {p_args['steps']} steps of batch "
-        f"{p_args['batch_size']} x {p_args['bptt']} ({ppl['onlstm']['epochs']:.2f} epochs) for both cells on a "
-        "shared 2-core CPU; the paper trains 25M parameters for 1000 epochs, so the perplexities are far above "
+        f"{p_args['batch_size']} x {p_args['bptt']} ({ppl['onlstm']['epochs']:.2f} epochs) for both cells on "
+        f"{describe_machine()}; the paper trains 25M parameters for 1000 epochs, so the perplexities are far above "
         "56.17 and only the comparison between the two cells under the same budget means something.\n\n"
         "Example trees (middle layer):\n\n" + "\n".join(lines))
     headline = ["onlstm.synthetic.f1_best_layer", "onlstm.synthetic.f1_right_branching", "onlstm.ptb.*ppl"]

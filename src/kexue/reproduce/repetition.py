@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kexue.bench.repetition import figures_of, jsonable, plot_study, run_study
 from kexue.io import write_json
+from kexue.provenance import command_line
+from kexue.recipes.repetition import figures_of, jsonable, plot_study, run_study
 from kexue.reproduce.report import SectionResult
 
 TITLE = "7. Theory of repetition (kexue.fm/archives/8128)"
@@ -20,17 +21,19 @@ def _notes(detail: dict, quick: bool) -> str:
     setting = ("quick: first 5,000 PTB training sentences, words outside the 2,000 most frequent as <unk>"
                if quick else "full: all 42k PTB training sentences, 10k words")
     lines = [
-        f"Bigram chains P estimated by maximum likelihood from PTB ({setting}); eos ends each sentence. "
-        "R = Σ_k Tr((P∘P)^k) is computed exactly (a linear solve per strongly connected block of P∘P); "
-        "decoders are applied to each row over tokens + eos and renormalised. The paper has no R numbers "
-        "(Su's post has no experiments), so there is no published column; the claims are checked qualitatively.",
+        (f"Bigram chains P estimated by maximum likelihood from PTB ({setting}); eos ends each sentence. "
+         "R = Σ_k Tr((P∘P)^k) is computed exactly (a linear solve per strongly connected block of P∘P); "
+         "decoders are applied to each row over tokens + eos and renormalised. The paper has no R numbers "
+         "(Su's post has no experiments), so there is no published column; the claims are checked qualitatively."),
         "",
-        f"**Closed form vs simulation**: {len(mc)} chains (random Dirichlet chains and the PTB chains); "
-        f"max |relative error| {worst:.2%}, max |z| {zmax:.2f}, with relative standard errors up to {rse:.2%} "
-        "(chains chosen from a pilot run to aim at 1 %; importance-sampled start tokens). The neglected tail "
-        "Σ_{k>K} Tr(Q^k) is bounded below 0.1 % of R in every case.",
+        (f"**Closed form vs simulation**: {len(mc)} chains (random Dirichlet chains and the PTB chains); "
+         f"max |relative error| {worst:.2%}, max |z| {zmax:.2f}, with relative standard errors up to {rse:.2%} "
+         "(chains are added until the relative standard error reaches 1.25 %, within a cap; start tokens are "
+         "drawn ∝ √r_i, which leaves the estimate unbiased). The neglected tail Σ_{k>K} Tr(Q^k) is bounded "
+         "below 0.1 % of R (K at most 400)."),
         "",
-        "| level | n | mean Σ_j P_ij² | λ_1 sample | R sample | R top-p 0.9 | R top-k 10 | R/n sample | greedy: start tokens that cycle |",
+        ("| level | n | mean Σ_j P_ij² | λ_1 sample | R sample | R top-p 0.9 | R top-k 10 | R/n sample "
+         "| greedy: start tokens that cycle |"),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, res in lv.items():
@@ -40,8 +43,12 @@ def _notes(detail: dict, quick: bool) -> str:
                      f"{d['sample']['R_per_token']:.2e} | {d['greedy']['cycle_fraction']:.1%} |")
     cl = detail["claims"]
     lines += ["", "**Claims** (archives/8128 and the paper):"]
+
     def yes(b: bool) -> str:
         return "yes" if b else "**no**"
+
+    def lower(b: bool) -> str:
+        return "lower" if b else "NOT lower"
 
     for lvl, c in cl.items():
         if lvl not in lv:
@@ -59,11 +66,11 @@ def _notes(detail: dict, quick: bool) -> str:
     for other in ("word", "rebalanced"):
         c = cl.get(f"{other}_flatter_than_char")
         if c:
-            lines.append(f"- {other} rows flatter than characters: mean Σ_j P_ij² {'lower' if c['mean_concentration'] else 'NOT lower'}, "
-                         f"λ_1 {'lower' if c['lambda_1'] else 'NOT lower'}, R per token {'lower' if c['R_per_token'] else 'NOT lower'}, "
+            lines.append(f"- {other} rows flatter than characters: mean Σ_j P_ij² {lower(c['mean_concentration'])}, "
+                         f"λ_1 {lower(c['lambda_1'])}, R per token {lower(c['R_per_token'])}, "
                          f"total R {'lower' if c['R'] else 'higher'}.")
-    lines += ["", "R sums over every token of the vocabulary, so a larger vocabulary adds terms: compare levels by "
-              "λ_1 and R/n as well as by R. Which tokens carry R under sampling (r_i = Σ_k ((P∘P)^k)_ii):"]
+    lines += ["", ("R sums over every token of the vocabulary, so a larger vocabulary adds terms: compare levels by "
+                   "λ_1 and R/n as well as by R. Which tokens carry R under sampling (r_i = Σ_k ((P∘P)^k)_ii):")]
     for name, res in lv.items():
         s = res["decoders"]["sample"]
         if s.get("top_tokens"):
@@ -73,9 +80,14 @@ def _notes(detail: dict, quick: bool) -> str:
 
 
 def run(out: Path, quick: bool) -> SectionResult:
-    """Corpus study + Monte-Carlo check; figures/repetition_study.png and repetition_detail.json."""
+    """Corpus study + Monte-Carlo check; figures/repetition_study.png and repetition_detail.json.
+
+    The same study as ``kexue bench repetition [--quick]``, whose command the figures carry.
+    """
+    from kexue.bench.repetition import repetition as bench_repetition  # its signature: the flags and defaults
+
     detail = run_study(quick=quick)
-    command = "kexue bench repetition --quick" if quick else "kexue bench repetition"
+    command = command_line("bench repetition", bench_repetition, {"quick": quick})
     image = Path("figures") / "repetition_study.png"
     plot_study(detail, out / image)
     write_json(out / "repetition_detail.json", jsonable(detail))

@@ -8,6 +8,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from kexue.io import write_text
+from kexue.provenance import describe_machine, machine_facts
 from kexue.results import Figure, write_results
 
 
@@ -72,14 +73,21 @@ def summary_table(sections: list[SectionResult]) -> str:
     return "\n".join(rows)
 
 
-def write_report(out: Path, sections: list[SectionResult], mode: str) -> Path:
-    """Write ``out/report.md`` and ``out/results.json`` (atomically) from finished sections."""
+def write_report(out: Path, sections: list[SectionResult], mode: str, machine: dict | None = None) -> Path:
+    """Write ``out/report.md`` and ``out/results.json`` (atomically) from finished sections.
+
+    ``machine``: the :func:`kexue.provenance.machine_facts` measured when the run started
+    (measured now when not given); the report prints them under its title.
+    """
+    machine = machine or machine_facts()
     parts = [
         "# kexue reproduction report",
         "",
-        f"Mode: `{mode}`. Written {time.strftime('%Y-%m-%d %H:%M:%S')}. "
-        "Each row puts our measured figure beside the published one; see each section's notes "
-        "for the setting and for what falls short.",
+        (f"Mode: `{mode}`. Written {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+         "Each row puts our measured figure beside the published one; see each section's notes "
+         "for the setting and for what falls short."),
+        "",
+        f"Machine (measured at the start): {describe_machine(machine)}; Python {machine.get('python', '?')}.",
         "",
         "## Summary",
         "",

@@ -1,0 +1,448 @@
+"""Article 5, decoding that stops (kexue.fm/archives/7500; Welleck et al., EMNLP 2020): the recipes.
+
+- :func:`train_lm`: a word-level LM (LSTM or Transformer; vanilla softmax or self-terminating
+  head) on PTB or any corpus folder, through the shared :func:`kexue.training.fit`, into a run
+  folder (``model.safetensors``, ``model.json``, ``vocab.json``, ``results.json``);
+- :func:`load_lm`: the model, vocabulary and config of such a run folder;
+- :func:`generate`: continue a prompt with one of the study's decoders;
+- :func:`termination_study`: continue 10-word prefixes of test sentences with each decoder, up to
+  a cap of L generated tokens, and count the continuations that never emit eos (the
+  non-termination ratio r_L), for every model given, with per-decoder repetition metrics.
+
+``kexue lm train / generate / termination`` call these functions with the same arguments, and
+``kexue reproduce`` does too. Example::
+
+    from kexue.recipes.lm import LMTrainSettings, train_lm, termination_study
+    st = train_lm(corpus="ptb", settings=LMTrainSettings(head="st", eps=5e-4, steps=400), out="runs/lm-st")
+    study = termination_study(models=f"st={st.out}", decoders="greedy,consistent_topp", prefixes=50)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Literal
+
+import torch
+
+from kexue.analysis.perplexity import min_tokens, perplexity
+from kexue.analysis.text import repetition_metrics
+from kexue.data.text import LMBatches, Vocab, load_corpus, token_stream
+from kexue.errors import KexueError
+from kexue.generation import (Beam, ConsistentTopK, ConsistentTopP, DecodeOutput, Greedy, Sample, Stopping, TopK,
+                              TopP, decode)
+from kexue.io import RESUME_MAY_CHANGE, check_output_dir, check_output_file, make_run_dir, write_json
+from kexue.models.lm import LMConfig, build_lm, lm_loss
+from kexue.params import (Dropout, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, check,
+                          set_threads)
+from kexue.progress import progress
+from kexue.provenance import command_line
+from kexue.recipes.runs import check_resumable, check_settings, check_trained_run, read_model_config
+from kexue.results import Figure, write_results
+from kexue.training import TrainConfig, fit
+from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
+
+TRAIN_COMMAND = "lm-train"  # the command named in a run folder's config.yaml
+TERMINATION_COMMAND = "lm-termination"
+Arch = Literal["lstm", "transformer"]
+Head = Literal["softmax", "st"]
+# The names of DECODERS, as a type the parser checks (a test keeps the two in step).
+DecoderName = Literal["greedy", "beam2", "beam4", "topk", "topp", "consistent_topk", "consistent_topp", "ancestral"]
+PREFIX_WORDS = 10  # words of a test sentence that prompt each continuation of the study
+EVAL_ROWS, EVAL_WINDOW = 16, 64  # how a perplexity reads a stream: 16 parallel rows, windows of 64
+MIN_PERPLEXITY_TOKENS = min_tokens(EVAL_ROWS)
+# What a resume may change: how long and how it trains, never the model or the data.
+RESUME_MAY_CHANGE_LM = RESUME_MAY_CHANGE | {"settings.steps", "settings.lr", "settings.eval_every",
+                                            "settings.eval_tokens"}
+
+# Decoders of the study: name -> (processors(eos), search). Paper: top-2/4, nucleus 0.2/0.4.
+DECODERS: dict[str, Callable[[int], tuple[list, object]]] = {
+    "greedy": lambda eos: ([], Greedy()),
+    "beam2": lambda eos: ([], Beam(2, length_penalty=1.0, early_stopping=True)),
+    "beam4": lambda eos: ([], Beam(4, length_penalty=1.0, early_stopping=True)),
+    "topk": lambda eos: ([TopK(2)], Sample()),
+    "topp": lambda eos: ([TopP(0.2)], Sample()),
+    "consistent_topk": lambda eos: ([ConsistentTopK(2, eos)], Sample()),
+    "consistent_topp": lambda eos: ([ConsistentTopP(0.2, eos)], Sample()),
+    "ancestral": lambda eos: ([], Sample()),
+}
+
+# Hook for per-decoder metrics computed from the generated token sequences (e.g. the repetition
+# metrics of article 7): name -> fn(sequences: list[list[int]], eos_id) -> {metric: float}.
+# Each metric lands in the results as termination.<model>.<decoder>.<metric>.
+REPETITION_KEYS = ("rep_w", "rep_r", "seq_rep_4", "distinct_2", "loop_fraction")
+
+
+def repetition_row(sequences: list[list[int]], eos: int) -> dict[str, float]:
+    """The repetition metrics of article 7 (:func:`kexue.analysis.text.repetition_metrics`) of one decoder's outputs."""
+    metrics = repetition_metrics(sequences, eos=eos)
+    return {k: metrics[k] for k in REPETITION_KEYS}
+
+
+SEQUENCE_METRICS: dict[str, Callable[[list[list[int]], int], dict[str, float]]] = {"repetition": repetition_row}
+
+
+@dataclass(kw_only=True)
+class LMTrainSettings:
+    """Settings of one ``kexue lm train`` run: the model, the vocabulary, the optimisation.
+
+    On the command line each is a flag ``--settings.<name>`` (or ``--settings FILE.yaml``).
+
+    Attributes:
+        arch: lstm or transformer.
+        head: softmax (vanilla) or st (the self-terminating output layer).
+        eps: rate of the self-terminating layer, in (0, 1) (greedy stops within -ln2/ln(1-eps) steps).
+        dim: embedding and hidden width (a multiple of heads for the transformer).
+        layers: number of LSTM / Transformer layers.
+        heads: attention heads (transformer).
+        dropout: dropout rate, in [0, 1).
+        steps: optimizer steps.
+        batch_size: parallel rows of the token stream.
+        bptt: tokens per window.
+        lr: Adam learning rate (cosine decay).
+        eval_every: validation perplexity (and a checkpoint) every N steps; 0 only at the end.
+        eval_tokens: validation tokens used during training (at least 32; the final test uses all).
+        max_vocab: keep only the most frequent words (others become <unk>); None keeps all 10k of PTB.
+        seed: seed of initialisation and batches.
+    """
+
+    arch: Arch = "lstm"
+    head: Head = "softmax"
+    eps: OpenUnitInterval = 5e-4
+    dim: PositiveInt = 256
+    layers: PositiveInt = 2
+    heads: PositiveInt = 4
+    dropout: Dropout = 0.3
+    steps: PositiveInt = 2000
+    batch_size: PositiveInt = 32
+    bptt: PositiveInt = 35
+    lr: PositiveFloat = 2e-3
+    eval_every: NonNegativeInt = 500
+    eval_tokens: PositiveInt = 20000
+    max_vocab: PositiveInt | None = None
+    seed: NonNegativeInt = 0
+
+    def __post_init__(self) -> None:
+        # The parser enforces the annotations on the command line; these checks are for Python callers.
+        check_settings(self, integers={"dim": 1, "layers": 1, "heads": 1, "steps": 1, "batch_size": 1, "bptt": 1,
+                                       "eval_every": 0, "eval_tokens": 1, "max_vocab": 1, "seed": 0},
+                       fractions={"eps": "(0,1)", "dropout": "[0,1)"}, numbers={"lr": ">0"},
+                       choices={"arch": ("lstm", "transformer"), "head": ("softmax", "st")})
+        check(self.arch != "transformer" or self.dim % self.heads == 0,
+              f"--settings.dim {self.dim} must be a multiple of --settings.heads {self.heads}")
+        check(self.eval_tokens >= MIN_PERPLEXITY_TOKENS,
+              f"--settings.eval_tokens {self.eval_tokens}: a perplexity needs at least {MIN_PERPLEXITY_TOKENS} tokens")
+
+
+@dataclass
+class LMRun:
+    """What :func:`train_lm` made: the run folder and its figures."""
+
+    out: Path
+    test_ppl: float
+    steps: int
+    train_loss: float | None
+    seconds: float
+    figures: list[Figure]
+
+
+def lm_perplexity(model: torch.nn.Module, stream: torch.Tensor) -> float:
+    """The perplexity every ``lm`` figure reports: 16 parallel rows, windows of 64 tokens."""
+    return perplexity(model, stream, batch_size=EVAL_ROWS, window=EVAL_WINDOW)
+
+
+def _check_perplexity_stream(stream: torch.Tensor, what: str) -> None:
+    check(len(stream) >= MIN_PERPLEXITY_TOKENS,
+          f"{what} has {len(stream)} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}")
+
+
+def train_lm(corpus: str = "ptb", settings: LMTrainSettings = LMTrainSettings(), threads: PositiveInt | None = None,
+             results: Path | None = None, resume: bool = False, overwrite: bool = False,
+             out: Path | None = None) -> LMRun:
+    """Train a word-level LM (vanilla or self-terminating) through the shared fit(), into a run folder.
+
+    Everything is checked (settings, output paths, the corpus, batch sizes) before the run folder
+    is made. The test perplexity goes to ``OUT/results.json`` as ``lm.<arch>_<head>.test_ppl``
+    (and into ``results`` when given), with the command that reruns it.
+
+    Args:
+        corpus: "ptb" or a folder with train.txt / valid.txt / test.txt (one sentence per line).
+        settings: the model and training settings.
+        threads: torch CPU threads (default: torch's choice).
+        results: also merge the figure into this results JSON.
+        resume: continue from the last checkpoint in ``out`` (settings.steps, .lr, .eval_every,
+            .eval_tokens, threads and results may change; anything else is refused).
+        overwrite: replace the run in a non-empty ``out``.
+        out: run folder (default runs/lm-train-<time>).
+    Returns:
+        An :class:`LMRun` (the run folder, test perplexity, steps, seconds, figures).
+    Raises:
+        KexueError: a bad setting, corpus or folder (before any work), or training diverged.
+    """
+    arguments = dict(locals())
+    check_output_file(results)
+    check_output_dir(out)
+    set_threads(threads)
+    train_s, valid_s, test_s = (load_corpus(corpus, split) for split in ("train", "valid", "test"))
+    vocab = Vocab.build(train_s, max_size=settings.max_vocab)
+    valid = token_stream(valid_s, vocab)[:settings.eval_tokens]
+    test = token_stream(test_s, vocab)
+    _check_perplexity_stream(valid, f"the valid split of {corpus}")
+    _check_perplexity_stream(test, f"the test split of {corpus}")
+    data = LMBatches(token_stream(train_s, vocab), settings.batch_size, settings.bptt)
+    cfg = LMConfig(arch=settings.arch, vocab=len(vocab), eos_id=vocab.eos, dim=settings.dim, layers=settings.layers,
+                   heads=settings.heads, max_len=max(settings.bptt, 2048), dropout=settings.dropout,
+                   head=settings.head, eps=settings.eps)
+    if resume:
+        check_resumable(out)
+    config = {"corpus": corpus, "settings": asdict(settings), "threads": threads, "results": results}
+    out = make_run_dir(out, TRAIN_COMMAND, config, resume=resume, overwrite=overwrite,
+                       may_change=RESUME_MAY_CHANGE_LM)
+    torch.manual_seed(settings.seed)
+    model = build_lm(cfg)
+    steps = settings.steps
+    tc = TrainConfig(steps=steps, lr=settings.lr, schedule="cosine", warmup_steps=min(100, steps // 10),
+                     min_lr_ratio=0.05, eval_every=settings.eval_every, ckpt_every=settings.eval_every,
+                     seed=settings.seed, clip_norm=0.5, log_every=50)
+    t0 = time.perf_counter()
+    result = fit(model, lm_loss, data, tc, out, eval_fn=lambda m: {"valid_ppl": lm_perplexity(m, valid)},
+                 resume=resume, desc=f"lm {settings.arch}/{settings.head}")
+    test_ppl = lm_perplexity(model, test)
+    if not math.isfinite(test_ppl):
+        raise KexueError(f"training diverged: test perplexity is {test_ppl} after step {result.step} "
+                         f"(try a lower --settings.lr); last checkpoint: {latest_checkpoint(out / 'checkpoints')}")
+    save_weights(model, out / "model.safetensors")
+    write_json(out / "model.json", asdict(cfg))
+    vocab.save(out / "vocab.json")
+    figures = [Figure(f"lm.{settings.arch}_{settings.head}.test_ppl", test_ppl,
+                      command=command_line("lm train", train_lm, arguments))]
+    write_results(out / "results.json", figures)
+    if results is not None:
+        write_results(results, figures, merge=True)
+    return LMRun(out, test_ppl, result.step, result.train.get("loss"), time.perf_counter() - t0, figures)
+
+
+def check_run(run: str | Path, label: str | None = None) -> tuple[LMConfig, Vocab]:
+    """Config and vocabulary of a finished ``kexue lm train`` run, without loading the weights.
+
+    ``label`` names the run in messages (default ``--run RUN``).
+
+    Raises:
+        KexueError: ``run`` is not a run folder of ``lm train`` (e.g. a vae-cluster run), is not
+            finished, or its model.json / vocab.json is malformed or does not match.
+    """
+    label = label or f"--run {run}"
+    run = check_trained_run(run, TRAIN_COMMAND, label)
+    cfg = read_model_config(run / "model.json", LMConfig, TRAIN_COMMAND)
+    vocab = Vocab.load(run / "vocab.json")
+    check(len(vocab) == cfg.vocab and vocab.eos == cfg.eos_id,
+          f"{label}: vocab.json ({len(vocab)} words) does not match model.json (vocab {cfg.vocab})")
+    return cfg, vocab
+
+
+def load_lm(run: str | Path, label: str | None = None) -> tuple[torch.nn.Module, Vocab, LMConfig]:
+    """Model (eval mode), vocabulary and config saved by ``kexue lm train`` in ``run``.
+
+    Example: ``model, vocab, cfg = load_lm("runs/lm-st")``.
+    """
+    cfg, vocab = check_run(run, label)
+    model = build_lm(cfg)
+    load_weights(model, Path(run) / "model.safetensors")
+    return model.eval(), vocab, cfg
+
+
+def prompt_ids(vocab: Vocab, text: str) -> list[int]:
+    """eos (a sentence starts in the training stream after eos) then the words of ``text``."""
+    return [vocab.eos] + vocab.encode(text.split())
+
+
+def check_length(cfg: LMConfig, prompt: int, new: int, flag: str, run: str | Path) -> None:
+    """A transformer LM reads at most ``max_len`` positions: refuse a longer decoding up front."""
+    check(cfg.arch != "transformer" or prompt + new <= cfg.max_len,
+          f"{flag} {new}: the transformer of {run} reads at most {cfg.max_len} tokens and the prompt takes {prompt}")
+
+
+@dataclass
+class Continuation:
+    """One generated continuation: its words, why it stopped (eos / max_length) and its length."""
+
+    text: str
+    reason: str
+    tokens: int
+
+
+def generate(run: Path, prompt: str, decoder: DecoderName = "greedy", max_new_tokens: PositiveInt = 50,
+             samples: PositiveInt = 1, seed: NonNegativeInt = 0) -> list[Continuation]:
+    """Continue a prompt with a trained LM.
+
+    Args:
+        run: folder written by `kexue lm train`.
+        prompt: words to continue (space separated, PTB style).
+        decoder: one of greedy, beam2, beam4, topk, topp, consistent_topk, consistent_topp, ancestral.
+        max_new_tokens: cap on generated tokens.
+        samples: continuations to draw (sampling decoders).
+        seed: seed of the sampling generator.
+    Returns:
+        The continuations.
+    """
+    check(decoder in DECODERS, f"--decoder {decoder!r}: choose one of {', '.join(DECODERS)}")
+    cfg, vocab = check_run(run)
+    ids = prompt_ids(vocab, prompt)
+    check_length(cfg, len(ids), max_new_tokens, "--max_new_tokens", run)
+    model, vocab, cfg = load_lm(run)
+    procs, search = DECODERS[decoder](vocab.eos)
+    out = decode(model.step, torch.tensor([ids] * samples), procs, search, Stopping(max_new_tokens, vocab.eos),
+                 torch.Generator().manual_seed(seed))
+    return [Continuation(" ".join(vocab.decode(seq)), reason, len(seq))
+            for seq, reason in zip(out.sequences(), out.stop_reasons)]
+
+
+def prefix_prompts(vocab: Vocab, corpus: str, count: int, length: int = PREFIX_WORDS,
+                  sentences: list[list[str]] | None = None) -> torch.Tensor:
+    """(count, 1 + length) prompts: eos then the first ``length`` words of test sentences longer than that.
+
+    ``sentences``: the test split of ``corpus``, when it is already read.
+    """
+    sents = [s for s in (sentences or load_corpus(corpus, "test")) if len(s) > length][:count]
+    if not sents:
+        raise KexueError(f"no test sentence of {corpus} has more than {length} words")
+    return torch.tensor([prompt_ids(vocab, " ".join(s[:length])) for s in sents])
+
+
+def decode_in_chunks(model, prompts: torch.Tensor, decoder: str, eos: int, cap: int, seed: int,
+                     chunk: int) -> DecodeOutput:
+    """Decode ``prompts`` with a study decoder, ``chunk`` rows at a time; outputs concatenated."""
+    procs, search = DECODERS[decoder](eos)
+    g = torch.Generator().manual_seed(seed)
+    parts = [decode(model.step, prompts[i: i + chunk], procs, search, Stopping(cap, eos), g)
+             for i in range(0, len(prompts), chunk)]
+    width = max(p.tokens.shape[1] for p in parts)
+
+    def pad(t, v):
+        return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)
+
+    return DecodeOutput(torch.cat([pad(p.tokens, eos) for p in parts]),
+                        torch.cat([pad(p.log_probs, 0.0) for p in parts]),
+                        torch.cat([p.lengths for p in parts]), torch.cat([p.finished for p in parts]),
+                        [r for p in parts for r in p.stop_reasons], torch.cat([p.scores for p in parts]))
+
+
+def termination_rows(out: DecodeOutput, eos: int) -> dict[str, float]:
+    """Non-termination ratio, mean length, unique share of non-terminated continuations, + hook metrics."""
+    nonterm = ~out.finished
+    seqs = out.sequences()
+    stuck = [tuple(s) for s, n in zip(seqs, nonterm.tolist()) if n]
+    row = {"nonterminating": nonterm.float().mean().item(),
+           "mean_length": out.lengths.float().mean().item(),
+           "unique_nonterminated": len(set(stuck)) / len(stuck) if stuck else 0.0}
+    for fn in SEQUENCE_METRICS.values():
+        row.update(fn(seqs, eos))
+    return row
+
+
+def parse_models(models: str) -> list[tuple[str, str]]:
+    """``"a=runs/x,b=runs/y"`` -> ``[("a", "runs/x"), ("b", "runs/y")]``; a malformed list is a KexueError."""
+    pairs = []
+    for item in models.split(","):
+        name, sep, run = (part.strip() for part in item.partition("="))
+        check(bool(sep and name and run), f"--models {models!r}: give name=run_folder pairs separated by commas, "
+                                           "e.g. vanilla=runs/lm-va,st=runs/lm-st")
+        check(re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None,
+              f"--models: the model name {name!r} may hold only letters, digits, _ and -")
+        pairs.append((name, run))
+    names = [name for name, _ in pairs]
+    check(len(set(names)) == len(names), f"--models {models!r}: a model name is given twice")
+    return pairs
+
+
+def parse_decoders(decoders: str) -> list[str]:
+    """``"greedy,topp"`` -> ``["greedy", "topp"]``; unknown or repeated names are a KexueError."""
+    names = [d.strip() for d in decoders.split(",") if d.strip()]
+    check(bool(names), f"--decoders: choose one or more of {', '.join(DECODERS)}")
+    unknown = [d for d in names if d not in DECODERS]
+    check(not unknown, f"--decoders: unknown decoder(s) {', '.join(unknown)}; choose from {', '.join(DECODERS)}")
+    check(len(set(names)) == len(names), f"--decoders {decoders!r}: a decoder is given twice")
+    return names
+
+
+@dataclass
+class TerminationRun:
+    """What :func:`termination_study` made: the run folder and its figures."""
+
+    out: Path
+    figures: list[Figure]
+
+    def values(self) -> dict[str, float]:
+        """Flat mapping termination.<model>.<decoder>.<metric> / termination.<model>.ppl -> value."""
+        return {f.key: f.value for f in self.figures}
+
+
+def termination_study(models: str, decoders: str = ",".join(DECODERS), prefixes: PositiveInt = 200,
+                      cap: PositiveInt = 1500, corpus: str = "ptb", seed: NonNegativeInt = 0, chunk: PositiveInt = 100,
+                      threads: PositiveInt | None = None, results: Path | None = None, overwrite: bool = False,
+                      out: Path | None = None) -> TerminationRun:
+    """The non-termination study: each model x decoder on 10-word test prefixes, into a run folder.
+
+    Every run folder, the decoders and the corpus are checked before any model is loaded. The
+    figures go to ``OUT/results.json`` (and are merged into ``results`` when given), each with the
+    command that reruns the study.
+
+    Args:
+        models: comma-separated name=run_folder pairs of `kexue lm train` runs, e.g. vanilla=runs/lm-va,st=runs/lm-st.
+        decoders: comma-separated decoders (default: all eight).
+        prefixes: number of test prefixes (one continuation each).
+        cap: the length cap L on generated tokens.
+        corpus: "ptb" or a folder with test.txt.
+        seed: seed of the sampling generator.
+        chunk: prefixes decoded together.
+        threads: torch CPU threads.
+        results: also merge the figures into this results JSON (e.g. benchmarks/results/termination.json).
+        overwrite: replace what a non-empty ``out`` holds.
+        out: run folder (default runs/lm-termination-<time>).
+    Returns:
+        A :class:`TerminationRun`: the run folder and the figures termination.<model>.<decoder>.<metric>
+        and termination.<model>.ppl.
+    """
+    arguments = dict(locals())
+    pairs = parse_models(models)
+    names = parse_decoders(decoders)
+    check_output_file(results)
+    check_output_dir(out)
+    for name, run in pairs:
+        cfg, _ = check_run(run, f"--models {name}={run}")
+        check_length(cfg, 1 + PREFIX_WORDS, cap, "--cap", run)
+    test_s = load_corpus(corpus, "test")
+    check(any(len(s) > PREFIX_WORDS for s in test_s),
+          f"the test split of {corpus} has no sentence of more than {PREFIX_WORDS} words to take a prefix from")
+    tokens = sum(len(s) + 1 for s in test_s)
+    check(tokens >= MIN_PERPLEXITY_TOKENS,
+          f"the test split of {corpus} has {tokens} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}")
+    set_threads(threads)
+    config = {k: v for k, v in arguments.items()}
+    out = make_run_dir(out, TERMINATION_COMMAND, config, overwrite=overwrite)
+    cmd = command_line("lm termination", termination_study, arguments)
+    figures = []
+    bar = progress(total=len(pairs) * len(names), desc="termination")
+    for name, run in pairs:
+        model, vocab, cfg = load_lm(run, f"--models {name}={run}")
+        ppl = lm_perplexity(model, token_stream(test_s, vocab))
+        check(math.isfinite(ppl), f"--models {name}={run}: the test perplexity is {ppl} (a diverged model)")
+        figures.append(Figure(f"termination.{name}.ppl", ppl, command=cmd))
+        prompts = prefix_prompts(vocab, corpus, prefixes, sentences=test_s)
+        for dec in names:
+            t0 = time.perf_counter()
+            o = decode_in_chunks(model, prompts, dec, vocab.eos, cap, seed, chunk)
+            row = termination_rows(o, vocab.eos)
+            for metric, value in row.items():
+                figures.append(Figure(f"termination.{name}.{dec}.{metric}", value, command=cmd))
+            bar.update(1)
+            bar.write(f"{name:>10} {dec:>16}: non-terminating {row['nonterminating']:.3f}, "
+                      f"mean length {row['mean_length']:.1f} ({time.perf_counter() - t0:.0f} s)")
+    bar.close()
+    write_results(out / "results.json", figures)
+    if results is not None:
+        write_results(results, figures, merge=True)
+    return TerminationRun(out, figures)

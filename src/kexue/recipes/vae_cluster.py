@@ -1,0 +1,684 @@
+"""Article 1, the clustering VAE (kexue.fm/archives/5887): train, evaluate, study seeds, plot.
+
+The recipe, all unsupervised (labels only score):
+
+1. autoencoder pre-training of the encoder mean and decoder (``pretrain_epochs``);
+2. mixture initialisation (:func:`gmm_initialise`): a K-component Gaussian mixture on μ(x) (or on a
+   spectral embedding of their k-NN graph), the best of ``gmm_restarts`` by likelihood; the latent
+   space is rescaled so the mixture's within-class spread matches the prior's unit variance, μ_y
+   take the mixture means and the classifier is fitted to the mixture's responsibilities;
+3. the VAE loss of archives/5887 through the shared :func:`kexue.training.fit`.
+
+Example::
+
+    from kexue.data.images import load_images
+    from kexue.recipes.vae_cluster import VAEClusterConfig, evaluate_model, train_cluster_vae
+
+    images = load_images("mnist5k")
+    model = train_cluster_vae(images, VAEClusterConfig(epochs=5, pretrain_epochs=5))
+    evaluate_model(model, images.test_x, images.test_y)   # {'acc_hungarian': ..., 'nmi': ...}
+
+A run folder (:func:`train_run`, ``kexue vae-cluster train``) holds ``config.yaml`` (``--config
+RUN/config.yaml`` reruns it), ``pretrain/`` and ``vae/`` (metrics.jsonl, checkpoints), ``init.json``
+(the scores right after the mixture initialisation), ``model.safetensors`` + ``model.json``,
+``eval.json`` (test scores on the training data set), ``eval-<data>.json`` (scores on another data
+set) and ``results.json``. A study folder (:func:`run_study`) holds one run folder per seed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from kexue.analysis.clustering import cluster_sizes, clustering_scores
+from kexue.data.images import ImageSet, load_images, random_affine
+from kexue.errors import KexueError
+from kexue.io import (
+    RESUME_MAY_CHANGE,
+    check_output_dir,
+    make_run_dir,
+    read_json,
+    run_config,
+    save_figure,
+    write_json,
+)
+from kexue.models.vae_cluster import (
+    ClusterVAE,
+    autoencoder_loss,
+    cluster_probs,
+    cluster_vae_loss,
+)
+from kexue.params import (
+    AtLeastTwo,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    check,
+    resolve_device,
+)
+from kexue.provenance import command_line
+from kexue.results import Figure, check_results_file, write_results
+from kexue.training import distributed as dist
+from kexue.training import TensorBatches, TrainConfig, fit
+from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
+
+# (value, source) of the published numbers we stand beside (other settings: see docs/vae_cluster.md)
+PUBLISHED = {
+    ("mnist5k", "acc_hungarian"): (0.9446, "VaDE README, full MNIST, pretrained AE"),
+    ("mnist5k", "acc_majority"): (0.845, "kexue.fm/archives/5887 (2018), full MNIST"),
+    ("fashion_mnist", "acc_majority"): (0.606, "kexue.fm/archives/5887 (2018)"),
+}
+METRICS = ("acc_hungarian", "acc_majority", "nmi", "ari")
+TRAIN_COMMAND = "vae-cluster-train"  # the command named in a run folder's config.yaml
+STUDY_COMMAND = "vae-cluster-study"
+GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
+MAX_PER_CLASS = 100     # images per row of a PNG grid
+
+
+@dataclass
+class VAEClusterConfig:
+    """Settings of one clustering-VAE run.
+
+    The defaults are our best label-free recipe; the author's setting (archives/5887) is
+    ``pretrain_epochs=0, gmm_init=False, augment=False, consistency=0, balance=True,
+    batch_balance=0, spectral_neighbors=0``.
+
+    Attributes:
+        epochs: VAE training epochs (author: 50).
+        batch_size: images per step (author: 100); at most the number of training images.
+        lr: Adam learning rate (author: 1e-3).
+        latent_dim: size d of z (author: 20).
+        num_classes: K >= 2, the number of clusters (author: 10).
+        kl: 'sampled' (Su's revision) or 'closed' (2018 code).
+        recon_weight: λ > 0 on the squared error (2.5 revision, 5 in 2018).
+        balance: include KL(p(y|z) || q(y)) (Su: optional).
+        batch_balance: weight of KL(batch-mean p(y|z) || uniform), an extension (0 = off).
+        pretrain_epochs: autoencoder pre-training epochs (0 = none, as the author).
+        gmm_init: initialise μ_y and the classifier from a Gaussian mixture on the codes.
+        gmm_restarts: mixture restarts (>= 1); the best by likelihood (unsupervised) is kept.
+        classifier_fit_steps: steps fitting p(y|z) to the mixture's responsibilities.
+        spectral_neighbors: fit the mixture on a spectral embedding of the k-NN graph of the
+            codes (0 = on the codes themselves), an extension; below the number of training images.
+        consistency: weight of the augmentation-consistency term, an extension (0 = off).
+        augment: train on randomly shifted, rotated and scaled images.
+        backbone: auto (conv for 28×28, MLP otherwise), conv (28×28 only) or mlp.
+        seed: random seed (>= 0).
+        eval_every_epochs: log test-set scores every N epochs (labels score only; 0 = at the end).
+    Example: ``VAEClusterConfig(epochs=5, kl="closed")``.
+    """
+
+    epochs: PositiveInt = 50
+    batch_size: PositiveInt = 100
+    lr: PositiveFloat = 1e-3
+    latent_dim: PositiveInt = 20
+    num_classes: AtLeastTwo = 10
+    kl: Literal["sampled", "closed"] = "sampled"
+    recon_weight: PositiveFloat = 2.5
+    balance: bool = False
+    batch_balance: NonNegativeFloat = 1.0
+    pretrain_epochs: NonNegativeInt = 30
+    gmm_init: bool = True
+    gmm_restarts: PositiveInt = 5
+    classifier_fit_steps: NonNegativeInt = 300
+    spectral_neighbors: NonNegativeInt = 20
+    consistency: NonNegativeFloat = 10.0
+    augment: bool = True
+    backbone: Literal["auto", "conv", "mlp"] = "auto"
+    seed: NonNegativeInt = 0
+    eval_every_epochs: NonNegativeInt = 5
+
+    def __post_init__(self) -> None:
+        # The parser enforces the annotations on the command line; these checks are for Python
+        # callers. Values become plain int/float/str (the parser hands in subclasses of them).
+        least = {"epochs": 1, "batch_size": 1, "latent_dim": 1, "num_classes": 2, "pretrain_epochs": 0,
+                 "gmm_restarts": 1, "classifier_fit_steps": 0, "spectral_neighbors": 0, "seed": 0,
+                 "eval_every_epochs": 0}
+        for name, low in least.items():
+            value = getattr(self, name)
+            check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                  f"settings.{name} must be an integer >= {low}, got {value!r}")
+            setattr(self, name, int(value))
+        for name, positive in (("lr", True), ("recon_weight", True), ("batch_balance", False),
+                               ("consistency", False)):
+            value = getattr(self, name)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            check(number and (value > 0 if positive else value >= 0),
+                  f"settings.{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+            setattr(self, name, float(value))
+        for name in ("balance", "gmm_init", "augment"):
+            check(isinstance(getattr(self, name), bool), f"settings.{name} must be true or false")
+        check(self.kl in ("sampled", "closed"), f"settings.kl must be 'sampled' or 'closed', got {self.kl!r}")
+        check(self.backbone in ("auto", "conv", "mlp"),
+              f"settings.backbone must be auto, conv or mlp, got {self.backbone!r}")
+        self.kl, self.backbone = str(self.kl), str(self.backbone)
+
+
+DEFAULT_SETTINGS = VAEClusterConfig()  # the signatures' default (one shared, never changed)
+
+
+def check_settings(cfg: VAEClusterConfig, images: ImageSet) -> None:
+    """The rules of ``cfg`` that depend on the data, checked before any run folder or training.
+
+    Raises KexueError naming the ``--settings`` flag when the conv backbone meets images that are
+    not 28×28, a batch is larger than the training set, or the mixture initialisation cannot be
+    fitted (as many clusters or spectral neighbours as images).
+    """
+    n, (h, w) = len(images.train_x), images.image_size
+    points = min(n, GMM_MAX_POINTS)
+    check(cfg.backbone != "conv" or (h, w) == (28, 28),
+          f"--settings.backbone conv needs 28×28 images, {images.name} has {h}×{w}; use --settings.backbone mlp")
+    check(cfg.batch_size <= n,
+          f"--settings.batch_size {cfg.batch_size} exceeds the {n} training images of {images.name}")
+    check(not cfg.gmm_init or cfg.num_classes < points,
+          f"--settings.num_classes {cfg.num_classes}: the mixture initialisation needs more training images "
+          f"than clusters ({images.name} has {n})")
+    check(cfg.spectral_neighbors < points,
+          f"--settings.spectral_neighbors {cfg.spectral_neighbors} must be below the number of training images "
+          f"entering the mixture initialisation ({points})")
+
+
+# ---- the recipe: pre-train -> initialise -> train --------------------------------------------
+
+@torch.no_grad()
+def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int, fit_steps: int,
+                   lr: float = 1e-3, spectral_neighbors: int = 0,
+                   max_points: int = GMM_MAX_POINTS) -> dict[str, float]:
+    """Initialise μ_y and p(y|z) from a Gaussian mixture on the codes μ(x) (no labels).
+
+    The mixture is fitted on μ(x) itself, or, with ``spectral_neighbors`` > 0, on a spectral
+    embedding of the k-nearest-neighbour graph of μ(x) (it follows the data manifold; an
+    extension, not in the sources). The latent space is rescaled so that the clusters'
+    within-class spread matches the prior's unit variance (an exact reparameterisation of the
+    autoencoder), μ_y become the responsibility-weighted cluster means, and the classifier is
+    fitted to the responsibilities. At most ``max_points`` images (a seeded random subset) enter
+    the mixture, which bounds the cost of the spectral embedding on large data sets.
+
+    Returns ``{"latent_scale": s, "gmm_log_likelihood": ...}``. Example:
+    ``gmm_initialise(model, images.train_x, restarts=5, seed=0, fit_steps=300, spectral_neighbors=20)``.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    device = next(model.parameters()).device
+    if len(x) > max_points:
+        x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_points]]
+    codes = model.embed(x.to(device)).cpu().double()                  # (N, d)
+    features = codes.numpy()
+    if spectral_neighbors:
+        from sklearn.manifold import SpectralEmbedding
+
+        features = SpectralEmbedding(n_components=model.num_classes, affinity="nearest_neighbors",
+                                     n_neighbors=spectral_neighbors, random_state=seed).fit_transform(features)
+    features = features / features.std()  # one global scale, so reg_covar means the same everywhere
+    gmm = GaussianMixture(model.num_classes, covariance_type="full" if spectral_neighbors else "diag",
+                          n_init=restarts, random_state=seed, reg_covar=1e-4).fit(features)
+    resp = torch.as_tensor(gmm.predict_proba(features))               # (N, K) soft assignments
+    weights = resp / resp.sum(0, keepdim=True).clamp_min(1e-12)
+    means = weights.T @ codes                                          # (K, d)
+    spread = (resp.unsqueeze(-1) * (codes.unsqueeze(1) - means.unsqueeze(0)).pow(2)).sum((0, 1)) / len(codes)
+    scale = float(spread.mean().sqrt())                                # within-class std of μ(x)
+    if not (math.isfinite(scale) and scale > 0):
+        raise KexueError(f"the mixture initialisation found codes without spread (scale {scale}); are the "
+                         "training images all alike? Try --settings.gmm_init false")
+    # Exact reparameterisation: μ'(x) = μ(x)/s and G'(z') = G(s·z'), so the AE is unchanged.
+    enc_out: torch.nn.Linear = model.encoder[-1]
+    d = model.latent_dim
+    enc_out.weight[:d] /= scale
+    enc_out.bias[:d] /= scale
+    dec_in: torch.nn.Linear = model.decoder[0]
+    dec_in.weight *= scale
+    model.class_means.copy_((means / scale).to(model.class_means.dtype))
+    resp = resp.float()
+    with torch.enable_grad():
+        opt = torch.optim.Adam(model.classifier.parameters(), lr=lr)
+        z_all = (codes / scale).float().to(device)
+        g = torch.Generator().manual_seed(seed)
+        for _ in range(fit_steps):
+            idx = torch.randint(len(z_all), (256,), generator=g)
+            zb = z_all[idx] + 0.5 * torch.randn(len(idx), d, generator=g).to(device)
+            loss = -(resp[idx].to(device) * F.log_softmax(model.classifier(zb), -1)).sum(-1).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return {"latent_scale": scale, "gmm_log_likelihood": float(gmm.score(features))}
+
+
+def _phase_has_checkpoint(phase_dir: Path | None) -> bool:
+    return phase_dir is not None and (phase_dir / "checkpoints").is_dir() \
+        and latest_checkpoint(phase_dir / "checkpoints") is not None
+
+
+def has_checkpoint(run: Path) -> bool:
+    """Whether a run folder holds a checkpoint of either phase (something ``resume`` continues)."""
+    return _phase_has_checkpoint(Path(run) / "pretrain") or _phase_has_checkpoint(Path(run) / "vae")
+
+
+def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | None = None,
+                      resume: bool = False, device: str | torch.device = "auto", progress: bool = True) -> ClusterVAE:
+    """Train the clustering VAE on ``images.train_x`` (no labels) and return it.
+
+    With ``out_dir``, writes ``pretrain/`` and ``vae/`` folders (metrics.jsonl, checkpoints),
+    ``init.json`` (as soon as the mixture initialisation ends) and ``model.safetensors`` +
+    ``model.json``. With ``resume``, each phase continues from its own checkpoints: a finished
+    pre-training is not repeated, and a VAE phase with a checkpoint skips pre-training and the
+    mixture initialisation (whose scores are read back from ``init.json``). Example::
+
+        model = train_cluster_vae(load_images("mnist5k"), VAEClusterConfig(epochs=5))
+
+    Raises:
+        KexueError: settings that do not fit these images, ``resume`` with no checkpoint in
+            ``out_dir``, or training diverged.
+    """
+    check_settings(cfg, images)
+    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    out_dir = Path(out_dir) if out_dir is not None else None
+    pre_dir, vae_dir = (out_dir / "pretrain", out_dir / "vae") if out_dir is not None else (None, None)
+    resume_pre, resume_vae = resume and _phase_has_checkpoint(pre_dir), resume and _phase_has_checkpoint(vae_dir)
+    if resume and not (resume_pre or resume_vae):
+        raise KexueError(f"--resume: {out_dir if out_dir is not None else 'a run without a folder'} holds no "
+                         "checkpoint to resume from")
+    for phase_dir, resumed in ((pre_dir, resume_pre or resume_vae), (vae_dir, resume_vae)):
+        if phase_dir is not None and not resumed and dist.is_main():  # under DDP rank 0 owns the folder
+            shutil.rmtree(phase_dir, ignore_errors=True)  # a phase starting afresh: no stale metrics lines
+    dist.barrier()
+    torch.manual_seed(cfg.seed)
+    model = ClusterVAE(images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone).to(dev)
+    x = images.train_x
+    per_epoch = len(x) // cfg.batch_size
+    eval_x, eval_y = images.test_x, images.test_y
+
+    def eval_fn(m):
+        return evaluate_model(m, eval_x, eval_y)
+
+    # 1. autoencoder pre-training (a finished one resumes as a no-op: its last checkpoint holds the weights)
+    if cfg.pretrain_epochs and not resume_vae:
+        pre = TrainConfig(steps=cfg.pretrain_epochs * per_epoch, lr=cfg.lr, seed=cfg.seed, clip_norm=None,
+                          log_every=per_epoch, ckpt_every=5 * per_epoch, progress=progress,
+                          find_unused_parameters=True)  # under DDP: the classifier and μ_y wait for the VAE phase
+
+        def pre_loss(m, batch, g):
+            return autoencoder_loss(m, random_affine(batch, g) if cfg.augment else batch)
+
+        fit(model, pre_loss, TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed),
+            pre, pre_dir, resume=resume_pre, desc="pretrain AE")
+    # 2. mixture initialisation (a resume in the VAE phase reads its scores back)
+    init = {}
+    if cfg.gmm_init and resume_vae:
+        init_path = out_dir / "init.json"
+        init = read_json(init_path, "initialisation scores") if init_path.is_file() else {}
+    elif cfg.gmm_init:
+        init = gmm_initialise(model, x, cfg.gmm_restarts, cfg.seed, cfg.classifier_fit_steps,
+                              spectral_neighbors=cfg.spectral_neighbors)
+        init.update({f"init_{k}": v for k, v in eval_fn(model).items()})  # labels score only
+        if out_dir is not None:
+            write_json(out_dir / "init.json", init)
+        print(f"after GMM initialisation: test Hungarian acc {init['init_acc_hungarian']:.4f}", flush=True)
+    # 3. the VAE loss of archives/5887 (plus the label-free extensions of cfg)
+    main = TrainConfig(steps=cfg.epochs * per_epoch, lr=cfg.lr, seed=cfg.seed + 1, clip_norm=None,
+                       log_every=per_epoch, eval_every=cfg.eval_every_epochs * per_epoch,
+                       ckpt_every=5 * per_epoch, progress=progress)
+
+    def loss_fn(m, batch, g):
+        view = random_affine(batch, g) if cfg.augment else batch
+        target = cluster_probs(m, batch) if cfg.consistency else None
+        return cluster_vae_loss(m, view, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance,
+                                target, cfg.consistency)
+
+    fit(model, loss_fn, TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed + 1), main, vae_dir,
+        eval_fn=eval_fn, resume=resume_vae, desc="train VAE")
+    if out_dir is not None:
+        save_model(model, cfg, out_dir,
+                   extra={"data": images.name, "data_source": images.source or images.name, **init})
+    return model
+
+
+def evaluate_model(model: ClusterVAE, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+    """Clustering scores of ``model`` on images ``x`` with labels ``y`` (labels only score).
+
+    Returns Hungarian and majority accuracy, NMI, ARI and ``largest_cluster_share``. Example:
+    ``evaluate_model(model, images.test_x, images.test_y)["acc_hungarian"]``.
+    """
+    device = next(model.parameters()).device
+    pred = model.predict(x.to(device)).cpu().numpy()
+    labels = np.unique(y.numpy(), return_inverse=True)[1].reshape(-1)  # 0..L-1: the scores ignore label names
+    scores = clustering_scores(pred, labels)
+    sizes = cluster_sizes(pred, model.num_classes)
+    scores["largest_cluster_share"] = max(sizes) / len(pred)
+    return scores
+
+
+# ---- a trained model on disk ------------------------------------------------------------------
+
+def save_model(model: ClusterVAE, cfg: VAEClusterConfig, folder: Path, extra: dict | None = None) -> None:
+    """``model.safetensors`` + ``model.json`` (everything needed to rebuild the model)."""
+    write_json(folder / "model.json", {"config": asdict(cfg), "image_size": list(model.image_size),
+                                       "backbone": model.backbone, **(extra or {})})
+    save_weights(model, folder / "model.safetensors")
+
+
+def check_train_run(run: Path, flag: str = "--run") -> Path:
+    """``run`` must be a folder written by ``kexue vae-cluster train`` (or a seed of a study)."""
+    run = Path(run)
+    check(run.exists(), f"{flag} {run}: no such folder")
+    check(run.is_dir(), f"{flag} {run} is not a folder")
+    if (run / "config.yaml").is_file():
+        command, _ = run_config(run)
+        if command not in (None, TRAIN_COMMAND):
+            hint = "; give one of its seed-<s> folders" if command == STUDY_COMMAND else ""
+            raise KexueError(f"{flag} {run} is a {command} run, not a {TRAIN_COMMAND} run{hint}")
+    return run
+
+
+def load_model(run: Path, device: str | torch.device = "cpu") -> tuple[ClusterVAE, dict]:
+    """Rebuild a trained model from a run folder; returns (model in eval mode, its model.json).
+
+    Example: ``model, meta = load_model("runs/vae")``; ``meta["data"]`` names its training data.
+    """
+    run = check_train_run(run)
+    meta_path = run / "model.json"
+    if not meta_path.is_file():
+        raise KexueError(f"no trained model in {run} (missing model.json); run `kexue vae-cluster train` first "
+                         "or finish it with --resume")
+    meta = read_json(meta_path, "model file")
+    try:
+        unknown = sorted(set(meta["config"]) - {f.name for f in fields(VAEClusterConfig)})
+        check(not unknown, f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+        cfg = VAEClusterConfig(**meta["config"])
+        size = tuple(int(v) for v in meta["image_size"])
+        check(len(size) == 2 and min(size) > 0, f"image_size {meta['image_size']!r} is not two sizes")
+        model = ClusterVAE(size, cfg.latent_dim, cfg.num_classes, meta["backbone"])
+    except (KeyError, TypeError, ValueError, KexueError) as e:
+        reason = f"it lacks the key {e}" if isinstance(e, KeyError) else str(e)
+        raise KexueError(f"model file {meta_path} is malformed: {reason}") from None
+    load_weights(model, run / "model.safetensors")
+    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    return model.to(dev).eval(), meta
+
+
+def training_data(meta: dict, path: Path) -> str:
+    """What loads a run's training data again: ``data_source`` of its model.json (older runs: ``data``)."""
+    data = meta.get("data_source") or meta.get("data")
+    check(isinstance(data, str) and bool(data), f"{path} names no training data set; give --data")
+    return data
+
+
+def is_training_data(images: ImageSet, meta: dict) -> bool:
+    """Whether ``images`` are the data set the run of ``meta`` (its model.json) was trained on."""
+    if meta.get("data_source") and images.source:
+        return images.source == meta["data_source"]
+    return images.name == meta.get("data")
+
+
+def eval_file(run: Path, images: ImageSet, meta: dict) -> Path:
+    """``eval.json`` for the run's own data set, ``eval-<name>.json`` for any other one."""
+    if is_training_data(images, meta):
+        return Path(run) / "eval.json"
+    return Path(run) / f"eval-{re.sub(r'[^A-Za-z0-9_.-]+', '_', images.name)}.json"
+
+
+def check_image_size(model: ClusterVAE, images: ImageSet) -> None:
+    """``images`` must have the size the model was trained on."""
+    (h, w), (mh, mw) = images.image_size, model.image_size
+    check((h, w) == (mh, mw), f"--data {images.name} has {h}×{w} images; the model was trained on {mh}×{mw}")
+
+
+def _load_run_and_data(run: Path, data: str | None, device: str | torch.device = "cpu"):
+    model, meta = load_model(run, device)
+    images = load_images(data if data is not None else training_data(meta, Path(run) / "model.json"))
+    check_image_size(model, images)
+    return model, meta, images
+
+
+# ---- runs: what `kexue vae-cluster train / eval / sample` do ------------------------------------
+
+def check_run_flags(out: Path | None, resume: bool, overwrite: bool, what: str = "run") -> None:
+    """``--resume`` / ``--overwrite`` / ``--out`` rules, before any data is read."""
+    check(not (resume and overwrite), "choose one of --resume and --overwrite")
+    check(not resume or out is not None, f"--resume needs --out, the folder of the {what} to continue")
+    check_output_dir(out)
+
+
+def figures_for(data: str, scores: dict[str, float], command: str) -> list[Figure]:
+    """``vae.<data>.<metric>`` results rows of one run, beside the published numbers."""
+    out = []
+    for metric in METRICS:
+        published, source = PUBLISHED.get((data, metric), (None, None))
+        out.append(Figure(f"vae.{data}.{metric}", scores[metric], published, source, command))
+    return out
+
+
+def train_run(data: str = "mnist5k", out: Path | None = None, settings: VAEClusterConfig = DEFAULT_SETTINGS,
+              device: str = "auto", resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
+    """Train in a run folder and score the test split: ``kexue vae-cluster train`` from Python.
+
+    Writes the run folder (see the module docstring), ``eval.json`` and ``results.json`` (whose
+    rows carry the ``kexue vae-cluster train`` command that reruns them). Returns (run folder,
+    ``{"data": name, "acc_hungarian": ..., ...}`` as in eval.json). Example:
+    ``run, scores = train_run("digits", "runs/d", VAEClusterConfig(epochs=2))``.
+    """
+    arguments = dict(locals())
+    cfg, device = settings, str(device)
+    resolve_device(device)
+    check_run_flags(out, resume, overwrite, "run")
+    if resume and not has_checkpoint(Path(out)):
+        started = Path(out).is_dir() and any(Path(out).iterdir())
+        raise KexueError(f"--resume: {out} holds no checkpoint to resume from; start it again with --overwrite"
+                         if started else f"--resume: {out} holds no run to resume")
+    images = load_images(data)
+    check_settings(cfg, images)
+    run = make_run_dir(out, TRAIN_COMMAND, {"data": data, "settings": asdict(cfg), "device": device},
+                       resume=resume, overwrite=overwrite)
+    model = train_cluster_vae(images, cfg, run, resume=resume, device=device)
+    record = {"data": images.name, **evaluate_model(model, images.test_x, images.test_y)}
+    write_json(run / "eval.json", record)
+    write_results(run / "results.json",
+                  figures_for(images.name, record, command_line("vae-cluster train", train_run, arguments)))
+    return run, record
+
+
+def evaluate_run(run: Path, data: str | None = None, device: str = "cpu") -> tuple[Path, dict]:
+    """Score a trained run on a test split (default: its training data set's).
+
+    Writes ``RUN/eval.json`` for the run's own data set, ``RUN/eval-<data>.json`` for another one.
+    Returns (that file, ``{"data": name, "acc_hungarian": ..., ...}``).
+    """
+    model, meta, images = _load_run_and_data(run, data, resolve_device(str(device)))
+    record = {"data": images.name, **evaluate_model(model, images.test_x, images.test_y)}
+    return write_json(eval_file(Path(run), images, meta), record), record
+
+
+def sample_run(run: Path, out: Path | None = None, per_class: int = 10, seed: int = 0,
+               data: str | None = None) -> list[Path]:
+    """``clusters.png`` (real test images per cluster) and ``samples.png`` (z ~ N(μ_y, I)) of a run.
+
+    Written into ``out`` (default: the run folder). Returns their paths.
+    """
+    check(per_class <= MAX_PER_CLASS, f"--per_class {per_class}: at most {MAX_PER_CLASS} images per row")
+    check_output_dir(out)
+    model, _, images = _load_run_and_data(run, data)
+    folder = Path(out) if out is not None else Path(run)
+    return [plot_clusters(model, images.test_x, folder / "clusters.png", per_class, seed),
+            plot_samples(model, folder / "samples.png", per_class, seed)]
+
+
+def plot_clusters(model: ClusterVAE, x: torch.Tensor, path: Path, per_cluster: int = 10,
+                  seed: int = 0) -> Path:
+    """A grid: row k holds up to ``per_cluster`` real images the model puts in cluster k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pred = model.predict(x.to(next(model.parameters()).device)).cpu()
+    g = torch.Generator().manual_seed(seed)
+    K = model.num_classes
+    fig, axes = plt.subplots(K, per_cluster, figsize=(per_cluster * 0.6, K * 0.6), squeeze=False)
+    for k in range(K):
+        members = torch.nonzero(pred == k).flatten()
+        members = members[torch.randperm(len(members), generator=g)[:per_cluster]]
+        for j in range(per_cluster):
+            ax = axes[k, j]
+            ax.axis("off")
+            if j < len(members):
+                ax.imshow(x[members[j], 0].numpy(), cmap="gray", vmin=0, vmax=1)
+        axes[k, 0].set_title(f"{k}", fontsize=6, loc="left")
+    fig.suptitle("real members of each cluster (row = cluster)", fontsize=8)
+    return save_figure(fig, path)
+
+
+def plot_samples(model: ClusterVAE, path: Path, per_class: int = 10, seed: int = 0) -> Path:
+    """A grid: row y holds images decoded from z ~ N(μ_y, I)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    K = model.num_classes
+    classes = torch.arange(K).repeat_interleave(per_class).to(model.class_means.device)
+    imgs = model.sample(classes, torch.Generator(device=classes.device).manual_seed(seed)).cpu()
+    fig, axes = plt.subplots(K, per_class, figsize=(per_class * 0.6, K * 0.6), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        ax.imshow(imgs[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+    fig.suptitle("class-conditional samples, z ~ N(mu_y, I) (row = class)", fontsize=8)
+    return save_figure(fig, path)
+
+
+# ---- seed studies: what `kexue vae-cluster study` does ---------------------------------------
+
+def parse_seeds(seeds: str) -> list[int]:
+    """``"0,1,2"`` -> ``[0, 1, 2]``; anything but distinct integers >= 0 is a KexueError."""
+    try:
+        seed_list = [int(s) for s in str(seeds).split(",") if s.strip()]
+    except ValueError:
+        raise KexueError(f"--seeds must be comma-separated integers, got {seeds!r}") from None
+    check(bool(seed_list), "--seeds is empty")
+    check(min(seed_list) >= 0, f"--seeds must be >= 0, got {seeds!r}")
+    check(len(set(seed_list)) == len(seed_list), f"--seeds repeats a seed: {seeds!r}")
+    return seed_list
+
+
+def seed_summary(values: list[float]) -> dict[str, float]:
+    """mean, population std and best of per-seed values."""
+    arr = np.asarray(values, dtype=float)
+    return {"mean": float(arr.mean()), "std": float(arr.std()), "best": float(arr.max()), "n": len(arr)}
+
+
+def _scores_only(record: dict) -> dict[str, float]:
+    return {k: float(v) for k, v in record.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def finished_scores(run: Path, cfg: VAEClusterConfig, images: ImageSet) -> dict[str, float] | None:
+    """Test scores of a finished run of ``cfg`` on ``images``; None when there is none.
+
+    Finished: weights and a ``model.json`` whose settings are ``cfg`` and whose data set is
+    ``images``. The scores come from ``eval.json`` when it was written for that data set; else the
+    model is evaluated again (and ``eval.json`` rewritten), so scores on other data never count.
+    """
+    meta_path = Path(run) / "model.json"
+    if not (meta_path.is_file() and (Path(run) / "model.safetensors").is_file()):
+        return None
+    meta = read_json(meta_path, "model file")
+    if meta.get("config") != asdict(cfg) or not is_training_data(images, meta):
+        return None
+    done = Path(run) / "eval.json"
+    if done.is_file():
+        record = read_json(done, "evaluation file")
+        if record.get("data") == images.name:
+            return _scores_only(record)
+    model, _ = load_model(run)
+    scores = evaluate_model(model, images.test_x, images.test_y)
+    write_json(done, {"data": images.name, **scores})
+    return scores
+
+
+def run_seeds(data: str, cfg: VAEClusterConfig, seeds: list[int], out: Path, device: str = "auto",
+              progress: bool = True, images: ImageSet | None = None) -> dict[str, list[float]]:
+    """Train one model per seed under ``out/seed-<s>/``; returns metric -> [test score per seed].
+
+    A seed already finished with these settings is read back, one with a checkpoint resumes, one
+    never started (or stopped before its first checkpoint) starts afresh. ``images``, when given,
+    are ``data`` already loaded. Each ``seed-<s>/config.yaml`` reruns that seed alone.
+    """
+    images = images if images is not None else load_images(data)
+    check_settings(cfg, images)
+    per_seed: dict[str, list[float]] = {}
+    for seed in seeds:
+        run = Path(out) / f"seed-{seed}"
+        seed_cfg = replace(cfg, seed=seed)
+        scores = finished_scores(run, seed_cfg, images)
+        if scores is None:
+            resume = has_checkpoint(run)
+            stale = run.is_dir() and any(run.iterdir()) and not resume
+            make_run_dir(run, TRAIN_COMMAND, {"data": data, "settings": asdict(seed_cfg), "device": str(device)},
+                         resume=resume, overwrite=stale)
+            model = train_cluster_vae(images, seed_cfg, run, resume=resume, device=device, progress=progress)
+            scores = evaluate_model(model, images.test_x, images.test_y)
+            write_json(run / "eval.json", {"data": images.name, **scores})
+        print(f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
+              flush=True)
+        meta = read_json(run / "model.json", "model file")  # the scores right after the mixture initialisation
+        scores = {**scores, **{k: v for k, v in _scores_only(meta).items()
+                               if k in ("init_acc_hungarian", "init_acc_majority")}}
+        for k, v in scores.items():
+            per_seed.setdefault(k, []).append(float(v))
+    return per_seed
+
+
+def seed_figures(data: str, per_seed: dict[str, list[float]], command: str) -> list[Figure]:
+    """Mean over seeds as ``vae.<data>.<metric>``, plus ``_std`` and ``_best`` keys; ``init_acc_*`` (the
+    scores right after the mixture initialisation) when every seed has them."""
+    figures = []
+    for metric in METRICS:
+        s = seed_summary(per_seed[metric])
+        published, source = PUBLISHED.get((data, metric), (None, None))
+        figures += [Figure(f"vae.{data}.{metric}", s["mean"], published, source, command),
+                    Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command),
+                    Figure(f"vae.{data}.{metric}_best", s["best"], published, source, command)]
+    for metric in ("init_acc_hungarian", "init_acc_majority"):  # the mixture initialisation alone
+        if len(per_seed.get(metric, [])) == len(per_seed["acc_hungarian"]):
+            s = seed_summary(per_seed[metric])
+            figures += [Figure(f"vae.{data}.{metric}", s["mean"], None, None, command),
+                        Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command)]
+    return figures
+
+
+def run_study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = None,
+              results: Path | None = None, settings: VAEClusterConfig = DEFAULT_SETTINGS, device: str = "auto",
+              resume: bool = False, overwrite: bool = False) -> tuple[Path, dict[str, list[float]]]:
+    """Train and score one model per seed in a study folder: ``kexue vae-cluster study`` from Python.
+
+    Writes ``out/seed-<s>/`` (one run folder per seed), ``per_seed.json`` and ``results.json``
+    (mean, std and best over the seeds; its rows carry the ``kexue vae-cluster study`` command
+    with the seeds and settings); with ``results``, also merges the rows into that file. With
+    ``resume``, finished seeds are read back, unfinished ones resume, new ones start.
+    Returns (study folder, metric -> [score per seed]). Example:
+    ``folder, per_seed = run_study("digits", "0,1", "runs/s", settings=VAEClusterConfig(epochs=2))``.
+    """
+    arguments = dict(locals())
+    seed_list = parse_seeds(seeds)
+    device = str(device)
+    resolve_device(device)
+    check_run_flags(out, resume, overwrite, "study")
+    check_results_file(results)
+    images = load_images(data)
+    check_settings(settings, images)
+    config = {"data": data, "seeds": seeds, "results": results, "settings": asdict(settings), "device": device}
+    folder = make_run_dir(out, STUDY_COMMAND, config, resume=resume, overwrite=overwrite,
+                          may_change=RESUME_MAY_CHANGE | {"seeds"})
+    per_seed = run_seeds(data, settings, seed_list, folder, device, images=images)
+    command = command_line("vae-cluster study", run_study, arguments, keep=("data", "seeds"))
+    figures = seed_figures(images.name, per_seed, command)
+    write_results(folder / "results.json", figures)
+    if results is not None:
+        write_results(results, figures, merge=True)
+    write_json(folder / "per_seed.json", per_seed)
+    return folder, per_seed

@@ -1,0 +1,123 @@
+"""Where benchmark figures come from: commands derived from the call, measured machine facts beside
+the figures, ``published`` only for numbers from papers, and the committed rows held to the same rules."""
+
+import ast
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from kexue.cli import main
+from kexue.provenance import command_line
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_ONLSTM = {"input_size": 4, "hidden": 8, "layers": 1, "chunk_size": 4, "batch": 2, "bptt": 3, "rounds": 1,
+               "threads": 1}
+MACHINE_KEYS = {"cpu", "cores", "torch_threads", "load_average_1m", "torch", "python", "gpu"}
+UNMEASURED = ("2-core", "shared machine", "shared with other jobs", "shared 2")
+
+
+def _load_fix_script():
+    spec = importlib.util.spec_from_file_location("fix_provenance", ROOT / "benchmarks" / "fix_provenance.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_committed_bench_rows_are_already_what_the_rules_give():
+    """benchmarks/fix_provenance.py has nothing left to change: every committed bench row's command is
+    the one command_line derives from the recorded call, and no internal target sits in `published`."""
+    fix = _load_fix_script()
+    assert fix.planned() == {}
+    onlstm = json.loads((ROOT / "benchmarks/results/onlstm.json").read_text())
+    speed = {k: v for k, v in onlstm.items() if k.startswith("onlstm.speed.")}
+    assert speed and all(v["published"] is None and v["source"] is None for v in speed.values())
+    assert {v["command"] for v in speed.values()} == {"kexue bench onlstm --rounds 7 --threads 1"}
+    repetition = json.loads((ROOT / "benchmarks/results/repetition.json").read_text())
+    assert {v["command"] for v in repetition.values()} == {"kexue bench repetition"}
+
+
+def test_no_results_or_details_file_claims_an_unmeasured_machine():
+    for path in (ROOT / "benchmarks" / "results").rglob("*.json"):
+        text = path.read_text(encoding="utf-8").lower()
+        assert not any(phrase in text for phrase in UNMEASURED), path
+
+
+def test_bench_onlstm_rows_and_details(tmp_path):
+    from kexue.bench.onlstm import onlstm
+
+    results, details = tmp_path / "res.json", tmp_path / "timings.json"
+    main(["bench", "onlstm", *(f"--{k}={v}" for k, v in TINY_ONLSTM.items()), "--out", str(tmp_path / "run"),
+          "--results", str(results), "--details", str(details)])
+    rows = json.loads(results.read_text())
+    command = command_line("bench onlstm", onlstm, TINY_ONLSTM)
+    assert command == ("kexue bench onlstm --input_size 4 --hidden 8 --layers 1 --chunk_size 4 --batch 2 --bptt 3 "
+                       "--rounds 1 --threads 1")
+    assert all(r["command"] == command and r["published"] is None and r["source"] is None for r in rows.values())
+    timings = json.loads(details.read_text())
+    assert timings == json.loads((tmp_path / "run" / "timings.json").read_text())
+    assert set(timings["machine"]) == MACHINE_KEYS and timings["machine"]["torch_threads"] == 1
+    assert timings["targets"]["ratio_vs_nn_lstm"]["at_most"] == 2.0
+    for f in (tmp_path / "run").iterdir():
+        assert not any(p in f.read_text(encoding="utf-8").lower() for p in UNMEASURED), f
+
+
+def test_bench_repetition_command_and_machine(tmp_path, monkeypatch):
+    import kexue.bench.repetition as bench_repetition
+    from kexue.recipes.repetition import check_claims, study_level
+
+    def tiny_study(quick, seed):
+        sentences = [s.split() for s in ["the cat sat on the mat", "a dog sat on the log", "the dog and a cat"]] * 3
+        res = study_level(sentences, ["sample", "top_p:0.9", "top_k:10", "greedy"])
+        res.pop("chain")
+        res.pop("by_token")
+        detail = {"quick": quick, "seed": seed, "levels": {"word": res},
+                  "mc": {"random": [{"rel_error": 0.01, "z": 0.5, "rel_stderr": 0.01}], "corpus": []}}
+        detail["claims"] = check_claims(detail)
+        return detail
+
+    monkeypatch.setattr(bench_repetition, "run_study", tiny_study)
+    main(["bench", "repetition", "--quick", "--seed", "3", "--out", str(tmp_path / "run")])
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert {r["command"] for r in rows.values()} == {"kexue bench repetition --quick --seed 3"}
+    detail = json.loads((tmp_path / "run" / "detail.json").read_text())
+    assert set(detail["machine"]) == MACHINE_KEYS and "note" not in detail
+
+
+def test_reproduce_section_commands_come_from_the_bench_signature():
+    from kexue.bench.repetition import repetition
+
+    assert command_line("bench repetition", repetition, {"quick": True}) == "kexue bench repetition --quick"
+    assert command_line("bench repetition", repetition, {"quick": False}) == "kexue bench repetition"
+
+
+def test_the_report_prints_the_machine_it_measured(tmp_path):
+    from kexue.reproduce.report import SectionResult, write_report
+    from kexue.results import Figure
+
+    facts = {"cpu": "Test CPU 9000", "cores": 7, "torch_threads": 3, "load_average_1m": 0.25, "torch": "2.x",
+             "python": "3.x", "gpu": None}
+    section = SectionResult("x", "1. X (kexue.fm/archives/1)", [Figure("x.a", 1.0, None, None, "kexue x")])
+    report = write_report(tmp_path, [section], "quick", facts).read_text()
+    assert "Test CPU 9000, 7 cores, 3 torch threads, load 0.25, torch 2.x" in report
+    measured = write_report(tmp_path, [section], "quick").read_text()  # measured now when not given
+    assert "Machine (measured at the start):" in measured and "cores" in measured and "torch thread" in measured
+
+
+MODULES = ["bench/decoding.py", "bench/nystrom.py", "bench/onlstm.py", "bench/repetition.py", "bench/common.py",
+           "recipes/repetition.py", "reproduce/__init__.py", "reproduce/report.py", "reproduce/repetition.py"]
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_no_hand_assembled_command_strings(module):
+    """No string (or f-string) in code that starts like a command line: commands come from command_line."""
+    tree = ast.parse((ROOT / "src" / "kexue" / module).read_text(encoding="utf-8"))
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            assert not node.value.lstrip().startswith("kexue "), f"{module}:{node.lineno}: {node.value!r}"
+        if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+            assert not str(node.values[0].value).lstrip().startswith("kexue "), f"{module}:{node.lineno}"
