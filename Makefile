@@ -37,6 +37,8 @@ full: setup
 	HF_HUB_OFFLINE=1 $(BIN)/kexue reproduce --full --out runs/full --overwrite
 
 test: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 clean:

@@ -49,9 +49,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # "Decoding speed vs model.generate"; docs/onlstm.md, "Speed — kexue bench onlstm").
 RECORDED = {
     "decoding": "kexue bench decoding --layers 6 --width 384 --batch 8 --new_tokens 128 --repeats 3 --threads 1 "
-                "--results benchmarks/results/decoding.json",
+    "--results benchmarks/results/decoding.json",
     "onlstm": "kexue bench onlstm --input_size 400 --hidden 1150 --layers 3 --chunk_size 10 --batch 20 --bptt 70 "
-              "--rounds 7 --threads 1 --results benchmarks/results/onlstm.json",
+    "--rounds 7 --threads 1 --results benchmarks/results/onlstm.json",
 }
 
 
@@ -95,16 +95,19 @@ def planned() -> dict[Path, tuple[object, object]]:
     rebuilt = to_dict(figures_of(detail, command))
     path = RESULTS / "repetition.json"
     old = json.loads(path.read_text(encoding="utf-8"))
-    assert {k: v["value"] for k, v in old.items()} == {k: v["value"] for k, v in rebuilt.items()}, \
+    assert {k: v["value"] for k, v in old.items()} == {k: v["value"] for k, v in rebuilt.items()}, (
         "repetition.json does not hold the figures of repetition_detail.json"
+    )
     plan(path, rebuilt)
     new_detail = {k: v for k, v in detail.items() if k != "note"}  # "measured on a shared 2-core CPU machine"
     new_detail.setdefault("machine", None)  # not measured for this run
     plan(detail_path, new_detail)
 
     # decoding and onlstm speed: commands from the recorded invocations
-    for name, fn, prefix, published_allowed in (("decoding", decoding, "decoding.", True),
-                                                 ("onlstm", onlstm, "onlstm.speed.", False)):
+    for name, fn, prefix, published_allowed in (
+        ("decoding", decoding, "decoding.", True),
+        ("onlstm", onlstm, "onlstm.speed.", False),
+    ):
         path = RESULTS / f"{name}.json"
         rows = json.loads(path.read_text(encoding="utf-8"))
         command = command_line(f"bench {name}", fn, parse_invocation(RECORDED[name], fn))
@@ -116,8 +119,10 @@ def planned() -> dict[Path, tuple[object, object]]:
         machine = details.get("machine")
         if isinstance(machine, str):
             arch, threads = (part.strip() for part in machine.split(",")[:2])
-            details = dict(details, machine={"machine": arch, "torch_threads": int(threads.split()[0]),
-                                             "torch": details.get("torch")})
+            details = dict(
+                details,
+                machine={"machine": arch, "torch_threads": int(threads.split()[0]), "torch": details.get("torch")},
+            )
         plan(path, details)
     return changes
 

@@ -20,15 +20,69 @@ from kexue.cli import main
 
 WORDS = "the cat sat on a mat and dog ran to house".split()
 # lm train / onlstm train: run-folder flags at the top, model and training settings under --settings.*
-LM = ["lm", "train", "--corpus", "{corpus}", "--threads", "1", "--settings.dim", "16", "--settings.layers", "1",
-      "--settings.steps", "3", "--settings.batch_size", "4", "--settings.bptt", "5", "--settings.eval_every", "3",
-      "--settings.eval_tokens", "200"]
-ONL = ["onlstm", "train", "--corpus", "{corpus}", "--threads", "1", "--settings.emb", "8", "--settings.hidden", "8",
-       "--settings.layers", "2", "--settings.chunk", "4", "--settings.steps", "3", "--settings.batch_size", "4",
-       "--settings.bptt", "5", "--settings.eval_every", "3", "--settings.ckpt_every", "3"]
+LM = [
+    "lm",
+    "train",
+    "--corpus",
+    "{corpus}",
+    "--threads",
+    "1",
+    "--settings.dim",
+    "16",
+    "--settings.layers",
+    "1",
+    "--settings.steps",
+    "3",
+    "--settings.batch_size",
+    "4",
+    "--settings.bptt",
+    "5",
+    "--settings.eval_every",
+    "3",
+    "--settings.eval_tokens",
+    "200",
+]
+ONL = [
+    "onlstm",
+    "train",
+    "--corpus",
+    "{corpus}",
+    "--threads",
+    "1",
+    "--settings.emb",
+    "8",
+    "--settings.hidden",
+    "8",
+    "--settings.layers",
+    "2",
+    "--settings.chunk",
+    "4",
+    "--settings.steps",
+    "3",
+    "--settings.batch_size",
+    "4",
+    "--settings.bptt",
+    "5",
+    "--settings.eval_every",
+    "3",
+    "--settings.ckpt_every",
+    "3",
+]
 GEN = ["lm", "generate", "--run", "{lm}", "--prompt", "the cat", "--max_new_tokens", "5"]
-TERM = ["lm", "termination", "--models", "a={lm}", "--decoders", "greedy", "--prefixes", "3", "--cap", "5",
-        "--corpus", "{corpus}"]
+TERM = [
+    "lm",
+    "termination",
+    "--models",
+    "a={lm}",
+    "--decoders",
+    "greedy",
+    "--prefixes",
+    "3",
+    "--cap",
+    "5",
+    "--corpus",
+    "{corpus}",
+]
 PARSE = ["onlstm", "parse", "--model", "{onl}", "--sentences+", "the dog sees a cat"]
 EVAL = ["onlstm", "eval", "--model", "{onl}"]
 
@@ -103,23 +157,35 @@ def paths(tmp_path_factory):
         (lm, "lm_novocab", lambda r: (r / "vocab.json").unlink()),
         (lm, "lm_badvocab", lambda r: (r / "vocab.json").write_text('{"words": ["a"]}')),
         (lm, "lm_vocabmismatch", lambda r: (r / "vocab.json").write_text('{"itos": ["a", "b"]}')),
-        (lm, "lm_shorttransformer", lambda r: _edit_json(r / "model.json",
-                                                        lambda d: d.update(arch="transformer", max_len=8))),
+        (
+            lm,
+            "lm_shorttransformer",
+            lambda r: _edit_json(r / "model.json", lambda d: d.update(arch="transformer", max_len=8)),
+        ),
         (lm, "lm_noweights", lambda r: (r / "model.safetensors").unlink()),
         (lm, "lm_badweights", lambda r: (r / "model.safetensors").write_bytes(b"\x00\xff" * 64)),
         (lm, "lm_noconfig", lambda r: (r / "config.yaml").unlink()),
         (lm, "lm_badconfig", lambda r: (r / "config.yaml").write_text("# kexue run config: lm-train\n: : [\n")),
-        (lm, "lm_corruptstate", lambda r: [(c / "state.pt").write_bytes(bytes(range(256)) * 8)
-                                           for c in (r / "checkpoints").glob("step-*")]),
-        (lm, "lm_corruptckpt", lambda r: [(c / "model.safetensors").write_bytes(b"junk" * 16)
-                                          for c in (r / "checkpoints").glob("step-*")]),
+        (
+            lm,
+            "lm_corruptstate",
+            lambda r: [(c / "state.pt").write_bytes(bytes(range(256)) * 8) for c in (r / "checkpoints").glob("step-*")],
+        ),
+        (
+            lm,
+            "lm_corruptckpt",
+            lambda r: [(c / "model.safetensors").write_bytes(b"junk" * 16) for c in (r / "checkpoints").glob("step-*")],
+        ),
         (lm, "lm_nockpt", lambda r: shutil.rmtree(r / "checkpoints")),
         (onl, "onl_badjson", lambda r: (r / "model.json").write_text("{'emb': 8")),
         (onl, "onl_extrakey", lambda r: _edit_json(r / "model.json", lambda d: d.update(bogus=1))),
         (onl, "onl_zerochunk", lambda r: _edit_json(r / "model.json", lambda d: d.update(chunk=0))),
         (onl, "onl_lstm", lambda r: _edit_json(r / "model.json", lambda d: d.update(cell="lstm"))),
-        (onl, "onl_corruptstate", lambda r: [(c / "state.pt").write_bytes(bytes(range(256)) * 8)
-                                             for c in (r / "checkpoints").glob("step-*")]),
+        (
+            onl,
+            "onl_corruptstate",
+            lambda r: [(c / "state.pt").write_bytes(bytes(range(256)) * 8) for c in (r / "checkpoints").glob("step-*")],
+        ),
     ):
         shutil.copytree(base, bad / name)
         breakage(bad / name)
@@ -172,8 +238,11 @@ CASES = [
     ("lm-dim-word", LM + ["--settings.dim", "ten"], "--settings.dim"),
     ("lm-dim-float", LM + ["--settings.dim", "1.5"], "--settings.dim"),
     ("lm-layers-0", LM + ["--settings.layers", "0"], "--settings.layers"),
-    ("lm-dim-heads", LM + ["--settings.arch", "transformer", "--settings.dim", "10", "--settings.heads", "4"],
-     "--settings.heads"),
+    (
+        "lm-dim-heads",
+        LM + ["--settings.arch", "transformer", "--settings.dim", "10", "--settings.heads", "4"],
+        "--settings.heads",
+    ),
     ("lm-dropout-1", LM + ["--settings.dropout", "1"], "--settings.dropout"),
     ("lm-dropout-neg", LM + ["--settings.dropout", "-0.1"], "--settings.dropout"),
     ("lm-steps-0", LM + ["--settings.steps", "0"], "--settings.steps"),
@@ -246,8 +315,11 @@ CASES = [
     ("gen-samples-0", GEN + ["--samples", "0"], "--samples"),
     ("gen-seed-neg", GEN + ["--seed", "-1"], "--seed"),
     ("gen-no-prompt", ["lm", "generate", "--run", "{lm}"], "prompt"),
-    ("gen-past-max-len", GEN[:2] + ["--run", "{bad}/lm_shorttransformer"] + GEN[4:] + ["--max_new_tokens", "20"],
-     "--max_new_tokens"),
+    (
+        "gen-past-max-len",
+        GEN[:2] + ["--run", "{bad}/lm_shorttransformer"] + GEN[4:] + ["--max_new_tokens", "20"],
+        "--max_new_tokens",
+    ),
     # ---- lm termination: findings, then every parameter and the run folders ----
     ("term-chunk-0", TERM + ["--chunk", "0", "--out", "{out}"], "--chunk"),
     ("term-cap-0", TERM + ["--cap", "0", "--out", "{out}"], "--cap"),
@@ -302,8 +374,11 @@ CASES = [
     ("onl-weight-decay-neg", ONL + ["--settings.weight_decay", "-0.5"], "--settings.weight_decay"),
     ("onl-clip-neg", ONL + ["--settings.clip", "-1"], "--settings.clip"),
     ("onl-seed-neg", ONL + ["--settings.seed", "-3"], "--settings.seed"),
-    ("onl-grammar-sentences-0", ONL + ["--corpus", "grammar", "--settings.grammar_sentences", "0"],
-     "--settings.grammar_sentences"),
+    (
+        "onl-grammar-sentences-0",
+        ONL + ["--corpus", "grammar", "--settings.grammar_sentences", "0"],
+        "--settings.grammar_sentences",
+    ),
     ("onl-eval-every-neg", ONL + ["--settings.eval_every", "-1"], "--settings.eval_every"),
     ("onl-ckpt-every-neg", ONL + ["--settings.ckpt_every", "-1"], "--settings.ckpt_every"),
     ("onl-max-valid-0", ONL + ["--settings.max_valid_tokens", "0"], "--settings.max_valid_tokens"),

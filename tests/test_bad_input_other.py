@@ -17,8 +17,30 @@ from kexue.cli import main
 
 CORPUS = ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog", "the mat is on the log"] * 3
 # the smallest listops run that trains in a fraction of a second
-LISTOPS = ["--steps", "2", "--train_size", "16", "--test_size", "8", "--min_len", "8", "--max_len", "32", "--dim", "8",
-           "--heads", "2", "--depth", "1", "--num_landmarks", "4", "--conv_kernel", "3", "--batch_size", "4"]
+LISTOPS = [
+    "--steps",
+    "2",
+    "--train_size",
+    "16",
+    "--test_size",
+    "8",
+    "--min_len",
+    "8",
+    "--max_len",
+    "32",
+    "--dim",
+    "8",
+    "--heads",
+    "2",
+    "--depth",
+    "1",
+    "--num_landmarks",
+    "4",
+    "--conv_kernel",
+    "3",
+    "--batch_size",
+    "4",
+]
 
 
 def _write_config(folder, command, lines):
@@ -45,8 +67,11 @@ def files(tmp_path_factory):
         w.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
     f["nys_corrupt"] = corrupt
     config = (nys / "config.yaml").read_text()
-    for name, old, new in (("nys_nodim", "dim: 8\n", ""), ("nys_strdim", "dim: 8\n", "dim: eight\n"),
-                           ("nys_exact", "attention: both\n", "attention: exact\n")):
+    for name, old, new in (
+        ("nys_nodim", "dim: 8\n", ""),
+        ("nys_strdim", "dim: 8\n", "dim: eight\n"),
+        ("nys_exact", "attention: both\n", "attention: exact\n"),
+    ):
         (d / name).mkdir()
         (d / name / "config.yaml").write_text(config.replace(old, new))
         f[name] = d / name
@@ -106,9 +131,25 @@ def files(tmp_path_factory):
     (d / "nan.csv").write_text("nan,0.1\n0.1,0.1\n")
     (d / "latin1.csv").write_bytes(b"0.1,0.2\n0.3,0.\xe9\n")
     (d / "matrix.json").write_text("[[0.5]]")
-    for name in ("rect.npy", "negative.npy", "rows_over_one.npy", "strings.npy", "empty_matrix.npy", "truncated.npy",
-                 "objects.npy", "corrupt.npz", "no_P.npz", "P_rect.npz", "sparse_over_one.npz", "empty.csv",
-                 "words.csv", "ragged.csv", "nan.csv", "latin1.csv", "matrix.json"):
+    for name in (
+        "rect.npy",
+        "negative.npy",
+        "rows_over_one.npy",
+        "strings.npy",
+        "empty_matrix.npy",
+        "truncated.npy",
+        "objects.npy",
+        "corrupt.npz",
+        "no_P.npz",
+        "P_rect.npz",
+        "sparse_over_one.npz",
+        "empty.csv",
+        "words.csv",
+        "ragged.csv",
+        "nan.csv",
+        "latin1.csv",
+        "matrix.json",
+    ):
         f[name.replace(".", "_")] = d / name
     (d / "matrix_dir.npy").mkdir()
     f["matrix_dir"] = d / "matrix_dir.npy"
@@ -118,7 +159,9 @@ def files(tmp_path_factory):
     (d / "enc_shape.json").write_text(json.dumps({"joiner": "", "rounds": [["a", "b"]]}))
     (d / "enc_kind.json").write_text(json.dumps({"kind": "bpe", "joiner": "", "rounds": []}))
     (d / "enc_extra.json").write_text(json.dumps({"joiner": "", "rounds": [], "merges": []}))
-    (d / "enc_collide.json").write_text(json.dumps({"joiner": "", "rounds": [[["a", "b"]], [["a", "b"]], [["ab", "c"], ["a", "bc"]]]}))
+    (d / "enc_collide.json").write_text(
+        json.dumps({"joiner": "", "rounds": [[["a", "b"]], [["a", "b"]], [["ab", "c"], ["a", "bc"]]]})
+    )
     for name in ("enc_not_json", "enc_list", "enc_shape", "enc_kind", "enc_extra", "enc_collide"):
         f[name] = d / f"{name}.json"
     (d / "repetition_detail.json").write_text(json.dumps({"levels": {"char": {"n": 3}}}))
@@ -158,29 +201,59 @@ NYSTROM_LISTOPS = [
     ("attention bad choice", "nystrom listops --attention linear --out {out}", "out", "--attention linear"),
     ("results is a folder", "nystrom listops --results {folder} --out {out}", "out", "is a folder"),
     ("results not JSON", "nystrom listops --results {not_results} --out {out}", "not_results", "--results"),
-    ("results other schema", "nystrom listops --results {other_schema} --out {out}", "other_schema", "results.json schema"),
+    (
+        "results other schema",
+        "nystrom listops --results {other_schema} --out {out}",
+        "other_schema",
+        "results.json schema",
+    ),
     ("out is a regular file", "nystrom listops --out {regular_file}", "regular_file", "--out"),
     ("out under /proc", "nystrom listops --out /proc/kexue_probe", None, "/proc/kexue_probe"),
     ("out not empty", "nystrom listops --out {full_run}", "full_run", "not empty"),
     ("resume with nothing to resume", "nystrom listops --resume --out {folder}", "folder", "--resume"),
     ("resume and overwrite", "nystrom listops --resume --overwrite --out {full_run}", "full_run", "--overwrite"),
-    ("resume with changed model", "nystrom listops " + " ".join(LISTOPS).replace("--dim 8", "--dim 16")
-     + " --resume --out {nys}", "nys", "dim 8 -> 16"),
+    (
+        "resume with changed model",
+        "nystrom listops " + " ".join(LISTOPS).replace("--dim 8", "--dim 16") + " --resume --out {nys}",
+        "nys",
+        "dim 8 -> 16",
+    ),
     ("config unknown key", "nystrom listops --config {unknown_key_yaml} --out {out}", "out", "bogus_key"),
     ("config missing", "nystrom listops --config {missing} --out {out}", "out", "missing.txt"),
     ("config non-UTF-8", "nystrom listops --config {latin1} --out {out}", "out", "UTF-8"),
 ]
 
 NYSTROM_ERRORS = [
-    ("figure is a folder (finding)", "nystrom errors --run {nys} --length 16 --landmarks+ 4 --figure {folder}", "folder",
-     "--figure"),
-    ("results is a folder (finding)", "nystrom errors --run {nys} --length 16 --landmarks+ 4 --results {folder}",
-     "folder", "--results"),
-    ("results under /proc", "nystrom errors --run {nys} --length 16 --landmarks+ 4 --results /proc/kexue_probe/r.json", None, "--results"),
-    ("figure under a regular file", "nystrom errors --run {nys} --length 16 --landmarks+ 4 --figure {regular_file}/f.png",
-     "regular_file", "--figure"),
-    ("results not a results file", "nystrom errors --run {nys} --length 16 --landmarks+ 4 --results {not_results}",
-     "not_results", "--results"),
+    (
+        "figure is a folder (finding)",
+        "nystrom errors --run {nys} --length 16 --landmarks+ 4 --figure {folder}",
+        "folder",
+        "--figure",
+    ),
+    (
+        "results is a folder (finding)",
+        "nystrom errors --run {nys} --length 16 --landmarks+ 4 --results {folder}",
+        "folder",
+        "--results",
+    ),
+    (
+        "results under /proc",
+        "nystrom errors --run {nys} --length 16 --landmarks+ 4 --results /proc/kexue_probe/r.json",
+        None,
+        "--results",
+    ),
+    (
+        "figure under a regular file",
+        "nystrom errors --run {nys} --length 16 --landmarks+ 4 --figure {regular_file}/f.png",
+        "regular_file",
+        "--figure",
+    ),
+    (
+        "results not a results file",
+        "nystrom errors --run {nys} --length 16 --landmarks+ 4 --results {not_results}",
+        "not_results",
+        "--results",
+    ),
     ("run missing", "nystrom errors --run {tmp}/nope", None, "--run"),
     ("run is a file", "nystrom errors --run {regular_file}", None, "--run"),
     ("run without config", "nystrom errors --run {no_config}", None, "config.yaml"),
@@ -237,52 +310,118 @@ REPETITION = [
     ("matrix ragged csv", "repetition theory --matrix {ragged_csv} --out {out}", "out", "ragged.csv"),
     ("matrix csv with nan", "repetition theory --matrix {nan_csv} --out {out}", "out", "non-finite"),
     ("matrix csv non-UTF-8", "repetition theory --matrix {latin1_csv} --out {out}", "out", "UTF-8"),
-    ("measure unit bad choice", "repetition measure --texts {corpus}/train.txt --unit byte --out {out}", "out", "--unit"),
+    (
+        "measure unit bad choice",
+        "repetition measure --texts {corpus}/train.txt --unit byte --out {out}",
+        "out",
+        "--unit",
+    ),
     ("measure level bad choice", "repetition measure --level byte --out {out}", "out", "--level"),
     ("measure samples 0", "repetition measure --samples 0 --out {out}", "out", "--samples 0"),
     ("measure max_length negative", "repetition measure --max_length -1 --out {out}", "out", "--max_length"),
     ("measure seed wrong type", "repetition measure --seed one --out {out}", "out", "--seed"),
-    ("measure unknown decoder", "repetition measure --corpus {corpus} --decoders sample,nucleus --out {out}", "out",
-     "nucleus"),
+    (
+        "measure unknown decoder",
+        "repetition measure --corpus {corpus} --decoders sample,nucleus --out {out}",
+        "out",
+        "nucleus",
+    ),
     ("measure texts missing", "repetition measure --texts {missing} --out {out}", "out", "not found"),
     ("measure texts folder", "repetition measure --texts {folder} --out {out}", "out", "folder"),
     ("measure texts non-UTF-8", "repetition measure --texts {latin1} --out {out}", "out", "UTF-8"),
     ("measure texts empty", "repetition measure --texts {empty} --out {out}", "out", "no text"),
     ("measure texts blank lines", "repetition measure --texts {blank} --out {out}", "out", "no text"),
     ("measure corpus without valid", "repetition measure --corpus {no_valid} --out {out}", "out", "valid.txt"),
-    ("measure out not empty", "repetition measure --texts {corpus}/train.txt --out {full_run}", "full_run", "not empty"),
+    (
+        "measure out not empty",
+        "repetition measure --texts {corpus}/train.txt --out {full_run}",
+        "full_run",
+        "not empty",
+    ),
     ("rebalance threshold 0", "repetition rebalance --threshold 0 --out {out}", "out", "--threshold 0"),
     ("rebalance threshold 1", "repetition rebalance --threshold 1 --out {out}", "out", "--threshold 1"),
     ("rebalance threshold 2", "repetition rebalance --threshold 2 --out {out}", "out", "--threshold 2"),
     ("rebalance iterations 0", "repetition rebalance --iterations 0 --out {out}", "out", "--iterations 0"),
     ("rebalance iterations wrong type", "repetition rebalance --iterations 2.5 --out {out}", "out", "--iterations"),
     ("rebalance level bad choice", "repetition rebalance --level rebalanced --out {out}", "out", "--level"),
-    ("rebalance max_sentences negative", "repetition rebalance --max_sentences -1 --out {out}", "out",
-     "--max_sentences"),
-    ("rebalance encoding missing", "repetition rebalance --corpus {corpus} --encoding {missing} --out {out}", "out",
-     "not found"),
-    ("rebalance encoding folder", "repetition rebalance --corpus {corpus} --encoding {folder} --out {out}", "out",
-     "folder"),
-    ("rebalance encoding non-UTF-8", "repetition rebalance --corpus {corpus} --encoding {latin1} --out {out}", "out",
-     "UTF-8"),
-    ("rebalance encoding empty", "repetition rebalance --corpus {corpus} --encoding {empty} --out {out}", "out",
-     "JSON"),
-    ("rebalance encoding not JSON", "repetition rebalance --corpus {corpus} --encoding {enc_not_json} --out {out}",
-     "out", "JSON"),
-    ("rebalance encoding a list", "repetition rebalance --corpus {corpus} --encoding {enc_list} --out {out}", "out",
-     "dict"),
-    ("rebalance encoding bad rounds", "repetition rebalance --corpus {corpus} --encoding {enc_shape} --out {out}",
-     "out", "malformed"),
-    ("rebalance encoding other kind", "repetition rebalance --corpus {corpus} --encoding {enc_kind} --out {out}",
-     "out", "bpe"),
-    ("rebalance encoding extra key", "repetition rebalance --corpus {corpus} --encoding {enc_extra} --out {out}",
-     "out", "merges"),
-    ("rebalance encoding collides", "repetition rebalance --corpus {corpus} --encoding {enc_collide} --out {out}",
-     "out", "abc"),
-    ("rebalance apply missing", "repetition rebalance --corpus {corpus} --apply {missing} --out {out}", "out",
-     "not found"),
-    ("rebalance apply non-UTF-8", "repetition rebalance --corpus {corpus} --apply {latin1} --out {out}", "out",
-     "UTF-8"),
+    (
+        "rebalance max_sentences negative",
+        "repetition rebalance --max_sentences -1 --out {out}",
+        "out",
+        "--max_sentences",
+    ),
+    (
+        "rebalance encoding missing",
+        "repetition rebalance --corpus {corpus} --encoding {missing} --out {out}",
+        "out",
+        "not found",
+    ),
+    (
+        "rebalance encoding folder",
+        "repetition rebalance --corpus {corpus} --encoding {folder} --out {out}",
+        "out",
+        "folder",
+    ),
+    (
+        "rebalance encoding non-UTF-8",
+        "repetition rebalance --corpus {corpus} --encoding {latin1} --out {out}",
+        "out",
+        "UTF-8",
+    ),
+    (
+        "rebalance encoding empty",
+        "repetition rebalance --corpus {corpus} --encoding {empty} --out {out}",
+        "out",
+        "JSON",
+    ),
+    (
+        "rebalance encoding not JSON",
+        "repetition rebalance --corpus {corpus} --encoding {enc_not_json} --out {out}",
+        "out",
+        "JSON",
+    ),
+    (
+        "rebalance encoding a list",
+        "repetition rebalance --corpus {corpus} --encoding {enc_list} --out {out}",
+        "out",
+        "dict",
+    ),
+    (
+        "rebalance encoding bad rounds",
+        "repetition rebalance --corpus {corpus} --encoding {enc_shape} --out {out}",
+        "out",
+        "malformed",
+    ),
+    (
+        "rebalance encoding other kind",
+        "repetition rebalance --corpus {corpus} --encoding {enc_kind} --out {out}",
+        "out",
+        "bpe",
+    ),
+    (
+        "rebalance encoding extra key",
+        "repetition rebalance --corpus {corpus} --encoding {enc_extra} --out {out}",
+        "out",
+        "merges",
+    ),
+    (
+        "rebalance encoding collides",
+        "repetition rebalance --corpus {corpus} --encoding {enc_collide} --out {out}",
+        "out",
+        "abc",
+    ),
+    (
+        "rebalance apply missing",
+        "repetition rebalance --corpus {corpus} --apply {missing} --out {out}",
+        "out",
+        "not found",
+    ),
+    (
+        "rebalance apply non-UTF-8",
+        "repetition rebalance --corpus {corpus} --apply {latin1} --out {out}",
+        "out",
+        "UTF-8",
+    ),
     ("rebalance apply empty", "repetition rebalance --corpus {corpus} --apply {empty} --out {out}", "out", "no text"),
     ("rebalance corpus without valid", "repetition rebalance --corpus {no_valid} --out {out}", "out", "valid.txt"),
     ("rebalance corpus empty", "repetition rebalance --corpus {empty_corpus} --out {out}", "out", "train.txt"),
@@ -294,24 +433,45 @@ BENCH = [
     ("nystrom lengths 0", "bench nystrom --lengths+ 0 --out {out}", "out", "--lengths"),
     ("nystrom lengths empty", "bench nystrom --lengths [] --out {out}", "out", "--lengths"),
     ("nystrom lengths wrong type", "bench nystrom --lengths+ long --out {out}", "out", "--lengths"),
-    ("nystrom length not multiple of m", "bench nystrom --lengths [64,100] --num_landmarks 16 --out {out}", "out",
-     "[100]"),
+    (
+        "nystrom length not multiple of m",
+        "bench nystrom --lengths [64,100] --num_landmarks 16 --out {out}",
+        "out",
+        "[100]",
+    ),
     ("nystrom error_lengths negative", "bench nystrom --error_lengths+ -512 --out {out}", "out", "--error_lengths"),
     ("nystrom error_landmarks 0", "bench nystrom --error_landmarks+ 0 --out {out}", "out", "--error_landmarks"),
-    ("nystrom error length not multiple", "bench nystrom --error_lengths+ 100 --error_landmarks+ 16 --out {out}",
-     "out", "multiple"),
+    (
+        "nystrom error length not multiple",
+        "bench nystrom --error_lengths+ 100 --error_landmarks+ 16 --out {out}",
+        "out",
+        "multiple",
+    ),
     ("nystrom num_landmarks 0", "bench nystrom --num_landmarks 0 --out {out}", "out", "--num_landmarks 0"),
     ("nystrom repeats 0", "bench nystrom --repeats 0 --out {out}", "out", "--repeats 0"),
     ("nystrom threads 0", "bench nystrom --threads 0 --out {out}", "out", "--threads 0"),
     ("nystrom threads negative", "bench nystrom --threads -2 --out {out}", "out", "--threads -2"),
     ("nystrom quick not a bool", "bench nystrom --quick maybe --out {out}", "out", "--quick"),
     ("nystrom results folder", "bench nystrom --quick --results {folder} --out {out}", "out", "--results"),
-    ("nystrom results not JSON", "bench nystrom --quick --results {not_results} --out {out}", "not_results", "--results"),
+    (
+        "nystrom results not JSON",
+        "bench nystrom --quick --results {not_results} --out {out}",
+        "not_results",
+        "--results",
+    ),
     ("nystrom details folder", "bench nystrom --quick --details {folder} --out {out}", "out", "--details"),
-    ("nystrom error_figure folder", "bench nystrom --quick --error_figure {folder} --out {out}", "out",
-     "--error_figure"),
-    ("nystrom time_figure /proc", "bench nystrom --quick --time_figure /proc/kexue_probe/t.png --out {out}", "out",
-     "--time_figure"),
+    (
+        "nystrom error_figure folder",
+        "bench nystrom --quick --error_figure {folder} --out {out}",
+        "out",
+        "--error_figure",
+    ),
+    (
+        "nystrom time_figure /proc",
+        "bench nystrom --quick --time_figure /proc/kexue_probe/t.png --out {out}",
+        "out",
+        "--time_figure",
+    ),
     ("nystrom out is a file", "bench nystrom --quick --out {regular_file}", "regular_file", "--out"),
     ("nystrom out /proc", "bench nystrom --quick --out /proc/kexue_probe", None, "/proc"),
     ("nystrom out not empty", "bench nystrom --quick --out {full_run}", "full_run", "not empty"),
@@ -331,14 +491,22 @@ BENCH = [
     ("onlstm out is a file", "bench onlstm --out {regular_file}", "regular_file", "--out"),
     ("onlstm out not empty", "bench onlstm --out {full_run}", "full_run", "not empty"),
     ("onlstm details folder", "bench onlstm --details {folder} --out {out}", "out", "--details"),
-    ("onlstm details under a regular file", "bench onlstm --details {regular_file}/t.json --out {out}", "out",
-     "--details"),
+    (
+        "onlstm details under a regular file",
+        "bench onlstm --details {regular_file}/t.json --out {out}",
+        "out",
+        "--details",
+    ),
     ("decoding layers 0", "bench decoding --layers 0 --out {out}", "out", "--layers 0"),
     ("decoding width not multiple of heads", "bench decoding --width 10 --heads 3 --out {out}", "out", "--heads 3"),
     ("decoding vocab 0", "bench decoding --vocab 0 --out {out}", "out", "--vocab 0"),
     ("decoding batch negative", "bench decoding --batch -1 --out {out}", "out", "--batch"),
-    ("decoding prompt beyond positions", "bench decoding --prompt_len 1000 --new_tokens 100 --out {out}", "out",
-     "1024"),
+    (
+        "decoding prompt beyond positions",
+        "bench decoding --prompt_len 1000 --new_tokens 100 --out {out}",
+        "out",
+        "1024",
+    ),
     ("decoding repeats 0", "bench decoding --repeats 0 --out {out}", "out", "--repeats 0"),
     ("decoding modes empty", "bench decoding --modes , --out {out}", "out", "--modes"),
     ("decoding modes unknown", "bench decoding --modes greedy,beam8 --out {out}", "out", "beam8"),
@@ -358,15 +526,26 @@ BENCH = [
     ("repetition config unknown key", "bench repetition --config {unknown_key_yaml} --out {out}", "out", "bogus_key"),
     ("replot without figure", "bench repetition --replot --details {bad_detail}", None, "--figure"),
     ("replot without details", "bench repetition --replot --figure {tmp}/f.png", None, "--details"),
-    ("replot details missing", "bench repetition --replot --details {missing} --figure {tmp}/f.png", None,
-     "not found"),
-    ("replot details not a study", "bench repetition --replot --details {bad_detail} --figure {tmp}/f.png", None,
-     "repetition study"),
+    ("replot details missing", "bench repetition --replot --details {missing} --figure {tmp}/f.png", None, "not found"),
+    (
+        "replot details not a study",
+        "bench repetition --replot --details {bad_detail} --figure {tmp}/f.png",
+        None,
+        "repetition study",
+    ),
     ("replot details non-UTF-8", "bench repetition --replot --details {latin1} --figure {tmp}/f.png", None, "UTF-8"),
-    ("replot figure folder", "bench repetition --replot --details {bad_detail} --figure {folder}", "folder",
-     "--figure"),
-    ("replot with out", "bench repetition --replot --details {bad_detail} --figure {tmp}/f.png --out {out}", "out",
-     "--out"),
+    (
+        "replot figure folder",
+        "bench repetition --replot --details {bad_detail} --figure {folder}",
+        "folder",
+        "--figure",
+    ),
+    (
+        "replot with out",
+        "bench repetition --replot --details {bad_detail} --figure {tmp}/f.png --out {out}",
+        "out",
+        "--out",
+    ),
 ]
 
 REPRODUCE = [
@@ -379,8 +558,12 @@ REPRODUCE = [
     ("out under /proc", "reproduce --only nystrom --out /proc/kexue_probe", None, "/proc"),
     ("out under a regular file", "reproduce --only nystrom --out {regular_file}/sub", "regular_file", "--out"),
     ("out not empty", "reproduce --only nystrom --out {full_run}", "full_run", "not empty"),
-    ("overwrite a folder that is no run", "reproduce --only nystrom --overwrite --out {nys}/nystrom", "nys",
-     "not a kexue run folder"),
+    (
+        "overwrite a folder that is no run",
+        "reproduce --only nystrom --overwrite --out {nys}/nystrom",
+        "nys",
+        "not a kexue run folder",
+    ),
     ("config unknown key", "reproduce --config {unknown_key_yaml} --out {out}", "out", "bogus_key"),
 ]
 
@@ -399,15 +582,39 @@ def test_bad_input_is_one_line(case, command, keep, match, files, tmp_path, cli_
 
 def test_every_command_of_the_area_has_rows():
     commands = {" ".join(r[1].split()[:2]) for r in ROWS}
-    assert commands >= {"nystrom listops", "nystrom errors", "repetition theory", "repetition measure",
-                        "repetition rebalance", "bench nystrom", "bench onlstm", "bench decoding",
-                        "bench repetition"} and any(r[1].startswith("reproduce") for r in ROWS)
+    assert commands >= {
+        "nystrom listops",
+        "nystrom errors",
+        "repetition theory",
+        "repetition measure",
+        "repetition rebalance",
+        "bench nystrom",
+        "bench onlstm",
+        "bench decoding",
+        "bench repetition",
+    } and any(r[1].startswith("reproduce") for r in ROWS)
 
 
 # ---- bench commands write into their run folder; benchmarks/results/ only when asked --------
 
-TINY_ONLSTM = ["--input_size", "4", "--hidden", "8", "--layers", "1", "--chunk_size", "4", "--batch", "2", "--bptt", "3",
-               "--rounds", "1", "--threads", "1"]
+TINY_ONLSTM = [
+    "--input_size",
+    "4",
+    "--hidden",
+    "8",
+    "--layers",
+    "1",
+    "--chunk_size",
+    "4",
+    "--batch",
+    "2",
+    "--bptt",
+    "3",
+    "--rounds",
+    "1",
+    "--threads",
+    "1",
+]
 
 
 def test_bench_writes_into_runs_by_default_and_merges_only_with_results(tmp_path, monkeypatch):
@@ -421,8 +628,10 @@ def test_bench_writes_into_runs_by_default_and_merges_only_with_results(tmp_path
     assert not (tmp_path / "benchmarks").exists()
     # its config reruns it
     main(["bench", "onlstm", "--config", str(run / "config.yaml"), "--out", "again"])
-    assert json.loads((tmp_path / "again" / "results.json").read_text()).keys() == \
-        json.loads((run / "results.json").read_text()).keys()
+    assert (
+        json.loads((tmp_path / "again" / "results.json").read_text()).keys()
+        == json.loads((run / "results.json").read_text()).keys()
+    )
     # --results merges, keeping what the file held
     results = tmp_path / "benchmarks" / "results" / "onlstm.json"
     results.parent.mkdir(parents=True)
@@ -442,8 +651,12 @@ def test_bench_repetition_writes_only_its_run_folder_unless_asked(tmp_path, monk
         res = study_level(sents, ["sample", "top_p:0.9", "top_k:10", "top_k:2", "top_p:0.5", "greedy"])
         res.pop("chain")
         res.pop("by_token")
-        detail = {"quick": quick, "seed": seed, "levels": {"word": res},
-                  "mc": {"random": [{"rel_error": 0.01, "z": 0.5, "rel_stderr": 0.01}], "corpus": []}}
+        detail = {
+            "quick": quick,
+            "seed": seed,
+            "levels": {"word": res},
+            "mc": {"random": [{"rel_error": 0.01, "z": 0.5, "rel_stderr": 0.01}], "corpus": []},
+        }
         detail["claims"] = check_claims(detail)
         return detail
 
@@ -453,12 +666,34 @@ def test_bench_repetition_writes_only_its_run_folder_unless_asked(tmp_path, monk
     assert {p.name for p in (tmp_path / "run").iterdir()} == {"config.yaml", "results.json", "detail.json", "study.png"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     results = tmp_path / "benchmarks" / "results" / "repetition.json"
-    main(["bench", "repetition", "--quick", "--out", "run2", "--results", str(results),
-          "--details", "benchmarks/results/repetition_detail.json", "--figure", "docs/study.png"])
+    main(
+        [
+            "bench",
+            "repetition",
+            "--quick",
+            "--out",
+            "run2",
+            "--results",
+            str(results),
+            "--details",
+            "benchmarks/results/repetition_detail.json",
+            "--figure",
+            "docs/study.png",
+        ]
+    )
     assert "repetition.ptb.word.R_top_p90" in json.loads(results.read_text())
     assert json.loads((tmp_path / "benchmarks/results/repetition_detail.json").read_text())["levels"]["word"]["n"] == 10
     assert (tmp_path / "docs" / "study.png").read_bytes()[:4] == b"\x89PNG"
     # --replot redraws from the detail JSON and makes no run folder
-    main(["bench", "repetition", "--replot", "--details", "benchmarks/results/repetition_detail.json",
-          "--figure", "redrawn.png"])
+    main(
+        [
+            "bench",
+            "repetition",
+            "--replot",
+            "--details",
+            "benchmarks/results/repetition_detail.json",
+            "--figure",
+            "redrawn.png",
+        ]
+    )
     assert (tmp_path / "redrawn.png").is_file() and not (tmp_path / "runs").exists()

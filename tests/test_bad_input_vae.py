@@ -17,8 +17,7 @@ import torch
 
 pytestmark = pytest.mark.filterwarnings("error")  # a warning would be a second line on stderr
 
-TINY = ["--settings.epochs", "1", "--settings.pretrain_epochs", "0", "--settings.gmm_init", "false",
-        "--device", "cpu"]
+TINY = ["--settings.epochs", "1", "--settings.pretrain_epochs", "0", "--settings.gmm_init", "false", "--device", "cpu"]
 
 
 def _idx(arr: np.ndarray) -> bytes:
@@ -36,8 +35,12 @@ def _idx_dir(folder: Path, train=(8, 8), test=(8, 8), n=20, labels=None) -> Path
 
 def _npz(path: Path, n=20, size=(8, 8), test_size=None, y=None, **override) -> Path:
     rng = np.random.default_rng(0)
-    arrays = {"x_train": rng.random((n, *size)), "y_train": np.arange(n) % 3 if y is None else y,
-              "x_test": rng.random((n, *(test_size or size))), "y_test": np.arange(n) % 3}
+    arrays = {
+        "x_train": rng.random((n, *size)),
+        "y_train": np.arange(n) % 3 if y is None else y,
+        "x_test": rng.random((n, *(test_size or size))),
+        "y_test": np.arange(n) % 3,
+    }
     arrays.update(override)
     np.savez(path, **{k: v for k, v in arrays.items() if v is not None})
     return path
@@ -86,12 +89,18 @@ def files(tmp_path_factory):
     f["text"].write_text("not images\n")
     f["big_images"] = _npz(d / "big_images.npz", size=(28, 28))
     # configs
-    for name, body in {"cfg_empty": b"", "cfg_latin1": "epochs: caf\u00e9\n".encode("latin-1"),
-                       "cfg_list": b"- 1\n- 2\n", "cfg_malformed": b"settings:\n  epochs: [1\n",
-                       "cfg_python": b"settings: !!python/object/apply:os.system ['echo hi']\n",
-                       "cfg_unknown_top": b"bogus: 1\n", "cfg_unknown_nested": b"settings:\n  epoch: 3\n",
-                       "cfg_badtype": b"settings:\n  epochs: many\n", "cfg_zero": b"settings:\n  epochs: 0\n",
-                       "cfg_data_null": b"data: null\n"}.items():
+    for name, body in {
+        "cfg_empty": b"",
+        "cfg_latin1": "epochs: caf\u00e9\n".encode("latin-1"),
+        "cfg_list": b"- 1\n- 2\n",
+        "cfg_malformed": b"settings:\n  epochs: [1\n",
+        "cfg_python": b"settings: !!python/object/apply:os.system ['echo hi']\n",
+        "cfg_unknown_top": b"bogus: 1\n",
+        "cfg_unknown_nested": b"settings:\n  epoch: 3\n",
+        "cfg_badtype": b"settings:\n  epochs: many\n",
+        "cfg_zero": b"settings:\n  epochs: 0\n",
+        "cfg_data_null": b"data: null\n",
+    }.items():
         f[name] = d / f"{name}.yaml"
         f[name].write_bytes(body)
     f["cfg_dir"] = d / "cfg_dir"
@@ -101,8 +110,7 @@ def files(tmp_path_factory):
     f["file"].write_text("x\n")
     # one trained run and broken copies of it
     run = d / "run"
-    train(data="digits", out=run, settings=VAEClusterConfig(epochs=1, pretrain_epochs=0, gmm_init=False),
-          device="cpu")
+    train(data="digits", out=run, settings=VAEClusterConfig(epochs=1, pretrain_epochs=0, gmm_init=False), device="cpu")
     f["run"] = run
 
     def variant(name, model_json=None, drop=()):
@@ -146,8 +154,11 @@ BAD_TRAIN = [
     ("config epochs: many", [*T, "--config", "{cfg_badtype}", *TINY[2:], "--out", "OUT"], "settings.epochs"),
     ("config malformed YAML", [*T, "--config", "{cfg_malformed}", *TINY, "--out", "OUT"], "cfg_malformed.yaml"),
     ("config is a folder", [*T, "--config", "{cfg_dir}", *TINY, "--out", "OUT"], "is a folder"),
-    ("config empty, bad flag", [*T, "--config", "{cfg_empty}", *TINY, "--settings.epochs", "0", "--out", "OUT"],
-     "--settings.epochs 0"),
+    (
+        "config empty, bad flag",
+        [*T, "--config", "{cfg_empty}", *TINY, "--settings.epochs", "0", "--out", "OUT"],
+        "--settings.epochs 0",
+    ),
     ("config non-UTF-8", [*T, "--config", "{cfg_latin1}", *TINY, "--out", "OUT"], "not UTF-8"),
     ("config YAML list", [*T, "--config", "{cfg_list}", *TINY, "--out", "OUT"], "mapping"),
     ("config missing", [*T, "--config", "{missing}", *TINY, "--out", "OUT"], "not found"),
@@ -155,8 +166,11 @@ BAD_TRAIN = [
     ("config unknown nested key", [*T, "--config", "{cfg_unknown_nested}", *TINY, "--out", "OUT"], "settings.epoch"),
     ("config unknown top key", [*T, "--config", "{cfg_unknown_top}", *TINY, "--out", "OUT"], "bogus"),
     ("config epochs 0", [*T, "--config", "{cfg_zero}", *TINY[2:], "--out", "OUT"], "settings.epochs"),
-    ("gzip IDX zlib error", ["vae-cluster", "train", "--data", "{idx_zlib}", *TINY, "--out", "OUT"],
-     "train-images-idx3-ubyte.gz"),
+    (
+        "gzip IDX zlib error",
+        ["vae-cluster", "train", "--data", "{idx_zlib}", *TINY, "--out", "OUT"],
+        "train-images-idx3-ubyte.gz",
+    ),
     ("npz zero images", ["vae-cluster", "train", "--data", "{zero_images}", *TINY, "--out", "OUT"], "no images"),
     ("npz labels all -1", ["vae-cluster", "train", "--data", "{labels_minus1}", *TINY, "--out", "OUT"], "labels"),
     ("empty npz", ["vae-cluster", "train", "--data", "{empty_npz}", *TINY, "--out", "OUT"], "empty.npz"),
@@ -166,8 +180,11 @@ BAD_TRAIN = [
     ("lr -1", [*T, *TINY, "--settings.lr", "-1", "--out", "OUT"], "--settings.lr"),
     ("recon_weight -1", [*T, *TINY, "--settings.recon_weight", "-1", "--out", "OUT"], "--settings.recon_weight"),
     ("gmm_restarts 0", [*T, *TINY, "--settings.gmm_restarts", "0", "--out", "OUT"], "--settings.gmm_restarts"),
-    ("spectral_neighbors -5", [*T, *TINY, "--settings.spectral_neighbors", "-5", "--out", "OUT"],
-     "--settings.spectral_neighbors"),
+    (
+        "spectral_neighbors -5",
+        [*T, *TINY, "--settings.spectral_neighbors", "-5", "--out", "OUT"],
+        "--settings.spectral_neighbors",
+    ),
     ("out /dev/null", [*T, *TINY, "--out", "/dev/null"], "/dev/null"),
     ("out a regular file", [*T, *TINY, "--out", "{file}"], "regular_file"),
     ("out under /proc", [*T, *TINY, "--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
@@ -181,53 +198,83 @@ BAD_TRAIN = [
     ("lr inf", [*T, *TINY, "--settings.lr", "inf", "--out", "OUT"], "settings.lr"),
     ("latent_dim 0", [*T, *TINY, "--settings.latent_dim", "0", "--out", "OUT"], "--settings.latent_dim"),
     ("num_classes 1", [*T, *TINY, "--settings.num_classes", "1", "--out", "OUT"], "--settings.num_classes"),
-    ("num_classes > images", [*T, "--settings.epochs", "1", "--settings.pretrain_epochs", "0",
-                              "--settings.num_classes", "2000", "--out", "OUT"], "--settings.num_classes"),
+    (
+        "num_classes > images",
+        [
+            *T,
+            "--settings.epochs",
+            "1",
+            "--settings.pretrain_epochs",
+            "0",
+            "--settings.num_classes",
+            "2000",
+            "--out",
+            "OUT",
+        ],
+        "--settings.num_classes",
+    ),
     ("kl bad choice", [*T, *TINY, "--settings.kl", "exact", "--out", "OUT"], "--settings.kl"),
     ("recon_weight 0", [*T, *TINY, "--settings.recon_weight", "0", "--out", "OUT"], "--settings.recon_weight"),
     ("balance maybe", [*T, *TINY, "--settings.balance", "maybe", "--out", "OUT"], "--settings.balance"),
-    ("batch_balance -0.5", [*T, *TINY, "--settings.batch_balance", "-0.5", "--out", "OUT"],
-     "--settings.batch_balance"),
-    ("pretrain_epochs -1", [*T, *TINY, "--settings.pretrain_epochs", "-1", "--out", "OUT"],
-     "--settings.pretrain_epochs"),
-    ("classifier_fit_steps -1", [*T, *TINY, "--settings.classifier_fit_steps", "-1", "--out", "OUT"],
-     "--settings.classifier_fit_steps"),
-    ("spectral_neighbors >= images", [*T, *TINY, "--settings.spectral_neighbors", "5000", "--out", "OUT"],
-     "--settings.spectral_neighbors"),
+    ("batch_balance -0.5", [*T, *TINY, "--settings.batch_balance", "-0.5", "--out", "OUT"], "--settings.batch_balance"),
+    (
+        "pretrain_epochs -1",
+        [*T, *TINY, "--settings.pretrain_epochs", "-1", "--out", "OUT"],
+        "--settings.pretrain_epochs",
+    ),
+    (
+        "classifier_fit_steps -1",
+        [*T, *TINY, "--settings.classifier_fit_steps", "-1", "--out", "OUT"],
+        "--settings.classifier_fit_steps",
+    ),
+    (
+        "spectral_neighbors >= images",
+        [*T, *TINY, "--settings.spectral_neighbors", "5000", "--out", "OUT"],
+        "--settings.spectral_neighbors",
+    ),
     ("consistency -1", [*T, *TINY, "--settings.consistency", "-1", "--out", "OUT"], "--settings.consistency"),
     ("backbone resnet", [*T, *TINY, "--settings.backbone", "resnet", "--out", "OUT"], "--settings.backbone"),
     ("backbone conv on 8x8", [*T, *TINY, "--settings.backbone", "conv", "--out", "OUT"], "28×28"),
     ("seed -1", [*T, *TINY, "--settings.seed", "-1", "--out", "OUT"], "--settings.seed"),
-    ("eval_every_epochs -1", [*T, *TINY, "--settings.eval_every_epochs", "-1", "--out", "OUT"],
-     "--settings.eval_every_epochs"),
+    (
+        "eval_every_epochs -1",
+        [*T, *TINY, "--settings.eval_every_epochs", "-1", "--out", "OUT"],
+        "--settings.eval_every_epochs",
+    ),
     ("device mps", [*T, *TINY, "--device", "mps", "--out", "OUT"], "mps"),
     ("device cuda:x", [*T, *TINY, "--device", "cuda:x", "--out", "OUT"], "--device"),
     # data files
     ("data missing", ["vae-cluster", "train", "--data", "{missing}", *TINY, "--out", "OUT"], "unknown data set"),
     ("data empty", ["vae-cluster", "train", "--data", "", *TINY, "--out", "OUT"], "--data ''"),
-    ("config data: null", ["vae-cluster", "train", "--config", "{cfg_data_null}", *TINY, "--out", "OUT"], "--data None"),
+    (
+        "config data: null",
+        ["vae-cluster", "train", "--config", "{cfg_data_null}", *TINY, "--out", "OUT"],
+        "--data None",
+    ),
     ("data a text file", ["vae-cluster", "train", "--data", "{text}", *TINY, "--out", "OUT"], "data.txt"),
     ("IDX truncated", ["vae-cluster", "train", "--data", "{idx_truncated}", *TINY, "--out", "OUT"], "truncated"),
     ("IDX counts differ", ["vae-cluster", "train", "--data", "{idx_counts}", *TINY, "--out", "OUT"], "19 labels"),
     ("IDX train/test sizes", ["vae-cluster", "train", "--data", "{idx_sizes}", *TINY, "--out", "OUT"], "6×6"),
-    ("IDX file missing", ["vae-cluster", "train", "--data", "{idx_missing}", *TINY, "--out", "OUT"],
-     "t10k-labels"),
+    ("IDX file missing", ["vae-cluster", "train", "--data", "{idx_missing}", *TINY, "--out", "OUT"], "t10k-labels"),
     ("npz negative labels", ["vae-cluster", "train", "--data", "{neg_labels}", *TINY, "--out", "OUT"], ">= 0"),
-    ("npz fractional labels", ["vae-cluster", "train", "--data", "{frac_labels}", *TINY, "--out", "OUT"],
-     "whole numbers"),
+    (
+        "npz fractional labels",
+        ["vae-cluster", "train", "--data", "{frac_labels}", *TINY, "--out", "OUT"],
+        "whole numbers",
+    ),
     ("npz 2-d labels", ["vae-cluster", "train", "--data", "{labels_2d}", *TINY, "--out", "OUT"], "one label"),
-    ("npz missing keys", ["vae-cluster", "train", "--data", "{missing_keys}", *TINY, "--out", "OUT"],
-     "x_test, y_test"),
-    ("npz counts differ", ["vae-cluster", "train", "--data", "{count_mismatch}", *TINY, "--out", "OUT"],
-     "19 labels"),
+    ("npz missing keys", ["vae-cluster", "train", "--data", "{missing_keys}", *TINY, "--out", "OUT"], "x_test, y_test"),
+    ("npz counts differ", ["vae-cluster", "train", "--data", "{count_mismatch}", *TINY, "--out", "OUT"], "19 labels"),
     ("npz train/test sizes", ["vae-cluster", "train", "--data", "{size_mismatch}", *TINY, "--out", "OUT"], "7×7"),
     ("npz NaN images", ["vae-cluster", "train", "--data", "{nan_images}", *TINY, "--out", "OUT"], "NaN"),
     ("npz string images", ["vae-cluster", "train", "--data", "{string_images}", *TINY, "--out", "OUT"], "dtype"),
-    ("npz object arrays", ["vae-cluster", "train", "--data", "{object_arrays}", *TINY, "--out", "OUT"],
-     "object_arrays.npz"),
+    (
+        "npz object arrays",
+        ["vae-cluster", "train", "--data", "{object_arrays}", *TINY, "--out", "OUT"],
+        "object_arrays.npz",
+    ),
     ("npz random bytes", ["vae-cluster", "train", "--data", "{random_npz}", *TINY, "--out", "OUT"], "random.npz"),
-    ("npz a single array", ["vae-cluster", "train", "--data", "{single_array}", *TINY, "--out", "OUT"],
-     "single array"),
+    ("npz a single array", ["vae-cluster", "train", "--data", "{single_array}", *TINY, "--out", "OUT"], "single array"),
     ("npz a folder", ["vae-cluster", "train", "--data", "{folder_npz}", *TINY, "--out", "OUT"], "folder"),
     # output folders and resume
     ("out under a regular file", [*T, *TINY, "--out", "{file}/sub"], "regular_file"),
@@ -236,8 +283,11 @@ BAD_TRAIN = [
     ("resume nothing there", [*T, *TINY, "--resume", "--out", "OUT"], "no run to resume"),
     ("resume without out", [*T, *TINY, "--resume"], "--out"),
     ("resume, no checkpoint", [*T, *TINY, "--resume", "--out", "{run_no_model}"], "no checkpoint"),
-    ("resume changes the model", [*T, *TINY, "--settings.latent_dim", "5", "--resume", "--out", "{run_copy}"],
-     "settings.latent_dim"),
+    (
+        "resume changes the model",
+        [*T, *TINY, "--settings.latent_dim", "5", "--resume", "--out", "{run_copy}"],
+        "settings.latent_dim",
+    ),
     ("resume and overwrite", [*T, *TINY, "--resume", "--overwrite", "--out", "{run_copy}"], "--resume"),
 ]
 
@@ -288,14 +338,23 @@ BAD_STUDY = [
     ("seeds repeated", [*ST, "--seeds", "0,0", *TINY, "--out", "OUT"], "--seeds"),
     ("epochs 0", [*ST, "--seeds", "0", *TINY, "--settings.epochs", "0", "--out", "OUT"], "--settings.epochs"),
     ("kl bad choice", [*ST, "--seeds", "0", *TINY, "--settings.kl", "x", "--out", "OUT"], "--settings.kl"),
-    ("spectral_neighbors >= images", [*ST, "--seeds", "0", *TINY, "--settings.spectral_neighbors", "5000",
-                                      "--out", "OUT"], "--settings.spectral_neighbors"),
+    (
+        "spectral_neighbors >= images",
+        [*ST, "--seeds", "0", *TINY, "--settings.spectral_neighbors", "5000", "--out", "OUT"],
+        "--settings.spectral_neighbors",
+    ),
     ("device tpu", [*ST, "--seeds", "0", *TINY, "--device", "tpu", "--out", "OUT"], "--device"),
-    ("data corrupt", ["vae-cluster", "study", "--data", "{empty_npz}", "--seeds", "0", *TINY, "--out", "OUT"],
-     "empty.npz"),
+    (
+        "data corrupt",
+        ["vae-cluster", "study", "--data", "{empty_npz}", "--seeds", "0", *TINY, "--out", "OUT"],
+        "empty.npz",
+    ),
     ("results a folder", [*ST, "--seeds", "0", *TINY, "--results", "{cfg_dir}", "--out", "OUT"], "--results"),
-    ("results under /proc", [*ST, "--seeds", "0", *TINY, "--results", "/proc/kexue_probe/r.json", "--out", "OUT"],
-     "--results"),
+    (
+        "results under /proc",
+        [*ST, "--seeds", "0", *TINY, "--results", "/proc/kexue_probe/r.json", "--out", "OUT"],
+        "--results",
+    ),
     ("out a regular file", [*ST, "--seeds", "0", *TINY, "--out", "{file}"], "regular_file"),
     ("out non-empty, no flag", [*ST, "--seeds", "0", *TINY, "--out", "{run_copy}"], "not empty"),
     ("resume nothing there", [*ST, "--seeds", "0", *TINY, "--resume", "--out", "OUT"], "no run to resume"),
@@ -304,10 +363,12 @@ BAD_STUDY = [
     ("config unknown nested key", [*ST, "--config", "{cfg_unknown_nested}", "--out", "OUT"], "settings.epoch"),
 ]
 
-ROWS = [pytest.param(*row[1:], id=f"train: {row[0]}") for row in BAD_TRAIN] + \
-       [pytest.param(*row[1:], id=f"eval: {row[0]}") for row in BAD_EVAL] + \
-       [pytest.param(*row[1:], id=f"sample: {row[0]}") for row in BAD_SAMPLE] + \
-       [pytest.param(*row[1:], id=f"study: {row[0]}") for row in BAD_STUDY]
+ROWS = (
+    [pytest.param(*row[1:], id=f"train: {row[0]}") for row in BAD_TRAIN]
+    + [pytest.param(*row[1:], id=f"eval: {row[0]}") for row in BAD_EVAL]
+    + [pytest.param(*row[1:], id=f"sample: {row[0]}") for row in BAD_SAMPLE]
+    + [pytest.param(*row[1:], id=f"study: {row[0]}") for row in BAD_STUDY]
+)
 
 
 @pytest.mark.parametrize("row, match", ROWS)
@@ -335,6 +396,18 @@ def test_empty_config_is_no_config(files, tmp_path, capsys):
     from kexue.cli import main
 
     out = tmp_path / "png"
-    main(["vae-cluster", "sample", "--run", str(files["run"]), "--config", str(files["cfg_empty"]),
-          "--per_class", "1", "--out", str(out)])
+    main(
+        [
+            "vae-cluster",
+            "sample",
+            "--run",
+            str(files["run"]),
+            "--config",
+            str(files["cfg_empty"]),
+            "--per_class",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert (out / "samples.png").is_file() and (out / "clusters.png").is_file()

@@ -12,8 +12,16 @@ from kexue.cli import main
 from kexue.provenance import command_line
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_ONLSTM = {"input_size": 4, "hidden": 8, "layers": 1, "chunk_size": 4, "batch": 2, "bptt": 3, "rounds": 1,
-               "threads": 1}
+TINY_ONLSTM = {
+    "input_size": 4,
+    "hidden": 8,
+    "layers": 1,
+    "chunk_size": 4,
+    "batch": 2,
+    "bptt": 3,
+    "rounds": 1,
+    "threads": 1,
+}
 MACHINE_KEYS = {"cpu", "cores", "torch_threads", "load_average_1m", "torch", "python", "gpu"}
 UNMEASURED = ("2-core", "shared machine", "shared with other jobs", "shared 2")
 
@@ -48,12 +56,25 @@ def test_bench_onlstm_rows_and_details(tmp_path):
     from kexue.bench.onlstm import onlstm
 
     results, details = tmp_path / "res.json", tmp_path / "timings.json"
-    main(["bench", "onlstm", *(f"--{k}={v}" for k, v in TINY_ONLSTM.items()), "--out", str(tmp_path / "run"),
-          "--results", str(results), "--details", str(details)])
+    main(
+        [
+            "bench",
+            "onlstm",
+            *(f"--{k}={v}" for k, v in TINY_ONLSTM.items()),
+            "--out",
+            str(tmp_path / "run"),
+            "--results",
+            str(results),
+            "--details",
+            str(details),
+        ]
+    )
     rows = json.loads(results.read_text())
     command = command_line("bench onlstm", onlstm, TINY_ONLSTM)
-    assert command == ("kexue bench onlstm --input_size 4 --hidden 8 --layers 1 --chunk_size 4 --batch 2 --bptt 3 "
-                       "--rounds 1 --threads 1")
+    assert command == (
+        "kexue bench onlstm --input_size 4 --hidden 8 --layers 1 --chunk_size 4 --batch 2 --bptt 3 "
+        "--rounds 1 --threads 1"
+    )
     assert all(r["command"] == command and r["published"] is None and r["source"] is None for r in rows.values())
     timings = json.loads(details.read_text())
     assert timings == json.loads((tmp_path / "run" / "timings.json").read_text())
@@ -72,8 +93,12 @@ def test_bench_repetition_command_and_machine(tmp_path, monkeypatch):
         res = study_level(sentences, ["sample", "top_p:0.9", "top_k:10", "greedy"])
         res.pop("chain")
         res.pop("by_token")
-        detail = {"quick": quick, "seed": seed, "levels": {"word": res},
-                  "mc": {"random": [{"rel_error": 0.01, "z": 0.5, "rel_stderr": 0.01}], "corpus": []}}
+        detail = {
+            "quick": quick,
+            "seed": seed,
+            "levels": {"word": res},
+            "mc": {"random": [{"rel_error": 0.01, "z": 0.5, "rel_stderr": 0.01}], "corpus": []},
+        }
         detail["claims"] = check_claims(detail)
         return detail
 
@@ -96,8 +121,15 @@ def test_the_report_prints_the_machine_it_measured(tmp_path):
     from kexue.reproduce.report import SectionResult, write_report
     from kexue.results import Figure
 
-    facts = {"cpu": "Test CPU 9000", "cores": 7, "torch_threads": 3, "load_average_1m": 0.25, "torch": "2.x",
-             "python": "3.x", "gpu": None}
+    facts = {
+        "cpu": "Test CPU 9000",
+        "cores": 7,
+        "torch_threads": 3,
+        "load_average_1m": 0.25,
+        "torch": "2.x",
+        "python": "3.x",
+        "gpu": None,
+    }
     section = SectionResult("x", "1. X (kexue.fm/archives/1)", [Figure("x.a", 1.0, None, None, "kexue x")])
     report = write_report(tmp_path, [section], "quick", facts).read_text()
     assert "Test CPU 9000, 7 cores, 3 torch threads, load 0.25, torch 2.x" in report
@@ -105,17 +137,31 @@ def test_the_report_prints_the_machine_it_measured(tmp_path):
     assert "Machine (measured at the start):" in measured and "cores" in measured and "torch thread" in measured
 
 
-MODULES = ["bench/decoding.py", "bench/nystrom.py", "bench/onlstm.py", "bench/repetition.py", "bench/common.py",
-           "recipes/repetition.py", "reproduce/__init__.py", "reproduce/report.py", "reproduce/repetition.py"]
+MODULES = [
+    "bench/decoding.py",
+    "bench/nystrom.py",
+    "bench/onlstm.py",
+    "bench/repetition.py",
+    "bench/common.py",
+    "recipes/repetition.py",
+    "reproduce/__init__.py",
+    "reproduce/report.py",
+    "reproduce/repetition.py",
+]
 
 
 @pytest.mark.parametrize("module", MODULES)
 def test_no_hand_assembled_command_strings(module):
     """No string (or f-string) in code that starts like a command line: commands come from command_line."""
     tree = ast.parse((ROOT / "src" / "kexue" / module).read_text(encoding="utf-8"))
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and n.body
-                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     for node in ast.walk(tree):
         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
             assert not node.value.lstrip().startswith("kexue "), f"{module}:{node.lineno}: {node.value!r}"

@@ -16,8 +16,16 @@ from kexue.recipes.repetition import (
     study_level,
 )
 
-SENTS = [s.split() for s in ["the cat sat on the mat", "the dog sat on the log", "a cat and a dog",
-                             "the mat is on the log", "a dog sat"]] * 3
+SENTS = [
+    s.split()
+    for s in [
+        "the cat sat on the mat",
+        "the dog sat on the log",
+        "a cat and a dog",
+        "the mat is on the log",
+        "a dog sat",
+    ]
+] * 3
 
 
 def test_study_level_and_claims_on_a_tiny_corpus(tmp_path):
@@ -44,8 +52,16 @@ def test_study_level_and_claims_on_a_tiny_corpus(tmp_path):
 def test_monte_carlo_check_reaches_its_target():
     P = random_chain(np.random.default_rng(0), 10, 0.5)
     R = repetition_probability(P)
-    row = monte_carlo_check(P, R, largest_eigenvalue(P), seed=3, by_token=repetition_by_token(P), target_rel_se=0.02,
-                            min_chains=20_000, max_chains=2_000_000)
+    row = monte_carlo_check(
+        P,
+        R,
+        largest_eigenvalue(P),
+        seed=3,
+        by_token=repetition_by_token(P),
+        target_rel_se=0.02,
+        min_chains=20_000,
+        max_chains=2_000_000,
+    )
     assert row["rel_stderr"] <= 0.0201 and abs(row["z"]) < 4 and abs(row["rel_error"]) < 0.05
     assert row["bias_bound"] < 1e-3 * R
 
@@ -54,8 +70,7 @@ def test_run_study_end_to_end_on_a_tiny_corpus(tmp_path):
     d = tmp_path / "corpus"
     d.mkdir()
     (d / "train.txt").write_text("\n".join(" ".join(s) for s in SENTS) + "\n")
-    detail = run_study(quick=True, corpus=str(d), log=lambda s: None, random_sizes=[(5, 0.5)],
-                       chains=(20_000, 400_000))
+    detail = run_study(quick=True, corpus=str(d), log=lambda s: None, random_sizes=[(5, 0.5)], chains=(20_000, 400_000))
     assert set(detail["levels"]) == {"char", "word", "rebalanced"}
     assert len(detail["mc"]["random"]) == 3 and len(detail["mc"]["corpus"]) >= 6
     for row in detail["mc"]["random"] + detail["mc"]["corpus"]:
@@ -76,8 +91,12 @@ def test_level_sentences_cut_a_corpus_three_ways(tmp_path):
     d.mkdir()
     (d / "train.txt").write_text("the cat sat\nthe dog\n")
     chars, info = level_sentences("char", str(d))
-    assert chars[1] == ["t", "h", "e", " ", "d", "o", "g"] and info == {"level": "char", "corpus": str(d),
-                                                                         "split": "train", "sentences": 2}
+    assert chars[1] == ["t", "h", "e", " ", "d", "o", "g"] and info == {
+        "level": "char",
+        "corpus": str(d),
+        "split": "train",
+        "sentences": 2,
+    }
     words, info = level_sentences("word", str(d), word_vocab=1)
     assert words == [["the", "<unk>", "<unk>"], ["the", "<unk>"]] and info["word_vocab"] == 1
     merged, info = level_sentences("rebalanced", str(d), threshold=0.2, iterations=2)

@@ -19,8 +19,24 @@ def _run(args, capsys):
 
 def test_vae_cluster_train_eval_sample_end_to_end(tmp_path, capsys):
     out = tmp_path / "run"
-    main(["vae-cluster", "train", "--data", "digits", "--settings.epochs", "1", "--settings.pretrain_epochs", "1",
-          "--settings.gmm_restarts", "1", "--settings.spectral_neighbors", "5", "--out", str(out)])
+    main(
+        [
+            "vae-cluster",
+            "train",
+            "--data",
+            "digits",
+            "--settings.epochs",
+            "1",
+            "--settings.pretrain_epochs",
+            "1",
+            "--settings.gmm_restarts",
+            "1",
+            "--settings.spectral_neighbors",
+            "5",
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert "Hungarian acc" in printed
     command, config = run_config(out)
@@ -32,7 +48,9 @@ def test_vae_cluster_train_eval_sample_end_to_end(tmp_path, capsys):
     assert (out / "vae" / "metrics.jsonl").is_file()
     main(["vae-cluster", "eval", "--run", str(out)])
     evaluation = json.loads((out / "eval.json").read_text())
-    assert evaluation["acc_hungarian"] == results["vae.digits.acc_hungarian"]["value"] and evaluation["data"] == "digits"
+    assert (
+        evaluation["acc_hungarian"] == results["vae.digits.acc_hungarian"]["value"] and evaluation["data"] == "digits"
+    )
     assert {"init_acc_hungarian", "init_acc_majority"} <= set(json.loads((out / "model.json").read_text()))
     main(["vae-cluster", "sample", "--run", str(out), "--per_class", "3"])
     assert (out / "samples.png").stat().st_size > 1000 and (out / "clusters.png").stat().st_size > 1000
@@ -40,13 +58,32 @@ def test_vae_cluster_train_eval_sample_end_to_end(tmp_path, capsys):
 
 def test_user_errors_are_one_line(tmp_path, capsys):
     code, io = _run(["vae-cluster", "train", "--data", str(tmp_path / "nope"), "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and io.err.strip().startswith("kexue: error: unknown data set") and len(io.err.strip().splitlines()) == 1
+    assert (
+        code == 2
+        and io.err.strip().startswith("kexue: error: unknown data set")
+        and len(io.err.strip().splitlines()) == 1
+    )
     code, io = _run(["vae-cluster", "eval", "--run", str(tmp_path)], capsys)
     assert code == 2 and "no trained model" in io.err
     code, io = _run(["reproduce", "--only", "nosuch", "--out", str(tmp_path / "x")], capsys)
     assert code == 2 and "nosuch" in io.err and len(io.err.strip().splitlines()) == 1
-    code, io = _run(["vae-cluster", "train", "--data", "digits", "--settings.backbone", "conv", "--settings.epochs", "1",
-                     "--settings.pretrain_epochs", "0", "--out", str(tmp_path / "c")], capsys)
+    code, io = _run(
+        [
+            "vae-cluster",
+            "train",
+            "--data",
+            "digits",
+            "--settings.backbone",
+            "conv",
+            "--settings.epochs",
+            "1",
+            "--settings.pretrain_epochs",
+            "0",
+            "--out",
+            str(tmp_path / "c"),
+        ],
+        capsys,
+    )
     assert code == 2 and "28×28" in io.err
     code, io = _run(["vae-cluster", "train", "--settings.kl", "exact", "--out", str(tmp_path / "k")], capsys)
     assert code == 2 and "--settings.kl exact: choose one of 'sampled', 'closed'" in io.err
@@ -106,7 +143,9 @@ def test_resume_continues_and_needs_a_checkpoint(tmp_path, capsys):
 
     shutil.rmtree(resumed)
     shutil.copytree(short, resumed)
-    main(["vae-cluster", "train", "--data", "digits", *TINY, "--settings.epochs", "2", "--resume", "--out", str(resumed)])
+    main(
+        ["vae-cluster", "train", "--data", "digits", *TINY, "--settings.epochs", "2", "--resume", "--out", str(resumed)]
+    )
     assert "resume changes settings.epochs: 1 -> 2" in capsys.readouterr().err
     main(["vae-cluster", "train", "--data", "digits", *TINY, "--settings.epochs", "2", "--out", str(straight)])
     assert (resumed / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
@@ -129,8 +168,10 @@ def test_study_resume_reads_back_resumes_and_starts(tmp_path, capsys):
     assert {k: v[:2] for k, v in per_seed.items()} == first and len(per_seed["acc_hungarian"]) == 3
     # the study's rows carry the command that reruns the whole study: its seeds and settings
     rows = json.loads((study / "results.json").read_text())
-    line = ("kexue vae-cluster study --data digits --seeds 0,1,2 --settings.epochs 1 --settings.pretrain_epochs 0 "
-            "--settings.gmm_init false --device cpu")
+    line = (
+        "kexue vae-cluster study --data digits --seeds 0,1,2 --settings.epochs 1 --settings.pretrain_epochs 0 "
+        "--settings.gmm_init false --device cpu"
+    )
     assert {row["command"] for row in rows.values()} == {line}
     # a seed of a study is a train run: its config.yaml reruns it alone
     main(["vae-cluster", "train", "--config", str(study / "seed-2" / "config.yaml"), "--out", str(tmp_path / "s2")])
@@ -166,8 +207,25 @@ def test_a_results_rows_command_parses_back_to_the_same_arguments(tmp_path, monk
     calls: list[dict] = []
     _recording(monkeypatch, commands, "train", calls)
     out = tmp_path / "run"
-    run(["vae-cluster", "train", "--data", "digits", *TINY, "--settings.lr", "0.003", "--settings.kl", "closed",
-         "--settings.augment", "false", "--settings.latent_dim", "3", "--out", str(out)])
+    run(
+        [
+            "vae-cluster",
+            "train",
+            "--data",
+            "digits",
+            *TINY,
+            "--settings.lr",
+            "0.003",
+            "--settings.kl",
+            "closed",
+            "--settings.augment",
+            "false",
+            "--settings.latent_dim",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     lines = {row["command"] for row in json.loads((out / "results.json").read_text()).values()}
     assert len(lines) == 1
     line = lines.pop()
@@ -199,13 +257,19 @@ def test_layers_import_only_downwards():
     import kexue
 
     root = Path(kexue.__file__).parent
-    rules = {"commands": ("kexue.bench", "kexue.reproduce"), "reproduce": ("kexue.commands",),
-             "recipes": ("kexue.bench", "kexue.commands", "kexue.reproduce")}
+    rules = {
+        "commands": ("kexue.bench", "kexue.reproduce"),
+        "reproduce": ("kexue.commands",),
+        "recipes": ("kexue.bench", "kexue.commands", "kexue.reproduce"),
+    }
     broken = []
     for folder, banned in rules.items():
         for path in sorted((root / folder).glob("*.py")):
-            broken += [f"{folder}/{path.name} imports {name}" for name in sorted(_imports(path))
-                       if any(name == b or name.startswith(b + ".") for b in banned)]
+            broken += [
+                f"{folder}/{path.name} imports {name}"
+                for name in sorted(_imports(path))
+                if any(name == b or name.startswith(b + ".") for b in banned)
+            ]
     assert not broken, broken
 
 
@@ -217,8 +281,12 @@ def test_recipes_take_the_commands_parameters():
     from kexue.recipes import listops
     from kexue.recipes import vae_cluster as vae_recipe
 
-    pairs = [(vae_cluster.train, vae_recipe.train_run), (vae_cluster.study, vae_recipe.run_study),
-             (nystrom.listops, listops.listops_study), (nystrom.errors, listops.trained_model_errors)]
+    pairs = [
+        (vae_cluster.train, vae_recipe.train_run),
+        (vae_cluster.study, vae_recipe.run_study),
+        (nystrom.listops, listops.listops_study),
+        (nystrom.errors, listops.trained_model_errors),
+    ]
     for command, recipe in pairs:
         ours = [(p.name, p.default) for p in inspect.signature(command).parameters.values()]
         theirs = [(p.name, p.default) for p in inspect.signature(recipe).parameters.values()]

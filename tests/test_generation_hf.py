@@ -7,11 +7,25 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 transformers = pytest.importorskip("transformers")
-from transformers.generation import logits_process as hfp  # noqa: E402
+from transformers.generation import logits_process as hfp
 
-from kexue.generation import (Beam, EosLengthBoost, ForceEosAtMaxLength, Greedy, MinLength, MinP,  # noqa: E402
-                              NoRepeatNGram, RepetitionPenalty, Stopping, Temperature, TopK, TopP, Typical, decode)
-from kexue.generation.hf import HFStep  # noqa: E402
+from kexue.generation import (
+    Beam,
+    EosLengthBoost,
+    ForceEosAtMaxLength,
+    Greedy,
+    MinLength,
+    MinP,
+    NoRepeatNGram,
+    RepetitionPenalty,
+    Stopping,
+    Temperature,
+    TopK,
+    TopP,
+    Typical,
+    decode,
+)
+from kexue.generation.hf import HFStep
 
 EOS, V, T0, NEW = 1, 40, 4, 16
 
@@ -19,8 +33,9 @@ EOS, V, T0, NEW = 1, 40, 4, 16
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(vocab_size=V, n_positions=64, n_embd=32, n_layer=2, n_head=2,
-                                  bos_token_id=0, eos_token_id=EOS, pad_token_id=EOS)
+    cfg = transformers.GPT2Config(
+        vocab_size=V, n_positions=64, n_embd=32, n_layer=2, n_head=2, bos_token_id=0, eos_token_id=EOS, pad_token_id=EOS
+    )
     m = transformers.GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # make eos likely enough that some hypotheses end before the cap
         m.transformer.wte.weight[EOS] *= 2.5
@@ -33,8 +48,17 @@ def prompt():
 
 
 def hf_generate(model, prompt, **kw):
-    out = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=NEW, pad_token_id=EOS,
-                         eos_token_id=EOS, do_sample=False, return_dict_in_generate=True, output_scores=True, **kw)
+    out = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=NEW,
+        pad_token_id=EOS,
+        eos_token_id=EOS,
+        do_sample=False,
+        return_dict_in_generate=True,
+        output_scores=True,
+        **kw,
+    )
     return out
 
 
@@ -45,11 +69,14 @@ def test_greedy_matches_generate(model, prompt):
     assert set(ours.stop_reasons) == {"eos", "max_length"}  # both ways of stopping are exercised
 
 
-@pytest.mark.parametrize("num_beams,length_penalty,early_stopping",
-                         [(4, 1.0, False), (4, 0.0, True), (3, 2.0, "never"), (2, -1.0, False), (4, 1.0, "never")])
+@pytest.mark.parametrize(
+    "num_beams,length_penalty,early_stopping",
+    [(4, 1.0, False), (4, 0.0, True), (3, 2.0, "never"), (2, -1.0, False), (4, 1.0, "never")],
+)
 def test_beam_matches_generate(model, prompt, num_beams, length_penalty, early_stopping):
-    ours = decode(HFStep(model), prompt, search=Beam(num_beams, length_penalty, early_stopping),
-                  stopping=Stopping(NEW, EOS))
+    ours = decode(
+        HFStep(model), prompt, search=Beam(num_beams, length_penalty, early_stopping), stopping=Stopping(NEW, EOS)
+    )
     hf = hf_generate(model, prompt, num_beams=num_beams, length_penalty=length_penalty, early_stopping=early_stopping)
     assert torch.equal(ours.tokens, hf.sequences[:, T0:])
     assert torch.allclose(ours.scores, hf.sequences_scores, atol=1e-5)

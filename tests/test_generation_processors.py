@@ -8,8 +8,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kexue.errors import KexueError
-from kexue.generation import (ConsistentTopK, ConsistentTopP, EosLengthBoost, ForceEosAtMaxLength, MinLength, MinP,
-                              NoRepeatNGram, Processors, RepetitionPenalty, Temperature, TopK, TopP, Typical)
+from kexue.generation import (
+    ConsistentTopK,
+    ConsistentTopP,
+    EosLengthBoost,
+    ForceEosAtMaxLength,
+    MinLength,
+    MinP,
+    NoRepeatNGram,
+    Processors,
+    RepetitionPenalty,
+    Temperature,
+    TopK,
+    TopP,
+    Typical,
+)
 
 INF = math.inf
 
@@ -108,7 +121,7 @@ def test_eos_length_boost_is_exponential():
     p = EosLengthBoost(start=2, factor=1.5, eos_token_id=1, prompt_length=3)
     assert torch.equal(p(torch.zeros(1, 5, dtype=torch.long), s), s)  # 2 generated: not yet
     out = p(torch.zeros(1, 7, dtype=torch.long), s)  # 4 generated: 2 past start
-    assert out[0, 1].item() == pytest.approx(-2.0 + 2.0 * (1.5 ** 2 - 1))
+    assert out[0, 1].item() == pytest.approx(-2.0 + 2.0 * (1.5**2 - 1))
     assert out[0, 0] == 1.0 and out[0, 2] == 0.5
 
 
@@ -127,7 +140,10 @@ def test_fixed_order_and_eos_survives_later_truncation():
     b = TopK(2)(None, Temperature(0.5)(None, s))
     assert torch.equal(a, b)
     assert [type(p).__name__ for p in Processors([TopK(2), MinLength(1, 0), Temperature(0.5)])] == [
-        "MinLength", "Temperature", "TopK"]
+        "MinLength",
+        "Temperature",
+        "TopK",
+    ]
     # a plain top-p after a consistent top-k would drop eos; the chain gives it back
     out = Processors([ConsistentTopK(3, eos_token_id=3), TopP(0.5)])(None, s)
     assert torch.isfinite(out).tolist() == [[True, False, False, True]]
@@ -140,9 +156,20 @@ rows = st.lists(st.floats(-20, 20, allow_nan=False), min_size=3, max_size=12)
 
 
 def all_processors(eos):
-    return [TopK(2), TopP(0.5), TopP(0.0), MinP(0.3), Typical(0.7), Temperature(0.7), RepetitionPenalty(1.3),
-            NoRepeatNGram(2), ConsistentTopK(1, eos), ConsistentTopP(0.3, eos), MinLength(2, eos),
-            EosLengthBoost(0, 1.2, eos)]
+    return [
+        TopK(2),
+        TopP(0.5),
+        TopP(0.0),
+        MinP(0.3),
+        Typical(0.7),
+        Temperature(0.7),
+        RepetitionPenalty(1.3),
+        NoRepeatNGram(2),
+        ConsistentTopK(1, eos),
+        ConsistentTopP(0.3, eos),
+        MinLength(2, eos),
+        EosLengthBoost(0, 1.2, eos),
+    ]
 
 
 @settings(max_examples=60, deadline=None)

@@ -41,7 +41,7 @@ def brute_force_best(max_len, length_penalty):
     for n in range(1, max_len + 1):
         for body in itertools.product([A, B], repeat=n - 1):
             seq = list(body) + [EOS]
-            score = sequence_logp(seq) / n ** length_penalty
+            score = sequence_logp(seq) / n**length_penalty
             if score > best_score:
                 best, best_score = seq, score
     return best, best_score
@@ -85,8 +85,12 @@ def test_length_cap_and_min_length():
 
 def test_sampling_uses_the_generator_and_the_table():
     prompt = torch.zeros(4000, 1, dtype=torch.long)
-    runs = [decode(TableLM(), prompt, search=Sample(), stopping=Stopping(1, EOS),
-                   generator=torch.Generator().manual_seed(7)) for _ in range(2)]
+    runs = [
+        decode(
+            TableLM(), prompt, search=Sample(), stopping=Stopping(1, EOS), generator=torch.Generator().manual_seed(7)
+        )
+        for _ in range(2)
+    ]
     assert torch.equal(runs[0].tokens, runs[1].tokens)
     freq = torch.bincount(runs[0].tokens[:, 0], minlength=3).float() / 4000
     assert torch.allclose(freq, torch.tensor(TABLE[()]), atol=0.03)

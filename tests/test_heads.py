@@ -37,8 +37,9 @@ def test_st_head_is_a_distribution_with_the_eos_bound():
 @pytest.mark.parametrize("arch,eps", [("lstm", 0.1), ("transformer", 0.1), ("lstm", 0.02)])
 def test_greedy_stops_within_the_bound(arch, eps):
     torch.manual_seed(1)
-    cfg = LMConfig(arch=arch, vocab=30, eos_id=3, dim=16, layers=1, heads=2, max_len=256, dropout=0.0,
-                   head="st", eps=eps)
+    cfg = LMConfig(
+        arch=arch, vocab=30, eos_id=3, dim=16, layers=1, heads=2, max_len=256, dropout=0.0, head="st", eps=eps
+    )
     model = build_lm(cfg).eval()
     with torch.no_grad():  # make eos as unlikely as the head allows: the bound alone must stop decoding
         model.head.proj.bias[3] = 20.0

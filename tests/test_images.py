@@ -58,14 +58,17 @@ def test_idx_folder_and_npz(tmp_path):
     assert t.source == str((tmp_path / "d.npz").resolve()) and s.source == str(tmp_path.resolve())
 
 
-@pytest.mark.parametrize("arrays, message", [
-    ({"y_train": np.full(6, -1)}, "labels must be class indices >= 0"),
-    ({"x_train": np.zeros((0, 28, 28)), "y_train": np.zeros(0)}, "holds no images"),
-    ({"y_train": np.arange(5)}, "6 images but 5 labels"),
-    ({"x_test": np.zeros((6, 27, 27))}, "train images are 28×28 but test images are 27×27"),
-    ({"x_train": np.full((6, 28, 28), np.inf)}, "NaN or infinite"),
-    ({"y_train": np.full(6, 1.5)}, "whole numbers"),
-])
+@pytest.mark.parametrize(
+    "arrays, message",
+    [
+        ({"y_train": np.full(6, -1)}, "labels must be class indices >= 0"),
+        ({"x_train": np.zeros((0, 28, 28)), "y_train": np.zeros(0)}, "holds no images"),
+        ({"y_train": np.arange(5)}, "6 images but 5 labels"),
+        ({"x_test": np.zeros((6, 27, 27))}, "train images are 28×28 but test images are 27×27"),
+        ({"x_train": np.full((6, 28, 28), np.inf)}, "NaN or infinite"),
+        ({"y_train": np.full(6, 1.5)}, "whole numbers"),
+    ],
+)
 def test_npz_contents_are_checked_before_training(tmp_path, arrays, message):
     x, y = np.random.default_rng(0).integers(0, 256, (6, 28, 28)), np.arange(6) % 3
     np.savez(tmp_path / "d.npz", **{"x_train": x, "y_train": y, "x_test": x, "y_test": y, **arrays})

@@ -13,11 +13,10 @@ from kexue.training.checkpoint import load_weights, save_weights
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
     target = tmp_path / "out.json"
     write_json(target, {"a": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("crash while writing")
-    assert json.loads(target.read_text()) == {"a": 1}       # the old file is intact
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert json.loads(target.read_text()) == {"a": 1}  # the old file is intact
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temporary left behind
 
 
@@ -36,14 +35,18 @@ def test_results_schema_roundtrip_and_merge(tmp_path):
 
 
 def test_report_table_and_files(tmp_path):
-    figs = [Figure("vae.m.acc", 0.91234, 0.9446, "VaDE", "kexue vae-cluster study"),
-            Figure("vae.m.nmi", 0.8, None, None, "kexue vae-cluster study"),
-            Figure("vae.m.ari", 0.7, None, None, "kexue other")]
+    figs = [
+        Figure("vae.m.acc", 0.91234, 0.9446, "VaDE", "kexue vae-cluster study"),
+        Figure("vae.m.nmi", 0.8, None, None, "kexue vae-cluster study"),
+        Figure("vae.m.ari", 0.7, None, None, "kexue other"),
+    ]
     table = figure_table(figs)
     assert "| vae.m.acc | 0.9123 | 0.9446 | VaDE | [1] |" in table and "| vae.m.ari | 0.7 | – |  | [2] |" in table
     assert table.count("`kexue vae-cluster study`") == 1 and "[2] `kexue other`" in table
-    sections = [SectionResult("vae", "1. VAE (kexue.fm/archives/5887)", figs, notes="short by 3 points"),
-                SectionResult("x", "2. X (y)", figs, headline=["vae.*.a*"])]
+    sections = [
+        SectionResult("vae", "1. VAE (kexue.fm/archives/5887)", figs, notes="short by 3 points"),
+        SectionResult("x", "2. X (y)", figs, headline=["vae.*.a*"]),
+    ]
     write_report(tmp_path, sections, "quick")
     text = (tmp_path / "report.md").read_text()
     assert "## 1. VAE" in text and "short by 3 points" in text

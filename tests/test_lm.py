@@ -16,8 +16,9 @@ from kexue.training import TensorBatches, TrainConfig, fit
 @pytest.mark.parametrize("arch,head", [("transformer", "softmax"), ("transformer", "st"), ("lstm", "st")])
 def test_cache_equals_full_recompute(arch, head):
     torch.manual_seed(0)
-    cfg = LMConfig(arch=arch, vocab=20, eos_id=3, dim=16, layers=2, heads=2, max_len=64, dropout=0.0, head=head,
-                   eps=0.01)
+    cfg = LMConfig(
+        arch=arch, vocab=20, eos_id=3, dim=16, layers=2, heads=2, max_len=64, dropout=0.0, head=head, eps=0.01
+    )
     model = build_lm(cfg).eval()
     x = torch.randint(4, 20, (3, 12))
     reset = torch.zeros_like(x, dtype=torch.bool)
@@ -26,7 +27,7 @@ def test_cache_equals_full_recompute(arch, head):
     logp, state = model.step(x[:, :5])
     steps = [logp]
     for t in range(5, 12):
-        logp, state = model.step(x[:, t: t + 1], state)
+        logp, state = model.step(x[:, t : t + 1], state)
         steps.append(logp)
     assert torch.allclose(torch.stack(steps, 1), full[:, 4:], atol=1e-5)
 
@@ -58,12 +59,17 @@ def test_tiny_lm_learns(arch):
     windows = stream[: (len(stream) - 1) // 17 * 17 + 1]
     x = windows[:-1].view(-1, 17)[:, :16]
     y = windows[1:].view(-1, 17)[:, :16]
-    cfg = LMConfig(arch=arch, vocab=12, eos_id=3, dim=32, layers=1, heads=2, max_len=32, dropout=0.0, head="st",
-                   eps=0.01)
+    cfg = LMConfig(
+        arch=arch, vocab=12, eos_id=3, dim=32, layers=1, heads=2, max_len=32, dropout=0.0, head="st", eps=0.01
+    )
     model = build_lm(cfg)
     before = perplexity(model, stream[:600], batch_size=4, window=16)
-    fit(model, lm_loss, TensorBatches(x, y, batch_size=16, seed=0),
-        TrainConfig(steps=150, lr=1e-2, log_every=50, progress=False))
+    fit(
+        model,
+        lm_loss,
+        TensorBatches(x, y, batch_size=16, seed=0),
+        TrainConfig(steps=150, lr=1e-2, log_every=50, progress=False),
+    )
     after = perplexity(model, stream[:600], batch_size=4, window=16)
     assert before > 8 and after < 2.2
     # greedy continues a sentence by counting up
@@ -71,9 +77,23 @@ def test_tiny_lm_learns(arch):
     assert out.tokens[0, :2].tolist() == [6, 7]
 
 
-@pytest.mark.parametrize("bad", [dict(dim=0), dict(layers=-1), dict(heads=0), dict(vocab=0), dict(dim="16"),
-                                 dict(eos_id=10), dict(dropout=1.0), dict(eps=0.0), dict(eps=float("nan")),
-                                 dict(arch="gru"), dict(head="sigmoid"), dict(arch="transformer", dim=10, heads=4)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(dim=0),
+        dict(layers=-1),
+        dict(heads=0),
+        dict(vocab=0),
+        dict(dim="16"),
+        dict(eos_id=10),
+        dict(dropout=1.0),
+        dict(eps=0.0),
+        dict(eps=float("nan")),
+        dict(arch="gru"),
+        dict(head="sigmoid"),
+        dict(arch="transformer", dim=10, heads=4),
+    ],
+)
 def test_config_refuses_what_cannot_build_a_model(bad):
     from kexue.errors import KexueError
 

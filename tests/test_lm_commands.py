@@ -30,15 +30,22 @@ def corpus(tmp_path_factory):
 def test_train_generate_and_termination(corpus, tmp_path, capsys):
     runs = {}
     for head in ("softmax", "st"):
-        settings = LMTrainSettings(head=head, eps=0.1, dim=16, layers=1, dropout=0.0, steps=30, batch_size=4, bptt=8,
-                                   lr=1e-2, eval_every=0)
+        settings = LMTrainSettings(
+            head=head, eps=0.1, dim=16, layers=1, dropout=0.0, steps=30, batch_size=4, bptt=8, lr=1e-2, eval_every=0
+        )
         runs[head] = lm.train(corpus=str(corpus), settings=settings, out=tmp_path / head)
         assert (runs[head] / "model.safetensors").is_file()
     texts = lm.generate(runs["st"], prompt="the cat", decoder="greedy", max_new_tokens=30)
     assert len(texts) == 1
     res = tmp_path / "termination.json"
-    flat = lm.termination(models=f"vanilla={runs['softmax']},st={runs['st']}", prefixes=5, cap=20,
-                          corpus=str(corpus), results=res, out=tmp_path / "term")
+    flat = lm.termination(
+        models=f"vanilla={runs['softmax']},st={runs['st']}",
+        prefixes=5,
+        cap=20,
+        corpus=str(corpus),
+        results=res,
+        out=tmp_path / "term",
+    )
     # eps = 0.1: p(eos) >= 1 - 0.9^(t+1), so every decoder of the self-terminating model stops within 20
     for dec in lm.DECODERS:
         assert flat[f"termination.st.{dec}.nonterminating"] == 0.0, dec
@@ -62,10 +69,13 @@ def test_the_decoder_choices_of_the_cli_are_the_study_decoders():
     assert get_args(recipe.DecoderName) == tuple(recipe.DECODERS)
 
 
-@pytest.mark.parametrize("command,procedure", [(lm.train, recipe.train_lm), (lm.generate, recipe.generate),
-                                               (lm.termination, recipe.termination_study)])
+@pytest.mark.parametrize(
+    "command,procedure",
+    [(lm.train, recipe.train_lm), (lm.generate, recipe.generate), (lm.termination, recipe.termination_study)],
+)
 def test_each_command_takes_the_arguments_of_its_recipe(command, procedure):
     """The CLI parses the command's signature and a results row's command comes from the recipe's: they agree."""
+
     def params(fn):
         return [(p.name, p.default, p.annotation) for p in inspect.signature(fn).parameters.values()]
 
@@ -78,20 +88,47 @@ def test_termination_rows_report_repetition_of_each_decoder():
 
     eos = 3
     tokens = torch.tensor([[5, 6, 5, 6, 5, 6, 5, 6], [7, 8, 9, eos, 0, 0, 0, 0]])
-    out = DecodeOutput(tokens, torch.zeros(2, 8), torch.tensor([8, 4]), torch.tensor([False, True]),
-                       ["max_length", "eos"], torch.zeros(2))
+    out = DecodeOutput(
+        tokens,
+        torch.zeros(2, 8),
+        torch.tensor([8, 4]),
+        torch.tensor([False, True]),
+        ["max_length", "eos"],
+        torch.zeros(2),
+    )
     row = termination_rows(out, eos)
     assert row["nonterminating"] == 0.5 and row["mean_length"] == 6.0
-    assert row["loop_fraction"] == 0.5           # the (5 6)* row loops, the other does not
+    assert row["loop_fraction"] == 0.5  # the (5 6)* row loops, the other does not
     assert 0 < row["rep_w"] < 1 and row["seq_rep_4"] > 0
 
 
 # ---- run folders: reuse, overwrite, resume -------------------------------------------------------
 
+
 def _tiny(corpus, out, *extra):
-    return ["lm", "train", "--corpus", str(corpus), "--threads", "1", "--out", str(out), "--settings.dim", "16",
-            "--settings.layers", "1", "--settings.batch_size", "4", "--settings.bptt", "5",
-            "--settings.eval_every", "3", "--settings.eval_tokens", "200", *extra]
+    return [
+        "lm",
+        "train",
+        "--corpus",
+        str(corpus),
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--settings.dim",
+        "16",
+        "--settings.layers",
+        "1",
+        "--settings.batch_size",
+        "4",
+        "--settings.bptt",
+        "5",
+        "--settings.eval_every",
+        "3",
+        "--settings.eval_tokens",
+        "200",
+        *extra,
+    ]
 
 
 def _kexue(args, capsys):
@@ -165,8 +202,11 @@ def test_resume_refuses_a_model_change_and_names_an_allowed_one(corpus, tmp_path
     out = tmp_path / "changed"
     _kexue(_tiny(corpus, out, "--settings.steps", "6"), capsys)
     config = (out / "config.yaml").read_bytes()
-    line = cli_error(_tiny(corpus, out, "--settings.steps", "6", "--resume", "--settings.dim", "32"), out=out,
-                     match="settings.dim 16 -> 32")
+    line = cli_error(
+        _tiny(corpus, out, "--settings.steps", "6", "--resume", "--settings.dim", "32"),
+        out=out,
+        match="settings.dim 16 -> 32",
+    )
     assert "resume" in line and (out / "config.yaml").read_bytes() == config
     io = _kexue(_tiny(corpus, out, "--settings.steps", "9", "--resume", "--settings.lr", "0.01"), capsys)
     assert "resume changes settings.lr: 0.002 -> 0.01" in io.err
@@ -201,8 +241,20 @@ def test_a_runs_config_fed_back_reproduces_it(corpus, tmp_path, capsys):
     assert (again / "config.yaml").read_text() == (first / "config.yaml").read_text()
     a, b = _weights(first / "model.safetensors"), _weights(again / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    term = ["lm", "termination", "--models", f"a={first}", "--decoders", "greedy", "--prefixes", "3", "--cap", "5",
-            "--corpus", corpus]
+    term = [
+        "lm",
+        "termination",
+        "--models",
+        f"a={first}",
+        "--decoders",
+        "greedy",
+        "--prefixes",
+        "3",
+        "--cap",
+        "5",
+        "--corpus",
+        corpus,
+    ]
     _kexue(term + ["--out", tmp_path / "t1"], capsys)
     _kexue(["lm", "termination", "--config", tmp_path / "t1" / "config.yaml", "--out", tmp_path / "t2"], capsys)
     assert (tmp_path / "t1" / "results.json").read_text() == (tmp_path / "t2" / "results.json").read_text()
@@ -227,8 +279,25 @@ def test_a_results_rows_command_fed_back_reproduces_the_run(corpus, tmp_path, ca
     a, b = _weights(first / "model.safetensors"), _weights(tmp_path / "again" / "model.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
     # the termination study's rows too
-    _kexue(["lm", "termination", "--models", f"a={first}", "--decoders", "greedy,ancestral", "--prefixes", "3",
-            "--cap", "5", "--corpus", corpus, "--out", tmp_path / "t1"], capsys)
+    _kexue(
+        [
+            "lm",
+            "termination",
+            "--models",
+            f"a={first}",
+            "--decoders",
+            "greedy,ancestral",
+            "--prefixes",
+            "3",
+            "--cap",
+            "5",
+            "--corpus",
+            corpus,
+            "--out",
+            tmp_path / "t1",
+        ],
+        capsys,
+    )
     rows = json.loads((tmp_path / "t1" / "results.json").read_text())
     commands = {r["command"] for r in rows.values()}
     assert len(commands) == 1
@@ -257,11 +326,16 @@ def test_reproduce_and_commands_of_articles_2_and_5_reach_the_library_only_throu
 
     def imports(relative):
         tree = ast.parse((root / relative).read_text())
-        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | \
-            {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names
+        }
 
     for section in ("reproduce/decoding.py", "reproduce/onlstm.py"):
         assert not [m for m in imports(section) if m.startswith("kexue.commands")], section
     for command in ("commands/lm.py", "commands/onlstm.py"):
-        assert {m for m in imports(command) if m.startswith("kexue.")} <= {"kexue.params", "kexue.recipes",
-                                                                         "kexue.recipes.lm", "kexue.recipes.onlstm"}
+        assert {m for m in imports(command) if m.startswith("kexue.")} <= {
+            "kexue.params",
+            "kexue.recipes",
+            "kexue.recipes.lm",
+            "kexue.recipes.onlstm",
+        }

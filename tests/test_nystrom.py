@@ -9,8 +9,14 @@ import pytest
 import torch
 
 from kexue.errors import KexueError
-from kexue.nn.nystrom import (NystromAttention, exact_attention, iterative_pinv, nystrom_attention,
-                              segment_ids, segment_means)
+from kexue.nn.nystrom import (
+    NystromAttention,
+    exact_attention,
+    iterative_pinv,
+    nystrom_attention,
+    segment_ids,
+    segment_means,
+)
 
 
 def rand(*shape, dtype=torch.float32, seed=0):
@@ -32,26 +38,25 @@ def test_segment_ids_hand_made():
 
 def test_segment_means_uneven_lengths_and_padding():
     x = torch.arange(7.0).view(1, 1, 7, 1)
-    means, counts = segment_means(x, 3)          # 7 tokens, 3 segments: sizes 3, 2, 2
+    means, counts = segment_means(x, 3)  # 7 tokens, 3 segments: sizes 3, 2, 2
     assert counts.tolist() == [[3, 2, 2]]
     assert means.flatten().tolist() == pytest.approx([1.0, 3.5, 5.5])
     mask = torch.tensor([[True, True, False, True, True, True, False]])  # real: 0 1 3 4 5
-    means, counts = segment_means(x, 2, mask)    # 5 real tokens: {0, 1, 3}, {4, 5}
+    means, counts = segment_means(x, 2, mask)  # 5 real tokens: {0, 1, 3}, {4, 5}
     assert counts.tolist() == [[3, 2]]
     assert means.flatten().tolist() == pytest.approx([4 / 3, 4.5])
 
 
 def test_iterative_pinv_converges_per_matrix():
     a = torch.softmax(rand(3, 8, 8, dtype=torch.float64, seed=1), dim=-1)
-    a[1] = a[1] * 1e-3                           # very different scales in one batch
+    a[1] = a[1] * 1e-3  # very different scales in one batch
     z = iterative_pinv(a, 60)
     torch.testing.assert_close(z, torch.linalg.pinv(a), rtol=1e-8, atol=1e-8)
 
 
 def test_short_sequence_is_exact_attention():
     q, k, v = rand(2, 3, 40, 16, seed=1), rand(2, 3, 40, 16, seed=2), rand(2, 3, 40, 16, seed=3)
-    torch.testing.assert_close(nystrom_attention(q, k, v, num_landmarks=64),
-                               exact_attention(q, k, v))
+    torch.testing.assert_close(nystrom_attention(q, k, v, num_landmarks=64), exact_attention(q, k, v))
     manual = torch.softmax(q @ k.transpose(-1, -2) / 4.0, dim=-1) @ v
     torch.testing.assert_close(exact_attention(q, k, v), manual, rtol=1e-5, atol=1e-5)
 
@@ -85,8 +90,8 @@ def test_gradcheck_float64():
 def test_no_nan_with_heavy_or_full_padding():
     q, k, v = (rand(3, 2, 200, 8, seed=s).requires_grad_() for s in (1, 2, 3))
     mask = torch.zeros(3, 200, dtype=torch.bool)
-    mask[0, :3] = True                           # 3 real tokens out of 200 (fewer than m)
-    mask[1, 100:170] = True                      # 70 real tokens, more than m
+    mask[0, :3] = True  # 3 real tokens out of 200 (fewer than m)
+    mask[1, 100:170] = True  # 70 real tokens, more than m
     # sample 2 is entirely padding
     out = nystrom_attention(q, k, v, 16, 6, mask)
     out.sum().backward()
@@ -131,7 +136,7 @@ def test_batch_independence():
     q, k, v = (rand(4, 2, 130, 8, seed=s) for s in (1, 2, 3))
     out = nystrom_attention(q, k, v, 16)
     q2, k2, v2 = q.clone(), k.clone(), v.clone()
-    q2[1:], k2[1:] = q2[1:] * 30, k2[1:] * 30   # other samples: far larger attention logits
+    q2[1:], k2[1:] = q2[1:] * 30, k2[1:] * 30  # other samples: far larger attention logits
     v2[1:] = rand(3, 2, 130, 8, seed=7)
     torch.testing.assert_close(nystrom_attention(q2, k2, v2, 16)[0], out[0])
     torch.testing.assert_close(nystrom_attention(q[:1], k[:1], v[:1], 16)[0], out[0])
@@ -164,16 +169,16 @@ def test_relative_errors_of_the_peers_against_exact_attention():
     pytest.importorskip("transformers")
     from kexue.analysis.attention import call_core, core_functions, pack_qkv, relative_errors
 
-    q, k, v = (rand(2, 2, 64, 8, seed=s) for s in range(3))                    # (B, H, n, d)
-    packed = pack_qkv(q, k, v)                                                 # (B, n, 3·H·d)
+    q, k, v = (rand(2, 2, 64, 8, seed=s) for s in range(3))  # (B, H, n, d)
+    packed = pack_qkv(q, k, v)  # (B, n, 3·H·d)
     assert packed.shape == (2, 64, 48)
     torch.testing.assert_close(packed[..., 16:32], k.transpose(1, 2).flatten(2))
     exact = exact_attention(q, k, v).transpose(1, 2).flatten(2)
     outs = {name: call_core(fn, layout, q, k, v) for name, (fn, layout) in core_functions(64, 16, 16, 2).items()}
     torch.testing.assert_close(outs["exact"], exact)
-    for peer in ("lucidrains", "hf"):                 # same method, other pseudo-inverse starts: close, not equal
+    for peer in ("lucidrains", "hf"):  # same method, other pseudo-inverse starts: close, not equal
         assert rel_err(outs[peer], outs["ours"]) < 0.05
     errors = relative_errors(64, [4, 16, 64], q, k, v)
     assert set(errors) == {4, 16, 64} and set(errors[4]) == {"lucidrains", "hf", "ours"}
-    assert errors[64]["ours"] < 1e-5                 # m = n: ours is exact attention
+    assert errors[64]["ours"] < 1e-5  # m = n: ours is exact attention
     assert errors[4]["ours"] > errors[16]["ours"] > errors[64]["ours"]

@@ -15,13 +15,16 @@ from kexue.models.nystromformer import NystromformerClassifier, accuracy, classi
 from kexue.training import TensorBatches, TrainConfig, fit
 
 
-@pytest.mark.parametrize("expr, value", [
-    ("[MAX 2 9 [MIN 4 7 ] 0 ]", 9),
-    ("[MED 1 2 3 4 ]", 2),                      # median 2.5, rounded down
-    ("[SM 5 6 7 ]", 8),
-    ("[MED 3 [SM 9 9 ] 1 ]", 3),
-    ("[MIN [MAX 1 8 ] [MED 7 5 6 ] ]", 6),
-])
+@pytest.mark.parametrize(
+    "expr, value",
+    [
+        ("[MAX 2 9 [MIN 4 7 ] 0 ]", 9),
+        ("[MED 1 2 3 4 ]", 2),  # median 2.5, rounded down
+        ("[SM 5 6 7 ]", 8),
+        ("[MED 3 [SM 9 9 ] 1 ]", 3),
+        ("[MIN [MAX 1 8 ] [MED 7 5 6 ] ]", 6),
+    ],
+)
 def test_evaluate_hand_made(expr, value):
     assert lo.evaluate(expr.split()) == value
 
@@ -36,18 +39,19 @@ def test_evaluate_rejects_bad_expressions():
 def test_generate_lengths_labels_and_determinism():
     seqs, labels = lo.generate(200, 30, 90, max_depth=6, seed=3)
     assert all(30 <= len(s) <= 90 for s in seqs)
-    assert [lo.evaluate(s) for s in seqs] == labels          # stack evaluator vs recursive generator
+    assert [lo.evaluate(s) for s in seqs] == labels  # stack evaluator vs recursive generator
     assert len(set(labels)) == 10
     assert lo.generate(200, 30, 90, max_depth=6, seed=3) == (seqs, labels)
     assert max(len(s) for s in lo.generate(3, 1500, 2000, seed=0)[0]) <= 2000
     tokens, y = lo.to_tensors(seqs[:2], labels[:2], 100)
-    assert tokens.shape == (2, 100) and (tokens[0, len(seqs[0]):] == 0).all() and (tokens[0, :len(seqs[0])] > 0).all()
+    assert tokens.shape == (2, 100) and (tokens[0, len(seqs[0]) :] == 0).all() and (tokens[0, : len(seqs[0])] > 0).all()
 
 
 def _tiny(kind, **kw):
     torch.manual_seed(0)
-    return NystromformerClassifier(len(lo.VOCAB), 10, 64, dim=16, depth=2, heads=2, attention=kind,
-                                   num_landmarks=kw.pop("m", 8), dropout=0.0, **kw)
+    return NystromformerClassifier(
+        len(lo.VOCAB), 10, 64, dim=16, depth=2, heads=2, attention=kind, num_landmarks=kw.pop("m", 8), dropout=0.0, **kw
+    )
 
 
 @pytest.mark.parametrize("leaf_p", [0.75, 0.3])
@@ -71,7 +75,7 @@ def test_leaf_probability_is_the_one_asked_for(leaf_p):
 
 def test_nystrom_blocks_equal_exact_blocks_when_sequence_fits_in_landmarks():
     exact, nystrom = _tiny("exact"), _tiny("nystrom", conv_kernel=None, m=64)
-    nystrom.load_state_dict(exact.state_dict())               # same parameter names without the conv
+    nystrom.load_state_dict(exact.state_dict())  # same parameter names without the conv
     tokens, _ = lo.to_tensors(*lo.generate(4, 20, 60, max_depth=4, seed=1), 64)
     torch.testing.assert_close(nystrom(tokens), exact(tokens), rtol=1e-5, atol=1e-5)
     mixed = _tiny(["nystrom", "exact"], conv_kernel=None)
@@ -92,15 +96,25 @@ def test_classifier_padding_invariance(kind):
     longer, _ = lo.to_tensors(seqs, labels, 64)
     with torch.no_grad():
         torch.testing.assert_close(model(longer), model(tokens), rtol=1e-5, atol=1e-5)
-        alone = model(tokens[:1, :len(seqs[0])])
+        alone = model(tokens[:1, : len(seqs[0])])
         torch.testing.assert_close(model(tokens)[:1], alone, rtol=1e-5, atol=1e-5)
 
 
 def test_tiny_training_learns():
     # one-operator expressions ([MAX 3 8 1 ]): the value is learnable in a few dozen steps
     x, y = lo.to_tensors(*lo.generate(512, 6, 12, max_depth=1, seed=0), 12)
-    model = NystromformerClassifier(len(lo.VOCAB), 10, 12, dim=32, depth=1, heads=2, attention="nystrom",
-                                    num_landmarks=4, conv_kernel=3, dropout=0.0)
+    model = NystromformerClassifier(
+        len(lo.VOCAB),
+        10,
+        12,
+        dim=32,
+        depth=1,
+        heads=2,
+        attention="nystrom",
+        num_landmarks=4,
+        conv_kernel=3,
+        dropout=0.0,
+    )
     with torch.no_grad():
         before = float(classification_loss(model, (x, y))[0])
     fit(model, classification_loss, TensorBatches(x, y, batch_size=64), TrainConfig(steps=60, lr=3e-3, progress=False))
@@ -112,17 +126,39 @@ def test_tiny_training_learns():
 
 def test_longest_expression_bounds_the_generator():
     assert lo.longest_expression(1, 10) == 12 and lo.longest_expression(2, 2) == 10  # [SM [MAX 1 2 ] [MIN 3 4 ] ]
-    assert lo.longest_expression(10_000, 10) == 2**40                       # capped, and fast
+    assert lo.longest_expression(10_000, 10) == 2**40  # capped, and fast
     seqs, _ = lo.generate(50, 4, 8, max_depth=2, max_args=2, seed=0)
     assert max(map(len, seqs)) <= lo.longest_expression(2, 2)
     with pytest.raises(KexueError, match="no ListOps expression"):
-        lo.generate(5, 13, 20, max_depth=1, max_args=10)                    # would loop for 10k tries before
+        lo.generate(5, 13, 20, max_depth=1, max_args=10)  # would loop for 10k tries before
     with pytest.raises(KexueError, match="no ListOps expression"):
         lo.generate(5, 2, 3)
 
 
-LISTOPS = ["--steps", "2", "--train_size", "16", "--test_size", "8", "--min_len", "8", "--max_len", "32", "--dim", "8",
-           "--heads", "2", "--depth", "1", "--num_landmarks", "4", "--conv_kernel", "3", "--batch_size", "4"]
+LISTOPS = [
+    "--steps",
+    "2",
+    "--train_size",
+    "16",
+    "--test_size",
+    "8",
+    "--min_len",
+    "8",
+    "--max_len",
+    "32",
+    "--dim",
+    "8",
+    "--heads",
+    "2",
+    "--depth",
+    "1",
+    "--num_landmarks",
+    "4",
+    "--conv_kernel",
+    "3",
+    "--batch_size",
+    "4",
+]
 
 
 def test_listops_and_errors_commands_end_to_end(tmp_path):
@@ -146,17 +182,38 @@ def test_listops_and_errors_commands_end_to_end(tmp_path):
     assert json.loads((run / "summary.json").read_text()) == accs
     # the error study writes only the files it is given
     results, figure = tmp_path / "res" / "nystrom.json", tmp_path / "fig" / "errors.png"
-    main(["nystrom", "errors", "--run", str(run), "--length", "16", "--landmarks+", "4", "--landmarks+", "8",
-          "--num_sequences", "2", "--results", str(results), "--figure", str(figure)])
+    main(
+        [
+            "nystrom",
+            "errors",
+            "--run",
+            str(run),
+            "--length",
+            "16",
+            "--landmarks+",
+            "4",
+            "--landmarks+",
+            "8",
+            "--num_sequences",
+            "2",
+            "--results",
+            str(results),
+            "--figure",
+            str(figure),
+        ]
+    )
     data = json.loads(results.read_text())
-    assert set(data) == {f"nystrom.trained_listops.n16.m{m}.rel_error_{name}" for m in (4, 8)
-                         for name in ("ours", "lucidrains", "hf")}
+    assert set(data) == {
+        f"nystrom.trained_listops.n16.m{m}.rel_error_{name}" for m in (4, 8) for name in ("ours", "lucidrains", "hf")
+    }
     assert all(0 <= v["value"] < 2 for v in data.values())
     assert figure.read_bytes()[:4] == b"\x89PNG"
     # every row's command is derived from the call and reruns it: the same numbers come back
     rows = json.loads((run / "results.json").read_text())
-    listops_line = ("kexue nystrom listops --steps 2 --batch_size 4 --train_size 16 --test_size 8 --min_len 8 "
-                    "--max_len 32 --dim 8 --depth 1 --num_landmarks 4 --conv_kernel 3")
+    listops_line = (
+        "kexue nystrom listops --steps 2 --batch_size 4 --train_size 16 --test_size 8 --min_len 8 "
+        "--max_len 32 --dim 8 --depth 1 --num_landmarks 4 --conv_kernel 3"
+    )
     assert {row["command"] for row in rows.values()} == {listops_line}
     main([*shlex.split(listops_line)[1:], "--out", str(tmp_path / "from-command")])
     assert json.loads((tmp_path / "from-command" / "summary.json").read_text()) == accs
@@ -168,15 +225,16 @@ def test_listops_and_errors_commands_end_to_end(tmp_path):
 
 def test_attention_inputs_are_what_each_blocks_attention_sees():
     torch.manual_seed(0)
-    model = NystromformerClassifier(len(lo.VOCAB), 10, 16, dim=8, depth=2, heads=2, num_landmarks=4, conv_kernel=3,
-                                    dropout=0.0).eval()
+    model = NystromformerClassifier(
+        len(lo.VOCAB), 10, 16, dim=8, depth=2, heads=2, num_landmarks=4, conv_kernel=3, dropout=0.0
+    ).eval()
     tokens, _ = lo.to_tensors(*lo.generate(3, 8, 16, max_depth=3, seed=0), 16)
     mask = tokens != 0
     with torch.no_grad():
         x = model.embed(tokens) + model.pos.weight[:16]
         for i, block in enumerate(model.blocks):
             q, k, v = model.attention_inputs(tokens, block=i)
-            assert q.shape == k.shape == v.shape == (3, 2, 16, 4)                   # (B, H, n, d)
+            assert q.shape == k.shape == v.shape == (3, 2, 16, 4)  # (B, H, n, d)
             attn = block.attn
             expected = attn.to_qkv(block.norm1(x)).unflatten(-1, (3, 2, 4)).permute(2, 0, 3, 1, 4)
             torch.testing.assert_close(torch.stack([q, k, v]), expected, rtol=0, atol=0)

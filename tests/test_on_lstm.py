@@ -10,13 +10,13 @@ def reference_step(x, h, c, W, U, b, chunk, form):
     n = h.shape[1]
     p = n // chunk
     g = x @ W.t() + h @ U.t() + b
-    a_f, a_i = g[:, :p], g[:, p:2 * p]
-    f, i, o, cc = g[:, 2 * p:].split(n, dim=1)
+    a_f, a_i = g[:, :p], g[:, p : 2 * p]
+    f, i, o, cc = g[:, 2 * p :].split(n, dim=1)
     f, i, o, cc = torch.sigmoid(f), torch.sigmoid(i), torch.sigmoid(o), torch.tanh(cc)
     sf, si = torch.softmax(a_f, 1), torch.softmax(a_i, 1)
-    mf = torch.stack([sf[:, :k + 1].sum(1) for k in range(p)], 1)
+    mf = torch.stack([sf[:, : k + 1].sum(1) for k in range(p)], 1)
     if form == "paper":
-        mi = 1 - torch.stack([si[:, :k + 1].sum(1) for k in range(p)], 1)
+        mi = 1 - torch.stack([si[:, : k + 1].sum(1) for k in range(p)], 1)
     else:
         mi = torch.stack([si[:, k:].sum(1) for k in range(p)], 1)
     mf = mf.repeat_interleave(chunk, 1)
@@ -73,7 +73,7 @@ def test_handwritten_backward_matches_autograd_of_reference():
         layer = _layer(form, seed=3)
         xs, hs, cs = (t.clone().requires_grad_() for t in (x, h0, c0))
         out, (hT, cT), _ = layer(xs, (hs, cs))
-        ((out * probe).sum() + (hT ** 2).sum() + cT.sum()).backward()
+        ((out * probe).sum() + (hT**2).sum() + cT.sum()).backward()
         ours = [xs.grad, hs.grad, cs.grad] + [prm.grad for prm in layer.parameters()]
         layer.zero_grad()
         xr, hr, cr = (t.clone().requires_grad_() for t in (x, h0, c0))
@@ -81,7 +81,7 @@ def test_handwritten_backward_matches_autograd_of_reference():
         for t in range(7):
             h, c, _ = reference_step(xr[:, t], h, c, layer.weight_ih, layer.weight_hh, layer.bias, 3, form)
             outs.append(h)
-        ((torch.stack(outs, 1) * probe).sum() + (h ** 2).sum() + c.sum()).backward()
+        ((torch.stack(outs, 1) * probe).sum() + (h**2).sum() + c.sum()).backward()
         ref = [xr.grad, hr.grad, cr.grad] + [prm.grad for prm in layer.parameters()]
         for a, b in zip(ours, ref):
             torch.testing.assert_close(a, b)

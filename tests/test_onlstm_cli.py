@@ -21,8 +21,18 @@ from kexue.nn.on_lstm import ONLSTM
 from kexue.recipes import onlstm as recipe
 from kexue.recipes.onlstm import ONLSTMTrainSettings
 
-TINY = ONLSTMTrainSettings(emb=12, hidden=16, layers=3, chunk=4, steps=6, batch_size=8, bptt=12, grammar_sentences=300,
-                           eval_every=0, ckpt_every=3)
+TINY = ONLSTMTrainSettings(
+    emb=12,
+    hidden=16,
+    layers=3,
+    chunk=4,
+    steps=6,
+    batch_size=8,
+    bptt=12,
+    grammar_sentences=300,
+    eval_every=0,
+    ckpt_every=3,
+)
 
 
 @pytest.fixture(scope="module")
@@ -74,9 +84,10 @@ def test_reference_loop_matches_ours_with_copied_weights():
     torch.testing.assert_close(ours(x)[0], ref(x))
 
 
-@pytest.mark.parametrize("command,procedure", [(commands.train, recipe.train_onlstm),
-                                               (commands.parse, recipe.parse_sentences),
-                                               (commands.eval, recipe.evaluate)])
+@pytest.mark.parametrize(
+    "command,procedure",
+    [(commands.train, recipe.train_onlstm), (commands.parse, recipe.parse_sentences), (commands.eval, recipe.evaluate)],
+)
 def test_each_command_takes_the_arguments_of_its_recipe(command, procedure):
     def params(fn):
         return [(p.name, p.default, p.annotation) for p in inspect.signature(fn).parameters.values()]
@@ -87,27 +98,56 @@ def test_each_command_takes_the_arguments_of_its_recipe(command, procedure):
 def test_treebank_rows_give_the_papers_baseline_and_what_the_same_evaluation_gives():
     """Right-branching on WSJ: 16.5 is printed in Shen et al. 2019's Table 2, yet the paper's own protocol gives
     39.87 (yikangshen/Ordered-Neurons#4): the row keeps the paper's number and names both sources."""
-    row = {"layer1": 30.0, "layer2": 45.0, "mean": 40.0, "right_branching": 39.0, "left_branching": 9.0,
-           "random": 20.0}
+    row = {"layer1": 30.0, "layer2": 45.0, "mean": 40.0, "right_branching": 39.0, "left_branching": 9.0, "random": 20.0}
     scores = {"sentences": 2, "sentences_10": 1, "all": row, "wsj10": row}
     figs = {f.key: f for f in recipe.score_figures(scores, "treebank", "kexue onlstm eval --model M --treebank T")}
     rb = figs["onlstm.treebank.f1_right_branching"]
     assert rb.published == 16.5 and "Table 2" in rb.source and "39.87" in rb.source
     assert "Ordered-Neurons issue #4" in rb.source
     assert figs["onlstm.treebank.f1_right_branching_wsj10"].published == 61.7
-    assert figs["onlstm.treebank.f1_best_layer"].published == 47.7 and "ours: layer2" in figs[
-        "onlstm.treebank.f1_best_layer"].source
+    assert (
+        figs["onlstm.treebank.f1_best_layer"].published == 47.7
+        and "ours: layer2" in figs["onlstm.treebank.f1_best_layer"].source
+    )
     synthetic = recipe.score_figures(scores, "synthetic", "kexue onlstm eval --model M --grammar 5")
     assert all(f.published is None and f.source is None for f in synthetic)
 
 
 # ---- resume and divergence at the command line ----------------------------------------------------
 
+
 def _onlstm_args(out, *extra):
-    return ["onlstm", "train", "--corpus", "grammar", "--threads", "1", "--out", str(out),
-            "--settings.grammar_sentences", "200", "--settings.emb", "8", "--settings.hidden", "8",
-            "--settings.layers", "2", "--settings.chunk", "4", "--settings.batch_size", "4", "--settings.bptt", "10",
-            "--settings.steps", "8", "--settings.eval_every", "0", "--settings.ckpt_every", "4", *extra]
+    return [
+        "onlstm",
+        "train",
+        "--corpus",
+        "grammar",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        "--settings.grammar_sentences",
+        "200",
+        "--settings.emb",
+        "8",
+        "--settings.hidden",
+        "8",
+        "--settings.layers",
+        "2",
+        "--settings.chunk",
+        "4",
+        "--settings.batch_size",
+        "4",
+        "--settings.bptt",
+        "10",
+        "--settings.steps",
+        "8",
+        "--settings.eval_every",
+        "0",
+        "--settings.ckpt_every",
+        "4",
+        *extra,
+    ]
 
 
 def test_killed_onlstm_run_resumes_bit_identically(tmp_path, capsys):
@@ -135,7 +175,8 @@ def test_onlstm_lr_1e6_ends_in_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err and "internal error" not in err, err
     assert [line for line in err.splitlines() if "kexue: error:" in line][0].startswith(
-        "kexue: error: training diverged"), err
+        "kexue: error: training diverged"
+    ), err
     assert not (out / "summary.json").exists()
     for ckpt in (out / "checkpoints").glob("step-*") if out.exists() else []:
         assert all(torch.isfinite(t).all() for t in load_file(str(ckpt / "model.safetensors")).values())

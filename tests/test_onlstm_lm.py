@@ -3,13 +3,20 @@
 import pytest
 import torch
 
+from kexue.analysis.perplexity import perplexity
 from kexue.analysis.trees import build_tree
 from kexue.data.text import LMBatches, Vocab, token_stream
 from kexue.data.treebank import generate_sentences
 from kexue.errors import KexueError
-from kexue.analysis.perplexity import perplexity
-from kexue.models.onlstm_lm import (LanguageModel, ONLSTMConfig, ResettingBatches, StatefulLMLoss, embedding_dropout,
-                                    locked_dropout, sentence_distances)
+from kexue.models.onlstm_lm import (
+    LanguageModel,
+    ONLSTMConfig,
+    ResettingBatches,
+    StatefulLMLoss,
+    embedding_dropout,
+    locked_dropout,
+    sentence_distances,
+)
 from kexue.training import TrainConfig, fit
 
 
@@ -41,8 +48,21 @@ def _train_tiny(cell):
     vocab = Vocab.build(sents)
     stream = token_stream(sents, vocab)
     torch.manual_seed(0)
-    model = LanguageModel(ONLSTMConfig(vocab_size=len(vocab), emb=16, hidden=24, layers=2, chunk=4, cell=cell,
-                                       dropout=0.1, dropouth=0.1, dropouti=0.1, dropoute=0.0, wdrop=0.1))
+    model = LanguageModel(
+        ONLSTMConfig(
+            vocab_size=len(vocab),
+            emb=16,
+            hidden=24,
+            layers=2,
+            chunk=4,
+            cell=cell,
+            dropout=0.1,
+            dropouth=0.1,
+            dropouti=0.1,
+            dropoute=0.0,
+            wdrop=0.1,
+        )
+    )
     held = token_stream([s.words for s in generate_sentences(60, seed=99)], vocab)
     before = perplexity(model, held, batch_size=4, window=20)
     data = ResettingBatches(LMBatches(stream, 16, 20))
@@ -90,8 +110,20 @@ def test_n_steps_resume_n_steps_equals_2n_steps_bit_identically(tmp_path):
 
     def model():
         torch.manual_seed(0)
-        return LanguageModel(ONLSTMConfig(vocab_size=len(vocab), emb=8, hidden=12, layers=2, chunk=4, dropout=0.1,
-                                          dropouth=0.1, dropouti=0.1, dropoute=0.1, wdrop=0.1))
+        return LanguageModel(
+            ONLSTMConfig(
+                vocab_size=len(vocab),
+                emb=8,
+                hidden=12,
+                layers=2,
+                chunk=4,
+                dropout=0.1,
+                dropouth=0.1,
+                dropouti=0.1,
+                dropoute=0.1,
+                wdrop=0.1,
+            )
+        )
 
     straight = model()
     fit(straight, StatefulLMLoss(), data, cfg, tmp_path / "straight")
@@ -104,8 +136,18 @@ def test_n_steps_resume_n_steps_equals_2n_steps_bit_identically(tmp_path):
 
 
 def test_config_refuses_what_cannot_build_a_model():
-    for bad in (dict(chunk=0), dict(emb=0), dict(hidden=10, chunk=4), dict(layers=0), dict(dropout=1.0),
-                dict(wdrop=-0.1), dict(alpha=-1.0), dict(tie="yes"), dict(cell="gru"), dict(vocab_size=0)):
+    for bad in (
+        dict(chunk=0),
+        dict(emb=0),
+        dict(hidden=10, chunk=4),
+        dict(layers=0),
+        dict(dropout=1.0),
+        dict(wdrop=-0.1),
+        dict(alpha=-1.0),
+        dict(tie="yes"),
+        dict(cell="gru"),
+        dict(vocab_size=0),
+    ):
         with pytest.raises(KexueError):
             ONLSTMConfig(**{"vocab_size": 30, "emb": 8, "hidden": 8, "chunk": 4, **bad})
     with pytest.raises(TypeError):  # keywords only: no 14 positional arguments

@@ -42,11 +42,14 @@ def _one_line(e: pytest.ExceptionInfo) -> str:
 
 # ---- readers -------------------------------------------------------------------------------
 
+
 def test_tsv_reader_reads_pairs_groups_blank_lines_bom_and_crlf(tmp_path):
     path = tmp_path / "p.tsv"
     path.write_bytes("\ufeffa long text\ta title\r\n\n  second  text \t title two\tpkg\n".encode())
-    assert read_tsv_pairs(path) == [TextPair("a long text", "a title", "a long text"),
-                                    TextPair("second  text", "title two", "pkg")]
+    assert read_tsv_pairs(path) == [
+        TextPair("a long text", "a title", "a long text"),
+        TextPair("second  text", "title two", "pkg"),
+    ]
     gz = tmp_path / "p.tsv.gz"
     gz.write_bytes(gzip.compress(path.read_bytes()))
     assert read_pairs(gz) == read_tsv_pairs(path)
@@ -54,8 +57,9 @@ def test_tsv_reader_reads_pairs_groups_blank_lines_bom_and_crlf(tmp_path):
 
 def test_jsonl_reader_reads_pairs_and_optional_group(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text('{"source": "长描述文本", "target": "标题"}\n\n{"source": "s", "target": "t", "group": 7}\n',
-                    encoding="utf-8")
+    path.write_text(
+        '{"source": "长描述文本", "target": "标题"}\n\n{"source": "s", "target": "t", "group": 7}\n', encoding="utf-8"
+    )
     assert read_pairs(path) == [TextPair("长描述文本", "标题", "长描述文本"), TextPair("s", "t", "7")]
 
 
@@ -102,8 +106,12 @@ def test_jsonl_reader_names_file_and_line_of_a_bad_line(tmp_path, data, match):
 
 
 def test_reader_refuses_missing_folder_unknown_suffix_and_corrupt_compression(tmp_path):
-    cases = [(tmp_path / "absent.tsv", "not found"), (tmp_path, "is a folder"),
-             (tmp_path / "p.csv", "name it .tsv"), (tmp_path / "p.jsonl.xz", "corrupt compressed")]
+    cases = [
+        (tmp_path / "absent.tsv", "not found"),
+        (tmp_path, "is a folder"),
+        (tmp_path / "p.csv", "name it .tsv"),
+        (tmp_path / "p.jsonl.xz", "corrupt compressed"),
+    ]
     (tmp_path / "p.csv").write_text("a\tb\n")
     (tmp_path / "p.jsonl.xz").write_bytes(b"not xz at all")
     for path, match in cases:
@@ -114,11 +122,16 @@ def test_reader_refuses_missing_folder_unknown_suffix_and_corrupt_compression(tm
 
 # ---- split by group --------------------------------------------------------------------------
 
+
 def _pairs(n_groups=40, seed=0):
     import random
+
     rng = random.Random(seed)
-    return [TextPair(f"source {g} {i}", f"target {g} {i}", f"g{g}") for g in range(n_groups)
-            for i in range(rng.randint(1, 6))]
+    return [
+        TextPair(f"source {g} {i}", f"target {g} {i}", f"g{g}")
+        for g in range(n_groups)
+        for i in range(rng.randint(1, 6))
+    ]
 
 
 def test_split_by_group_keeps_groups_whole_and_is_deterministic():
@@ -146,30 +159,49 @@ def test_split_by_group_gives_every_split_a_group_or_refuses():
 
 # ---- build helpers (no network) ---------------------------------------------------------------
 
+
 def test_deb822_description_parsing_and_cleaning():
-    text = ("Package: foo\nDescription-md5: 0\nDescription-en: Frobnicate files quickly\n"
-            " Foo frobnicates files,\n  much faster than bar.\n .\n It has no options at all.\n\n"
-            "Package: foo-doc\nDescription-en: docs\n Too short.\n")
+    text = (
+        "Package: foo\nDescription-md5: 0\nDescription-en: Frobnicate files quickly\n"
+        " Foo frobnicates files,\n  much faster than bar.\n .\n It has no options at all.\n\n"
+        "Package: foo-doc\nDescription-en: docs\n Too short.\n"
+    )
     stanzas = list(deb822(text))
     assert [s["Package"] for s in stanzas] == ["foo", "foo-doc"]
     short, long = split_description(stanzas[0]["Description-en"])
-    assert (short, long) == ("Frobnicate files quickly",
-                             "Foo frobnicates files, much faster than bar. It has no options at all.")
-    assert join_lines(["古代战争实时策略游戏，是一个", "跨平台的游戏 (RTS)", "game"]) == \
-        "古代战争实时策略游戏，是一个跨平台的游戏 (RTS) game"
+    assert (short, long) == (
+        "Frobnicate files quickly",
+        "Foo frobnicates files, much faster than bar. It has no options at all.",
+    )
+    assert (
+        join_lines(["古代战争实时策略游戏，是一个", "跨平台的游戏 (RTS)", "game"])
+        == "古代战争实时策略游戏，是一个跨平台的游戏 (RTS) game"
+    )
     stats = {}
-    kept = clean([TextPair(long, short, "foo"), TextPair(long, short, "foo"),
-                  TextPair("Too short to keep.", "docs", "foo"),
-                  TextPair("Frobnicate files quickly: the whole story here", "Frobnicate files quickly", "foo"),
-                  TextPair(long, "other title", "zzz")], stats)
+    kept = clean(
+        [
+            TextPair(long, short, "foo"),
+            TextPair(long, short, "foo"),
+            TextPair("Too short to keep.", "docs", "foo"),
+            TextPair("Frobnicate files quickly: the whole story here", "Frobnicate files quickly", "foo"),
+            TextPair(long, "other title", "zzz"),
+        ],
+        stats,
+    )
     assert kept == [TextPair(long, short, "foo")]
-    assert stats == {"dropped: exact duplicate": 1, "dropped: source too short": 1,
-                     "dropped: source starts with the target": 1, "dropped: source text also in another group": 1}
+    assert stats == {
+        "dropped: exact duplicate": 1,
+        "dropped: source too short": 1,
+        "dropped: source starts with the target": 1,
+        "dropped: source text also in another group": 1,
+    }
 
 
 def test_manpage_pair_reads_name_and_description_through_troff():
-    page = (".TH LS 1\n.SH 名称\nls \\- 列出目录内容\n.SH 描述\n.PP\n列出指定\\fB文件\\fP的信息，默认为\n"
-            "当前目录。\n.B \\-a\n选项。\n.TP\n\\fB\\-a\\fP\n不要忽略\n")
+    page = (
+        ".TH LS 1\n.SH 名称\nls \\- 列出目录内容\n.SH 描述\n.PP\n列出指定\\fB文件\\fP的信息，默认为\n"
+        "当前目录。\n.B \\-a\n选项。\n.TP\n\\fB\\-a\\fP\n不要忽略\n"
+    )
     pair = manpage_pair(page, "ls", {})
     assert pair == TextPair("列出指定文件的信息，默认为当前目录。 -a 选项。", "列出目录内容", "man:ls")
     assert troff_text(r"\(lqa\(rq \e 1003\.2 \h'-04'x\m[blue]y\m[]") == "“a” \\ 1003.2 xy"
@@ -177,6 +209,7 @@ def test_manpage_pair_reads_name_and_description_through_troff():
 
 
 # ---- committed snapshots ---------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def english():
@@ -205,7 +238,7 @@ def test_english_snapshot_is_the_size_the_issue_asks_for(english):
     assert 50_000 < sum(english.counts().values()) < 70_000
     pairs = [p for s in SPLITS for p in english[s]]
     game = [p for p in pairs if p.group == "0ad" and p.target == "Real-time strategy game of ancient warfare"]
-    assert len(game) == 1 and game[0].source.startswith("0 A.D. (pronounced \"zero ey-dee\") is a free")
+    assert len(game) == 1 and game[0].source.startswith('0 A.D. (pronounced "zero ey-dee") is a free')
     assert len({p.group for p in pairs}) > 30_000  # source packages
 
 
@@ -225,6 +258,7 @@ def test_unknown_snapshot_name_is_one_line():
 
 # ---- tokenizers ------------------------------------------------------------------------------
 
+
 def test_chinese_corpus_round_trips_through_its_character_tokenizer(chinese, tmp_path):
     texts = [t for p in chinese.train for t in (p.source, p.target)]
     tokenizer = train_chars(texts)
@@ -236,7 +270,7 @@ def test_chinese_corpus_round_trips_through_its_character_tokenizer(chinese, tmp
     assert len(tokenizer.encode(seen).ids) == len(seen)  # one id per character
     for text in texts[:200]:
         assert tokenizer.decode(tokenizer.encode(text).ids) == text
-    unseen = tokenizer.encode("\U0001F600")
+    unseen = tokenizer.encode("\U0001f600")
     assert unseen.ids == [tokenizer.token_to_id("<unk>")]
 
 

@@ -74,7 +74,7 @@ def test_deterministic_cycle_diverges_with_a_clear_error():
     with pytest.raises(KexueError, match=r"diverges: tokens (1 -> 2|2 -> 1)"):
         repetition_probability(P)
     a = analyze(P)
-    assert a.R == math.inf and sorted(a.deterministic_cycle) == [1, 2] and a.lambda_1 == 1.0
+    assert math.inf == a.R and sorted(a.deterministic_cycle) == [1, 2] and a.lambda_1 == 1.0
 
 
 def test_chain_without_cycles_has_zero_repetition():
@@ -93,8 +93,8 @@ def test_closed_form_equals_explicit_partial_sum(seed):
     tail = tail_bound(P, K)
     assert partial <= R + 1e-12
     assert R - partial <= tail + 1e-12
-    assert R == pytest.approx(partial, abs=tail + 1e-12)
-    assert R == pytest.approx(repetition_spectral(P), rel=1e-9)
+    assert pytest.approx(partial, abs=tail + 1e-12) == R
+    assert pytest.approx(repetition_spectral(P), rel=1e-9) == R
 
 
 def test_hadamard_trace_identity_by_enumerating_closed_walks():
@@ -113,7 +113,7 @@ def test_paper_trace_of_even_power_is_not_the_repeat_term():
     # Su's correction: ((P^k)_ii)² ≠ (P^{2k})_ii, so Tr(P^{2k}) ≠ Tr(P^k ∘ P^k).
     P = np.array([[0.1, 0.6], [0.5, 0.2]])
     P2 = P @ P  # [[0.31, 0.18], [0.15, 0.34]] by hand
-    assert P2 == pytest.approx(np.array([[0.31, 0.18], [0.15, 0.34]]))
+    assert pytest.approx(np.array([[0.31, 0.18], [0.15, 0.34]])) == P2
     # Tr P^4 = (0.31² + 0.18·0.15) + (0.15·0.18 + 0.34²): walks through the other state count too
     assert np.trace(P2 @ P2) == pytest.approx(0.1231 + 0.1426, rel=1e-12)
     assert np.trace(P2 * P2) == pytest.approx(0.31**2 + 0.34**2, rel=1e-12)
@@ -156,8 +156,8 @@ def test_bounds_hold_on_random_chains(n, conc, seed, eos):
     # Σ_j P_ij² ≥ (Σ_j P_ij)² / n, equality for uniform rows
     assert np.all(row_concentration(P) >= P.sum(1) ** 2 / n - 1e-12)
     R = repetition_probability(P)
-    assert R == pytest.approx(repetition_spectral(P), rel=1e-7, abs=1e-12)
-    assert R <= spectral_upper_bound(P, lam) * (1 + 1e-9) + 1e-12
+    assert pytest.approx(repetition_spectral(P), rel=1e-7, abs=1e-12) == R
+    assert spectral_upper_bound(P, lam) * (1 + 1e-9) + 1e-12 >= R
     assert R >= 0
     assert cauchy_schwarz_lower_bound(P, k_max=30) <= R * (1 + 1e-9) + 1e-12
     assert 0 < density(P) <= 1
@@ -203,7 +203,7 @@ def test_temperature_and_greedy():
     assert T[0] == pytest.approx(np.array([0.25, 0.04, 0.01, 0.01]) / z)
     assert decoding_chain(ROW, temperature=1.0) == pytest.approx(ROW)
     G = named_chain(ROW, "greedy")
-    assert G == pytest.approx(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]]))
+    assert pytest.approx(np.array([[1, 0, 0, 0], [0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0]])) == G
     assert density(G) == pytest.approx(3 / 16)  # ζ = 1/n for rows that do not end
 
 
@@ -252,11 +252,13 @@ def test_chain_sampler_draws_rows_and_eos():
 
 
 def test_count_repeats_on_hand_made_paths():
-    paths = np.array([
-        [0, 1, 0, 1, 0],  # k=2 repeat of [0 1]; k=1 no (x1 != x0)
-        [3, 3, 3, 5, 5],  # k=1: x1 = x0, x2 = x1 -> yes; k=2: x2 = x0 but x3,x4 != x1,x2
-        [2, 4, 2, 4, -1],  # k=2: eos before the repeat closes
-    ])
+    paths = np.array(
+        [
+            [0, 1, 0, 1, 0],  # k=2 repeat of [0 1]; k=1 no (x1 != x0)
+            [3, 3, 3, 5, 5],  # k=1: x1 = x0, x2 = x1 -> yes; k=2: x2 = x0 but x3,x4 != x1,x2
+            [2, 4, 2, 4, -1],  # k=2: eos before the repeat closes
+        ]
+    )
     assert count_repeats(paths, 2).tolist() == [1, 1, 0]
 
 

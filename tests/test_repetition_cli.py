@@ -21,8 +21,20 @@ def corpus_dir(tmp_path):
 
 def test_theory_on_a_matrix_file_gives_the_closed_form(tmp_path, capsys):
     np.save(tmp_path / "u.npy", np.full((4, 4), 0.25))
-    main(["repetition", "theory", "--matrix", str(tmp_path / "u.npy"), "--decoders", "sample,greedy",
-          "--simulate", "20000", "--out", str(tmp_path / "run")])
+    main(
+        [
+            "repetition",
+            "theory",
+            "--matrix",
+            str(tmp_path / "u.npy"),
+            "--decoders",
+            "sample,greedy",
+            "--simulate",
+            "20000",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     res = json.loads((tmp_path / "run" / "theory.json").read_text())
     assert res["decoders"]["sample"]["R"] == pytest.approx(1 / 3)  # uniform: 1/(n - 1)
     assert res["decoders"]["sample"]["lambda_1"] == pytest.approx(0.25)
@@ -32,13 +44,27 @@ def test_theory_on_a_matrix_file_gives_the_closed_form(tmp_path, capsys):
 
 
 def test_theory_on_a_corpus_and_user_errors(corpus_dir, tmp_path, capsys):
-    main(["repetition", "theory", "--corpus", str(corpus_dir), "--level", "word", "--decoders", "sample,top_k:2",
-          "--out", str(tmp_path / "run")])
+    main(
+        [
+            "repetition",
+            "theory",
+            "--corpus",
+            str(corpus_dir),
+            "--level",
+            "word",
+            "--decoders",
+            "sample,top_k:2",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     res = json.loads((tmp_path / "run" / "theory.json").read_text())
     assert res["n"] == 10
     assert res["decoders"]["top_k:2"]["R"] > res["decoders"]["sample"]["R"] > 0
     with pytest.raises(SystemExit) as e:
-        main(["repetition", "theory", "--corpus", str(corpus_dir), "--decoders", "beam:3", "--out", str(tmp_path / "r2")])
+        main(
+            ["repetition", "theory", "--corpus", str(corpus_dir), "--decoders", "beam:3", "--out", str(tmp_path / "r2")]
+        )
     assert e.value.code == 2 and "unknown decoder" in capsys.readouterr().err
 
 
@@ -51,8 +77,22 @@ def test_measure_texts_file(tmp_path):
 
 
 def test_measure_bigram_decoders(corpus_dir, tmp_path):
-    main(["repetition", "measure", "--corpus", str(corpus_dir), "--decoders", "sample,greedy", "--samples", "50",
-          "--max_length", "40", "--out", str(tmp_path / "run")])
+    main(
+        [
+            "repetition",
+            "measure",
+            "--corpus",
+            str(corpus_dir),
+            "--decoders",
+            "sample,greedy",
+            "--samples",
+            "50",
+            "--max_length",
+            "40",
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert set(m) == {"held-out text", "sample", "greedy"}
     # greedy from "the": the -> cat/dog/mat/log ... cycles until the length limit
@@ -62,8 +102,20 @@ def test_measure_bigram_decoders(corpus_dir, tmp_path):
 def test_rebalance_learns_saves_and_applies(corpus_dir, tmp_path, capsys):
     f = tmp_path / "text.txt"
     f.write_text("the cat sat\n")
-    main(["repetition", "rebalance", "--corpus", str(corpus_dir), "--threshold", "0.2", "--apply", str(f),
-          "--out", str(tmp_path / "run")])
+    main(
+        [
+            "repetition",
+            "rebalance",
+            "--corpus",
+            str(corpus_dir),
+            "--threshold",
+            "0.2",
+            "--apply",
+            str(f),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["valid_round_trips"] == summary["valid_sentences"] == len(CORPUS)
     assert summary["tokens_per_unit"] < 0.5
@@ -76,19 +128,62 @@ def test_saved_configs_rerun_and_encodings_load(corpus_dir, tmp_path):
     from kexue.io import run_config
 
     np.savetxt(tmp_path / "p.csv", np.array([[0.2, 0.5], [0.3, 0.3]]), delimiter=",")
-    main(["repetition", "theory", "--matrix", str(tmp_path / "p.csv"), "--decoders", "sample,top_k:1",
-          "--out", str(tmp_path / "t1")])
+    main(
+        [
+            "repetition",
+            "theory",
+            "--matrix",
+            str(tmp_path / "p.csv"),
+            "--decoders",
+            "sample,top_k:1",
+            "--out",
+            str(tmp_path / "t1"),
+        ]
+    )
     assert run_config(tmp_path / "t1")[0] == "repetition-theory"
     main(["repetition", "theory", "--config", str(tmp_path / "t1" / "config.yaml"), "--out", str(tmp_path / "t2")])
     assert (tmp_path / "t1" / "theory.json").read_text() == (tmp_path / "t2" / "theory.json").read_text()
-    main(["repetition", "measure", "--corpus", str(corpus_dir), "--decoders", "sample", "--samples", "10",
-          "--max_sentences", "8", "--out", str(tmp_path / "m1")])
+    main(
+        [
+            "repetition",
+            "measure",
+            "--corpus",
+            str(corpus_dir),
+            "--decoders",
+            "sample",
+            "--samples",
+            "10",
+            "--max_sentences",
+            "8",
+            "--out",
+            str(tmp_path / "m1"),
+        ]
+    )
     command, config = run_config(tmp_path / "m1")
     assert command == "repetition-measure" and config["max_sentences"] == 8 and "overwrite" not in config
-    main(["repetition", "measure", "--config", str(tmp_path / "m1" / "config.yaml"), "--out", str(tmp_path / "m1"),
-          "--overwrite"])
+    main(
+        [
+            "repetition",
+            "measure",
+            "--config",
+            str(tmp_path / "m1" / "config.yaml"),
+            "--out",
+            str(tmp_path / "m1"),
+            "--overwrite",
+        ]
+    )
     main(["repetition", "rebalance", "--corpus", str(corpus_dir), "--threshold", "0.2", "--out", str(tmp_path / "r1")])
-    main(["repetition", "rebalance", "--corpus", str(corpus_dir), "--encoding", str(tmp_path / "r1" / "encoding.json"),
-          "--out", str(tmp_path / "r2")])
+    main(
+        [
+            "repetition",
+            "rebalance",
+            "--corpus",
+            str(corpus_dir),
+            "--encoding",
+            str(tmp_path / "r1" / "encoding.json"),
+            "--out",
+            str(tmp_path / "r2"),
+        ]
+    )
     one, two = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("r1", "r2"))
     assert one["rounds"] == two["rounds"] and two["valid_round_trips"] == len(CORPUS)

@@ -132,8 +132,16 @@ def test_seq_rep_pooled_orders_and_loops_by_period():
 
 
 def test_the_repetition_package_re_exports_the_text_metrics():
-    for name in ("rep_w", "rep_r", "seq_rep_n", "seq_rep_pooled", "distinct_n", "find_loop", "Loop",
-                 "repetition_metrics"):
+    for name in (
+        "rep_w",
+        "rep_r",
+        "seq_rep_n",
+        "seq_rep_pooled",
+        "distinct_n",
+        "find_loop",
+        "Loop",
+        "repetition_metrics",
+    ):
         assert getattr(repetition, name) is getattr(text, name)
 
 

@@ -1,6 +1,5 @@
 """Faults of issue 10 at the level of the shared pieces: run folders, checkpoints, the loop, the CLI."""
 
-import json
 import os
 import subprocess
 import sys
@@ -9,8 +8,19 @@ import pytest
 import torch
 
 from kexue.errors import KexueError
-from kexue.io import (check_output_dir, check_output_file, clean_temporaries, discard_failed_runs,
-                      forget_created_runs, make_run_dir, read_json, read_text, read_yaml, run_config, write_json)
+from kexue.io import (
+    check_output_dir,
+    check_output_file,
+    clean_temporaries,
+    discard_failed_runs,
+    forget_created_runs,
+    make_run_dir,
+    read_json,
+    read_text,
+    read_yaml,
+    run_config,
+    write_json,
+)
 from kexue.training import TensorBatches, TrainConfig, fit
 from kexue.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from kexue.training.logging import read_metrics
@@ -38,19 +48,27 @@ CFG = dict(steps=20, lr=3e-3, schedule="cosine", warmup_steps=3, clip_norm=1.0, 
 def _fit(out, resume=False, until=None, **kw):
     x, y = _problem()
     model = _model()
-    result = fit(model, _loss, TensorBatches(x, y, batch_size=16, seed=1), TrainConfig(**{**CFG, **kw}), out,
-                 resume=resume, until=until)
+    result = fit(
+        model,
+        _loss,
+        TensorBatches(x, y, batch_size=16, seed=1),
+        TrainConfig(**{**CFG, **kw}),
+        out,
+        resume=resume,
+        until=until,
+    )
     return model, result
 
 
 # ---- fault 1: a checkpoint is never pruned right after it is written; resume never restarts silently
 
+
 def test_checkpoint_just_written_survives_higher_numbered_ones(tmp_path):
-    _fit(tmp_path, steps=30, ckpt_every=10)                      # leaves step-000020 and step-000030
-    _fit(tmp_path, steps=10, ckpt_every=5)                       # a shorter run in the same folder
+    _fit(tmp_path, steps=30, ckpt_every=10)  # leaves step-000020 and step-000030
+    _fit(tmp_path, steps=10, ckpt_every=5)  # a shorter run in the same folder
     ckpts = tmp_path / "checkpoints"
     names = sorted(p.name for p in ckpts.glob("step-*"))
-    assert names == ["step-000005", "step-000010"]              # the stale later ones are gone, not the new
+    assert names == ["step-000005", "step-000010"]  # the stale later ones are gone, not the new
     assert latest_checkpoint(ckpts).name == "step-000010"
     model, result = _fit(tmp_path, steps=15, ckpt_every=5, resume=True)
     assert result.step == 15
@@ -80,6 +98,7 @@ def test_corrupt_state_file_is_one_line(tmp_path):
 
 # ---- fault 3: a resume compares configs and writes nothing until the check passes
 
+
 def test_resume_refuses_a_model_change_and_leaves_config_untouched(tmp_path, capsys):
     run = make_run_dir(tmp_path / "r", "lm-train", {"dim": 16, "lr": 0.01, "steps": 10})
     with pytest.raises(KexueError, match="holds no checkpoint"):  # nothing trained yet: nothing to resume
@@ -108,6 +127,7 @@ def test_resume_of_an_empty_or_foreign_folder_is_an_error(tmp_path):
 
 # ---- fault 4: the checkpoint kept after a divergence is finite; finite divergence stops cleanly
 
+
 def test_weights_that_blow_up_stop_training_and_no_checkpoint_is_non_finite(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 1)
@@ -128,8 +148,14 @@ def test_weights_that_blow_up_stop_training_and_no_checkpoint_is_non_finite(tmp_
 def test_non_finite_eval_metric_stops_with_the_same_message(tmp_path):
     x, y = _problem()
     with pytest.raises(KexueError, match="training diverged: valid_ppl is inf"):
-        fit(_model(), _loss, TensorBatches(x, y, batch_size=16), TrainConfig(**{**CFG, "eval_every": 5}), tmp_path,
-            eval_fn=lambda m: {"valid_ppl": float("inf")})
+        fit(
+            _model(),
+            _loss,
+            TensorBatches(x, y, batch_size=16),
+            TrainConfig(**{**CFG, "eval_every": 5}),
+            tmp_path,
+            eval_fn=lambda m: {"valid_ppl": float("inf")},
+        )
 
 
 def test_save_checkpoint_refuses_non_finite_weights(tmp_path):
@@ -142,6 +168,7 @@ def test_save_checkpoint_refuses_non_finite_weights(tmp_path):
 
 
 # ---- fault 5: a used --out is refused unless --resume or --overwrite
+
 
 def test_non_empty_out_is_refused_unless_resume_or_overwrite(tmp_path):
     run = make_run_dir(tmp_path / "r", "lm-train", {"dim": 16})
@@ -182,6 +209,7 @@ def test_output_file_checks(tmp_path):
 
 # ---- fault 6: temporaries are cleaned; a failed command leaves no half-made run folder
 
+
 def test_interrupted_writes_are_cleaned_on_the_next_start(tmp_path):
     _fit(tmp_path, ckpt_every=5, until=5)
     (tmp_path / "checkpoints" / ".step-000010.tmp").mkdir()
@@ -204,6 +232,7 @@ def test_failed_command_removes_the_folder_it_made_unless_it_holds_weights(tmp_p
 
 # ---- fault 7: resume keeps the logging windows and never repeats metric lines
 
+
 def test_resume_rewinds_metrics_and_keeps_training_averages(tmp_path):
     _fit(tmp_path / "straight", ckpt_every=4, eval_every=4)
     _fit(tmp_path / "killed", ckpt_every=4, until=8)
@@ -221,15 +250,21 @@ def test_resume_rewinds_metrics_and_keeps_training_averages(tmp_path):
 
 # ---- the one reader
 
+
 def test_reader_turns_every_read_failure_into_one_line(tmp_path):
     (tmp_path / "latin1.txt").write_bytes(b"caf\xe9\n")
     (tmp_path / "bad.json").write_text("{'a': 1}")
     (tmp_path / "list.yaml").write_text("- 1\n")
     (tmp_path / "tag.yaml").write_text("a: !!python/object/apply:os.system ['true']\n")
     (tmp_path / "empty.yaml").write_text("")
-    cases = [(read_text, tmp_path / "nope.txt", "not found"), (read_text, tmp_path, "is a folder"),
-             (read_text, tmp_path / "latin1.txt", "not UTF-8"), (read_json, tmp_path / "bad.json", "line 1"),
-             (read_yaml, tmp_path / "list.yaml", "mapping"), (read_yaml, tmp_path / "tag.yaml", "not valid YAML")]
+    cases = [
+        (read_text, tmp_path / "nope.txt", "not found"),
+        (read_text, tmp_path, "is a folder"),
+        (read_text, tmp_path / "latin1.txt", "not UTF-8"),
+        (read_json, tmp_path / "bad.json", "line 1"),
+        (read_yaml, tmp_path / "list.yaml", "mapping"),
+        (read_yaml, tmp_path / "tag.yaml", "not valid YAML"),
+    ]
     for reader, path, message in cases:
         with pytest.raises(KexueError, match=message) as e:
             reader(path)
@@ -251,34 +286,44 @@ def test_written_files_follow_the_umask(tmp_path):
 
 # ---- the command line itself
 
+
 def test_help_and_version_do_not_import_torch():
-    code = ("import sys, io, contextlib\nfrom kexue.cli import main\nbuf = io.StringIO()\n"
-            "with contextlib.redirect_stdout(buf):\n    main(['--help']); main(['--version'])\n"
-            "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules, 'heavy import'\n"
-            "print(buf.getvalue())")
+    code = (
+        "import sys, io, contextlib\nfrom kexue.cli import main\nbuf = io.StringIO()\n"
+        "with contextlib.redirect_stdout(buf):\n    main(['--help']); main(['--version'])\n"
+        "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules, 'heavy import'\n"
+        "print(buf.getvalue())"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "vae-cluster" in out and "reproduce" in out and "kexue 0." in out
 
 
-@pytest.mark.parametrize("args, match", [
-    (["nosuch"], "unknown command 'nosuch'"),
-    (["lm", "nosuch"], "unknown subcommand 'nosuch'"),
-    (["lm"], "choose a subcommand"),
-    (["lm", "train", "--setings.epochs", "1"], "unrecognized arguments"),
-    (["lm", "train", "--config"], "--config"),
-])
+@pytest.mark.parametrize(
+    "args, match",
+    [
+        (["nosuch"], "unknown command 'nosuch'"),
+        (["lm", "nosuch"], "unknown subcommand 'nosuch'"),
+        (["lm"], "choose a subcommand"),
+        (["lm", "train", "--setings.epochs", "1"], "unrecognized arguments"),
+        (["lm", "train", "--config"], "--config"),
+    ],
+)
 def test_bad_command_lines_are_one_line_with_a_help_hint(cli_error, args, match):
     cli_error(args, match=match)
 
 
 def test_progress_bars_stay_out_of_a_log_unless_asked(tmp_path):
-    code = ("import os, sys\nfrom kexue.cli import main\nmain(['--version'])\n"
-            "from tqdm.auto import tqdm\nb = tqdm(total=1, file=sys.stderr)\nprint(b.disable, getattr(b, 'mininterval', None))")
+    code = (
+        "import os, sys\nfrom kexue.cli import main\nmain(['--version'])\n"
+        "from tqdm.auto import tqdm\nb = tqdm(total=1, file=sys.stderr)\n"
+        "print(b.disable, getattr(b, 'mininterval', None))"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("TQDM_")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip().splitlines()[-1] == "True None"  # stderr is a pipe here, not a terminal
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**env, "TQDM_MININTERVAL": "60"}).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={**env, "TQDM_MININTERVAL": "60"}
+    ).stdout
     assert out.strip().splitlines()[-1] == "False 60.0"  # a user who asks for bars in a log gets them
 
 
@@ -308,21 +353,23 @@ def _cli_parameters():
 
 def test_no_cli_number_is_unconstrained():
     params = list(_cli_parameters())
-    bare = [f"{cmd} --{name}: {hint}" for cmd, name, hint in params
-            if hint in (int, float, int | None, float | None)]
+    bare = [f"{cmd} --{name}: {hint}" for cmd, name, hint in params if hint in (int, float, int | None, float | None)]
     assert not bare, "give these a kexue.params type: " + "; ".join(bare)
     constrained = [p for p in params if "jsonargparse.typing" in str(p[2]) or "Literal" in str(p[2])]
     assert len(constrained) >= 150  # 153 of 252 when issue 10 closed; the rest are flags, paths and names
 
 
 def test_the_core_imports_without_the_extras_and_a_missing_extra_is_one_line():
-    code = ("import sys\nimport kexue.generation, kexue.training, kexue.models.lm, kexue.nn.nystrom\n"
-            "heavy = [m for m in ('scipy', 'sklearn', 'matplotlib', 'transformers') if m in sys.modules]\n"
-            "assert not heavy, heavy\n"
-            "sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
-            "from kexue.cli import main\n"
-            "main(['vae-cluster', 'train', '--data', 'digits'])\n")
+    code = (
+        "import sys\nimport kexue.generation, kexue.training, kexue.models.lm, kexue.nn.nystrom\n"
+        "heavy = [m for m in ('scipy', 'sklearn', 'matplotlib', 'transformers') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+        "sys.modules['sklearn'] = None  # as if scikit-learn were not installed\n"
+        "from kexue.cli import main\n"
+        "main(['vae-cluster', 'train', '--data', 'digits'])\n"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
-    assert done.stderr.strip() == ("kexue: error: this needs the package 'sklearn', which is not installed: "
-                                   "pip install 'kexue[vae]'")
+    assert done.stderr.strip() == (
+        "kexue: error: this needs the package 'sklearn', which is not installed: pip install 'kexue[vae]'"
+    )

@@ -51,8 +51,11 @@ def test_a_unit_that_spells_a_merged_token_is_refused():
 
 
 @settings(max_examples=80, deadline=None)
-@given(corpus=st.lists(st.text(alphabet="abcde ", min_size=1, max_size=30), min_size=1, max_size=20),
-       probe=st.text(alphabet="abcdefxyz ", max_size=40), threshold=st.floats(0.05, 0.9))
+@given(
+    corpus=st.lists(st.text(alphabet="abcde ", min_size=1, max_size=30), min_size=1, max_size=20),
+    probe=st.text(alphabet="abcdefxyz ", max_size=40),
+    threshold=st.floats(0.05, 0.9),
+)
 def test_round_trip_is_exact_for_any_text(corpus, probe, threshold):
     enc = RebalancedEncoding.learn([list(s) for s in corpus], threshold=threshold, iterations=5)
     coded = enc.encode(list(probe))

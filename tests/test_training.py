@@ -45,8 +45,9 @@ def test_resume_is_bit_identical(tmp_path):
     fit(resumed, _loss, TensorBatches(x, y, batch_size=16, seed=1), TrainConfig(**CFG), tmp_path / "b", until=10)
     assert latest_checkpoint(tmp_path / "b" / "checkpoints").name == "step-000010"
     fresh = _model()  # a new process would start from fresh weights
-    result = fit(fresh, _loss, TensorBatches(x, y, batch_size=16, seed=1), TrainConfig(**CFG), tmp_path / "b",
-                 resume=True)
+    result = fit(
+        fresh, _loss, TensorBatches(x, y, batch_size=16, seed=1), TrainConfig(**CFG), tmp_path / "b", resume=True
+    )
     assert result.step == 20
     for p, q in zip(straight.parameters(), fresh.parameters()):
         assert torch.equal(p, q)
@@ -56,9 +57,14 @@ def test_training_learns_and_logs(tmp_path):
     x, y = _problem()
     model = _model()
     evals = []
-    res = fit(model, _loss, TensorBatches(x, y, batch_size=16, seed=1),
-              TrainConfig(**{**CFG, "steps": 120, "lr": 1e-2, "eval_every": 40}), tmp_path,
-              eval_fn=lambda m: evals.append(1) or {"acc": (m(x).argmax(-1) == y).float().mean().item()})
+    res = fit(
+        model,
+        _loss,
+        TensorBatches(x, y, batch_size=16, seed=1),
+        TrainConfig(**{**CFG, "steps": 120, "lr": 1e-2, "eval_every": 40}),
+        tmp_path,
+        eval_fn=lambda m: evals.append(1) or {"acc": (m(x).argmax(-1) == y).float().mean().item()},
+    )
     records = read_metrics(tmp_path / "metrics.jsonl")
     train = [r for r in records if r["split"] == "train"]
     assert train[-1]["loss"] < 0.5 * train[0]["loss"]
@@ -116,8 +122,17 @@ def test_ddp_two_gloo_processes_match_one(tmp_path):
     outs = {}
     for n in (1, 2):
         out = tmp_path / f"p{n}.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
-               str(29500 + n + os.getpid() % 1000), str(worker), str(out)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(n),
+            "--master_port",
+            str(29500 + n + os.getpid() % 1000),
+            str(worker),
+            str(out),
+        ]
         subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=120)
         outs[n] = json.loads(out.read_text())
     for a, b in zip(outs[1], outs[2]):

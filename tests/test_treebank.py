@@ -24,9 +24,10 @@ def test_reader_strips_punctuation_traces_function_tags():
     first, second = read_mrg(SAMPLE)
     assert first.words == "pierre vinken N years old will join the board as a nonexecutive director nov. N".split()
     # the subject NP is flat in the source: its commas go, its words stay its direct children
-    assert first.tree == [["pierre", "vinken", [["N", "years"], "old"]],
-                          ["will", ["join", ["the", "board"], ["as", ["a", "nonexecutive", "director"]],
-                                    ["nov.", "N"]]]]
+    assert first.tree == [
+        ["pierre", "vinken", [["N", "years"], "old"]],
+        ["will", ["join", ["the", "board"], ["as", ["a", "nonexecutive", "director"]], ["nov.", "N"]]],
+    ]
     assert first.bracketed.startswith("(S (NP pierre vinken (ADJP (NP N years) old)) (VP will (VP join")
     # the trace subject disappears, "$" goes, S -> VP collapses, PP keeps "to N"
     assert second.words == ["rose", "N", "%", "to", "N"]

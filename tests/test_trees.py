@@ -5,9 +5,20 @@ import random
 import pytest
 import torch
 
-from kexue.analysis.trees import (baseline_scores, build_tree, left_branching, mean_f1, random_tree,
-                                  right_branching, select_distances, sentence_f1, to_brackets,
-                                  tree_depth, tree_spans, wsj10)
+from kexue.analysis.trees import (
+    baseline_scores,
+    build_tree,
+    left_branching,
+    mean_f1,
+    random_tree,
+    right_branching,
+    select_distances,
+    sentence_f1,
+    to_brackets,
+    tree_depth,
+    tree_spans,
+    wsj10,
+)
 from kexue.errors import KexueError
 
 

@@ -100,13 +100,25 @@ def test_bad_backbone_size_is_a_clear_error():
 def test_three_blobs_are_clustered():
     """The training recipe (AE pre-training, GMM init, VAE loss) separates three blobs."""
     g = torch.Generator().manual_seed(0)
-    centres = torch.rand(3, 16, generator=g).round()                 # three binary 4×4 patterns
+    centres = torch.rand(3, 16, generator=g).round()  # three binary 4×4 patterns
     labels = torch.arange(3).repeat_interleave(200)
     x = (centres[labels] * 0.8 + 0.1 + 0.05 * torch.randn(600, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
     images = ImageSet("blobs", x[::2], labels[::2], x[1::2], labels[1::2])
-    cfg = VAEClusterConfig(epochs=10, batch_size=50, lr=3e-3, latent_dim=4, num_classes=3, pretrain_epochs=10,
-                           gmm_restarts=2, classifier_fit_steps=100, spectral_neighbors=0, augment=False,
-                           consistency=0.0, balance=True, batch_balance=0.0)
+    cfg = VAEClusterConfig(
+        epochs=10,
+        batch_size=50,
+        lr=3e-3,
+        latent_dim=4,
+        num_classes=3,
+        pretrain_epochs=10,
+        gmm_restarts=2,
+        classifier_fit_steps=100,
+        spectral_neighbors=0,
+        augment=False,
+        consistency=0.0,
+        balance=True,
+        batch_balance=0.0,
+    )
     model = train_cluster_vae(images, cfg, progress=False)
     scores = evaluate_model(model, images.test_x, images.test_y)
     assert scores["acc_hungarian"] >= 0.95
@@ -122,11 +134,17 @@ def test_consistency_term_is_the_cross_entropy_against_the_target():
 
 
 def test_seed_figures_mean_std_best_and_initialisation():
-    per_seed = {"acc_hungarian": [0.5, 0.7], "acc_majority": [0.6, 0.8], "nmi": [0.1, 0.3], "ari": [0.2, 0.2],
-                "init_acc_hungarian": [0.6, 0.4], "init_acc_majority": [0.7, 0.5]}
+    per_seed = {
+        "acc_hungarian": [0.5, 0.7],
+        "acc_majority": [0.6, 0.8],
+        "nmi": [0.1, 0.3],
+        "ari": [0.2, 0.2],
+        "init_acc_hungarian": [0.6, 0.4],
+        "init_acc_majority": [0.7, 0.5],
+    }
     figs = {f.key: f for f in seed_figures("mnist5k", per_seed, "cmd")}
     assert figs["vae.mnist5k.acc_hungarian"].value == pytest.approx(0.6)
-    assert figs["vae.mnist5k.acc_hungarian_std"].value == pytest.approx(0.1)       # population std
+    assert figs["vae.mnist5k.acc_hungarian_std"].value == pytest.approx(0.1)  # population std
     assert figs["vae.mnist5k.acc_hungarian_best"].value == pytest.approx(0.7)
     assert figs["vae.mnist5k.acc_hungarian"].published == pytest.approx(0.9446)
     assert figs["vae.mnist5k.init_acc_hungarian"].value == pytest.approx(0.5)
@@ -156,16 +174,26 @@ def test_gmm_initialise_keeps_the_autoencoder():
 
 def _blobs(n=600):
     g = torch.Generator().manual_seed(0)
-    centres = torch.rand(3, 16, generator=g).round()                 # three binary 4×4 patterns
+    centres = torch.rand(3, 16, generator=g).round()  # three binary 4×4 patterns
     labels = torch.arange(3).repeat(n // 3)
     x = (centres[labels] * 0.8 + 0.1 + 0.05 * torch.randn(n, 16, generator=g)).clamp(0, 1).view(-1, 1, 4, 4)
     return ImageSet("blobs", x[::2], labels[::2], x[1::2], labels[1::2])
 
 
 # 300 training images, batches of 50: 6 steps an epoch, a checkpoint every 5 epochs (30 steps).
-RESUME_CFG = VAEClusterConfig(epochs=6, batch_size=50, lr=3e-3, latent_dim=4, num_classes=3, pretrain_epochs=6,
-                              gmm_restarts=1, classifier_fit_steps=20, spectral_neighbors=0, consistency=1.0,
-                              eval_every_epochs=2)
+RESUME_CFG = VAEClusterConfig(
+    epochs=6,
+    batch_size=50,
+    lr=3e-3,
+    latent_dim=4,
+    num_classes=3,
+    pretrain_epochs=6,
+    gmm_restarts=1,
+    classifier_fit_steps=20,
+    spectral_neighbors=0,
+    consistency=1.0,
+    eval_every_epochs=2,
+)
 
 
 def _interrupt(monkeypatch, loss_name, after_calls):
@@ -204,8 +232,9 @@ def test_interrupted_training_resumes_bit_identically(tmp_path, monkeypatch, pha
     meta = json.loads((tmp_path / "resumed" / "model.json").read_text())
     assert meta == json.loads((tmp_path / "straight" / "model.json").read_text()) and "init_acc_hungarian" in meta
     for part in ("pretrain", "vae"):
-        assert (tmp_path / "resumed" / part / "metrics.jsonl").read_text() == \
-            (tmp_path / "straight" / part / "metrics.jsonl").read_text()
+        assert (tmp_path / "resumed" / part / "metrics.jsonl").read_text() == (
+            tmp_path / "straight" / part / "metrics.jsonl"
+        ).read_text()
 
 
 def test_resume_in_the_vae_phase_keeps_the_initialisation_scores(tmp_path):
@@ -220,8 +249,9 @@ def test_resume_in_the_vae_phase_keeps_the_initialisation_scores(tmp_path):
     train_cluster_vae(images, replace(cfg, epochs=2), tmp_path, resume=True, progress=False)
     after = json.loads((tmp_path / "model.json").read_text())
     assert after["config"]["epochs"] == 2
-    assert {k: after[k] for k in before if k.startswith("init_")} == {k: v for k, v in before.items()
-                                                                     if k.startswith("init_")}
+    assert {k: after[k] for k in before if k.startswith("init_")} == {
+        k: v for k, v in before.items() if k.startswith("init_")
+    }
 
 
 def test_resume_needs_a_checkpoint_and_settings_are_checked(tmp_path):
@@ -232,7 +262,16 @@ def test_resume_needs_a_checkpoint_and_settings_are_checked(tmp_path):
         train_cluster_vae(images, VAEClusterConfig(batch_size=301), progress=False)
     with pytest.raises(KexueError, match="spectral_neighbors"):
         train_cluster_vae(images, VAEClusterConfig(batch_size=50, spectral_neighbors=300), progress=False)
-    for bad in ({"epochs": 0}, {"lr": float("nan")}, {"recon_weight": 0}, {"kl": "exact"}, {"num_classes": 1},
-                {"backbone": "resnet"}, {"seed": -1}, {"consistency": -1.0}, {"gmm_init": "yes"}):
+    for bad in (
+        {"epochs": 0},
+        {"lr": float("nan")},
+        {"recon_weight": 0},
+        {"kl": "exact"},
+        {"num_classes": 1},
+        {"backbone": "resnet"},
+        {"seed": -1},
+        {"consistency": -1.0},
+        {"gmm_init": "yes"},
+    ):
         with pytest.raises(KexueError, match=f"settings.{next(iter(bad))}"):
             VAEClusterConfig(**bad)

@@ -35,8 +35,11 @@ def check_new_run_dir(out: str | os.PathLike | None, overwrite: bool = False, re
             raise KexueError(f"--resume: {out} holds no run to resume")
         return
     if out.is_dir() and any(out.iterdir()) and not overwrite:
-        how = "add --resume to continue that run or --overwrite to replace it" if resume is not None else \
-            "add --overwrite to replace it"
+        how = (
+            "add --resume to continue that run or --overwrite to replace it"
+            if resume is not None
+            else "add --overwrite to replace it"
+        )
         raise KexueError(f"--out {out} is not empty; {how}, or choose another folder")
 
 

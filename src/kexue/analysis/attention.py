@@ -44,7 +44,7 @@ class _Slice(nn.Module):
         self.a, self.b = a, b
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[..., self.a:self.b]
+        return x[..., self.a : self.b]
 
 
 class _FirstOutput(nn.Module):
@@ -69,7 +69,7 @@ def lucidrains_nystrom(m: int, core: bool, dim: int = DIM, heads: int = HEADS) -
         raise KexueError("the lucidrains peer needs nystrom-attention (pip install 'kexue[peers]')") from None
     layer = Lucid(dim=dim, dim_head=dim // heads, heads=heads, num_landmarks=m, pinv_iterations=6, residual=False)
     if core:
-        layer.to_qkv, layer.to_out = nn.Identity(), nn.Identity()   # input is [q | k | v]; chunk(3) splits it
+        layer.to_qkv, layer.to_out = nn.Identity(), nn.Identity()  # input is [q | k | v]; chunk(3) splits it
     return layer
 
 
@@ -86,11 +86,16 @@ def hf_nystrom(n: int, m: int, core: bool, dim: int = DIM, heads: int = HEADS) -
         )
     except ImportError:
         raise KexueError("the hf peer needs transformers (pip install 'kexue[hf]')") from None
-    config = NystromformerConfig(hidden_size=dim, num_attention_heads=heads, num_landmarks=m,
-                                 segment_means_seq_len=n, inv_coeff_init_option=False,
-                                 attention_probs_dropout_prob=0.0)
+    config = NystromformerConfig(
+        hidden_size=dim,
+        num_attention_heads=heads,
+        num_landmarks=m,
+        segment_means_seq_len=n,
+        inv_coeff_init_option=False,
+        attention_probs_dropout_prob=0.0,
+    )
     attn = NystromformerSelfAttention(config)
-    attn.conv_kernel_size, attn.conv = None, None   # no conv skip (the config refuses None)
+    attn.conv_kernel_size, attn.conv = None, None  # no conv skip (the config refuses None)
     if core:
         attn.query, attn.key, attn.value = _Slice(0, dim), _Slice(dim, 2 * dim), _Slice(2 * dim, 3 * dim)
         return _FirstOutput(attn, nn.Identity())
@@ -100,7 +105,7 @@ def hf_nystrom(n: int, m: int, core: bool, dim: int = DIM, heads: int = HEADS) -
 def core_functions(n: int, m: int, dim: int = DIM, heads: int = HEADS) -> dict[str, tuple[Callable, str]]:
     """Each method's attention core and the input layout it takes: ``heads`` = three (B, H, n, d)
     tensors, ``packed`` = one (B, n, 3·dim) tensor ``[q | k | v]``. All return (B, n, dim)."""
-    merge = lambda o: o.transpose(1, 2).flatten(2)                     # b h n d -> b n (h d)
+    merge = lambda o: o.transpose(1, 2).flatten(2)  # b h n d -> b n (h d)
     lucid, hf = lucidrains_nystrom(m, True, dim, heads), hf_nystrom(n, m, True, dim, heads)
     return {
         "exact": (lambda q, k, v: merge(F.scaled_dot_product_attention(q, k, v)), "heads"),
@@ -120,8 +125,9 @@ def call_core(fn: Callable, layout: str, q: torch.Tensor, k: torch.Tensor, v: to
     return fn(q, k, v) if layout == "heads" else fn(pack_qkv(q, k, v))
 
 
-def relative_errors(n: int, landmarks: list[int], q: torch.Tensor, k: torch.Tensor,
-                    v: torch.Tensor) -> dict[int, dict[str, float]]:
+def relative_errors(
+    n: int, landmarks: list[int], q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
+) -> dict[int, dict[str, float]]:
     """‖Ŷ − Y‖/‖Y‖ against exact attention of each Nyström method at each m, on the same q, k, v.
 
     Args:
@@ -132,10 +138,13 @@ def relative_errors(n: int, landmarks: list[int], q: torch.Tensor, k: torch.Tens
         ``{m: {"lucidrains": e, "hf": e, "ours": e}}``.
     """
     with torch.no_grad():
-        exact = exact_attention(q, k, v).transpose(1, 2).flatten(2)     # (B, n, H·d)
+        exact = exact_attention(q, k, v).transpose(1, 2).flatten(2)  # (B, n, H·d)
         errors: dict[int, dict[str, float]] = {}
         for m in landmarks:
             fns = core_functions(n, m, q.shape[1] * q.shape[3], q.shape[1])
-            errors[m] = {name: float((call_core(fn, layout, q, k, v) - exact).norm() / exact.norm())
-                         for name, (fn, layout) in fns.items() if name != "exact"}
+            errors[m] = {
+                name: float((call_core(fn, layout, q, k, v) - exact).norm() / exact.norm())
+                for name, (fn, layout) in fns.items()
+                if name != "exact"
+            }
     return errors

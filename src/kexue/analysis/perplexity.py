@@ -50,8 +50,10 @@ def perplexity(model, stream: torch.Tensor, batch_size: int = 10, window: int = 
     """
     rows = len(stream) // batch_size
     if rows < 2:
-        raise KexueError(f"a stream of {len(stream)} tokens is too short for a perplexity over {batch_size} rows "
-                         f"(it needs at least {min_tokens(batch_size)})")
+        raise KexueError(
+            f"a stream of {len(stream)} tokens is too short for a perplexity over {batch_size} rows "
+            f"(it needs at least {min_tokens(batch_size)})"
+        )
     module = model if isinstance(model, torch.nn.Module) else None
     was_training = module is not None and module.training
     device = stream.device
@@ -63,12 +65,13 @@ def perplexity(model, stream: torch.Tensor, batch_size: int = 10, window: int = 
     state, total, count = None, 0.0, 0
     try:
         for start in range(0, rows - 1, window):
-            x = data[:, start: min(start + window, rows - 1)]  # (B, T)
-            y = data[:, start + 1: start + 1 + x.shape[1]]     # (B, T): the next tokens
+            x = data[:, start : min(start + window, rows - 1)]  # (B, T)
+            y = data[:, start + 1 : start + 1 + x.shape[1]]  # (B, T): the next tokens
             scores, new_state = model(x, state if carry else None)[:2]  # (B, T, V)
             state = new_state if carry else None
-            total += F.cross_entropy(scores.reshape(-1, scores.shape[-1]).float(), y.reshape(-1),
-                                     reduction="sum").item()
+            total += F.cross_entropy(
+                scores.reshape(-1, scores.shape[-1]).float(), y.reshape(-1), reduction="sum"
+            ).item()
             count += y.numel()
     finally:
         if module is not None:

@@ -136,8 +136,9 @@ def token_lists(sequences, eos=None, pad=None) -> list[list]:
     return out
 
 
-def repetition_metrics(sequences, eos=None, pad=None, window: int = 16, n: int = 4,
-                       min_repeats: int = 3, max_period: int = 32) -> dict[str, float]:
+def repetition_metrics(
+    sequences, eos=None, pad=None, window: int = 16, n: int = 4, min_repeats: int = 3, max_period: int = 32
+) -> dict[str, float]:
     """All repetition metrics of a batch of generated sequences, as one flat dict.
 
     Args:

@@ -16,7 +16,8 @@ Protocol of the ON-LSTM paper (Shen et al., 2019, section 5.2, and its official 
 from __future__ import annotations
 
 import random
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

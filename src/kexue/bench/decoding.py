@@ -44,29 +44,49 @@ def build_gpt2(layers: int, width: int, heads: int, vocab: int, seed: int):
 
 
 def run_ours(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
-    procs, search = {"greedy": ([], Greedy()), "beam4": ([], Beam(4, 1.0, False)),
-                     "top_p": ([TopP(0.9)], Sample())}[mode]
-    out = decode(HFStep(model), prompt, procs, search, Stopping(new_tokens, eos),
-                 torch.Generator().manual_seed(seed))
+    procs, search = {"greedy": ([], Greedy()), "beam4": ([], Beam(4, 1.0, False)), "top_p": ([TopP(0.9)], Sample())}[
+        mode
+    ]
+    out = decode(HFStep(model), prompt, procs, search, Stopping(new_tokens, eos), torch.Generator().manual_seed(seed))
     return out.tokens
 
 
 def run_hf(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
-    kw = {"greedy": {"do_sample": False},
-          "beam4": {"do_sample": False, "num_beams": 4, "length_penalty": 1.0, "early_stopping": False},
-          "top_p": {"do_sample": True, "top_p": 0.9, "top_k": 0, "temperature": 1.0}}[mode]
+    kw = {
+        "greedy": {"do_sample": False},
+        "beam4": {"do_sample": False, "num_beams": 4, "length_penalty": 1.0, "early_stopping": False},
+        "top_p": {"do_sample": True, "top_p": 0.9, "top_k": 0, "temperature": 1.0},
+    }[mode]
     torch.manual_seed(seed)
-    seqs = model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=new_tokens,
-                          pad_token_id=eos, eos_token_id=eos, **kw)
-    return seqs[:, prompt.shape[1]:]
+    seqs = model.generate(
+        prompt,
+        attention_mask=torch.ones_like(prompt),
+        max_new_tokens=new_tokens,
+        pad_token_id=eos,
+        eos_token_id=eos,
+        **kw,
+    )
+    return seqs[:, prompt.shape[1] :]
 
 
 @torch.no_grad()
-def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveInt = 6, vocab: PositiveInt = 50257,
-             batch: PositiveInt = 8, prompt_len: PositiveInt = 16, new_tokens: PositiveInt = 128,
-             repeats: PositiveInt = 3, modes: str = ",".join(MODES), threads: PositiveInt | None = 1,
-             seed: NonNegativeInt = 0, results: Path | None = None, out: Path | None = None,
-             overwrite: bool = False, details: Path | None = None) -> dict[str, float]:
+def decoding(
+    layers: PositiveInt = 6,
+    width: PositiveInt = 384,
+    heads: PositiveInt = 6,
+    vocab: PositiveInt = 50257,
+    batch: PositiveInt = 8,
+    prompt_len: PositiveInt = 16,
+    new_tokens: PositiveInt = 128,
+    repeats: PositiveInt = 3,
+    modes: str = ",".join(MODES),
+    threads: PositiveInt | None = 1,
+    seed: NonNegativeInt = 0,
+    results: Path | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+    details: Path | None = None,
+) -> dict[str, float]:
     """Tokens/s of kexue's decode loop vs ``model.generate``, same model, same prompts, one run.
 
     Writes ``results.json`` (results schema) and ``timings.json`` (every timed run, the measured
@@ -97,8 +117,10 @@ def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveI
     arguments = dict(locals())  # the call as made: its command line and config.yaml
     names = comma_names(modes, MODES, "--modes")
     check(width % heads == 0, f"--width {width} must be a multiple of --heads {heads}")
-    check(prompt_len + new_tokens <= POSITIONS,
-          f"--prompt_len + --new_tokens = {prompt_len + new_tokens} exceeds the model's {POSITIONS} positions")
+    check(
+        prompt_len + new_tokens <= POSITIONS,
+        f"--prompt_len + --new_tokens = {prompt_len + new_tokens} exceeds the model's {POSITIONS} positions",
+    )
     check_new_run_dir(out, overwrite)
     check_results_file(results)
     check_output_file(details, "--details")
@@ -139,8 +161,10 @@ def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveI
         raw[mode] = {"seconds": times, "median": med}
         if results is not None:  # each mode lands as soon as it is measured
             write_results(results, [f for f in figures if f".{mode}" in f.key], merge=True)
-        bar.write(f"{mode:>7}: ours {generated / med['ours']:.1f} tok/s, HF {generate_rate(generated, med['hf'])} tok/s, "
-                  f"speed-up {speedup:.2f}x")
+        bar.write(
+            f"{mode:>7}: ours {generated / med['ours']:.1f} tok/s, HF {generate_rate(generated, med['hf'])} tok/s, "
+            f"speed-up {speedup:.2f}x"
+        )
     bar.close()
     write_json(out / "timings.json", {"machine": machine, "command": cmd, "targets": TARGETS, "raw": raw})
     write_results(out / "results.json", figures)
@@ -148,8 +172,10 @@ def decoding(layers: PositiveInt = 6, width: PositiveInt = 384, heads: PositiveI
         copy_file(out / "timings.json", details)
     print(f"measured on {describe_machine(machine)}")
     flat = {f.key: f.value for f in figures}
-    print("decoding bench: " + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in flat.items()
-                                         if "speedup" in k or "parity" in k))
+    print(
+        "decoding bench: "
+        + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in flat.items() if "speedup" in k or "parity" in k)
+    )
     return flat
 
 

@@ -28,21 +28,23 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
-from kexue.progress import progress
 
 from kexue.analysis.attention import DIM, HEADS, core_functions, relative_errors
 from kexue.analysis.attention import call_core as _call  # noqa: F401 (tests/test_bench_nystrom.py imports it here)
-from kexue.analysis.attention import hf_nystrom as _hf, lucidrains_nystrom as _lucidrains, pack_qkv as _packed
+from kexue.analysis.attention import hf_nystrom as _hf
+from kexue.analysis.attention import lucidrains_nystrom as _lucidrains
+from kexue.analysis.attention import pack_qkv as _packed
 from kexue.bench.common import copy_file
 from kexue.checks import check_new_run_dir, check_results_file, require_modules
 from kexue.io import check_output_file, make_run_dir, save_figure, write_json
 from kexue.nn.nystrom import ExactAttention, NystromAttention
 from kexue.params import PositiveInt, check, set_threads
+from kexue.progress import progress
 from kexue.provenance import command_line, describe_machine, machine_facts
 from kexue.results import Figure, write_results
 
@@ -51,8 +53,12 @@ PAPER = "Xiong et al. 2021, Table 1 (one attention module, GTX 1080Ti, n=8192, m
 
 def layer_modules(n: int, m: int) -> dict[str, nn.Module]:
     """Each method's whole layer (q/k/v and output projections), (B, n, dim) -> (B, n, dim)."""
-    return {"exact": ExactAttention(DIM, HEADS), "lucidrains": _lucidrains(m, core=False),
-            "hf": _hf(n, m, core=False), "ours": NystromAttention(DIM, HEADS, num_landmarks=m)}
+    return {
+        "exact": ExactAttention(DIM, HEADS),
+        "lucidrains": _lucidrains(m, core=False),
+        "hf": _hf(n, m, core=False),
+        "ours": NystromAttention(DIM, HEADS, num_landmarks=m),
+    }
 
 
 def peak_memory(fn: Callable[[], object]) -> int:
@@ -63,8 +69,7 @@ def peak_memory(fn: Callable[[], object]) -> int:
     with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn()
         del out
-    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
-                    if e.name() == "[memory]")
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]")
     level = peak = 0
     for _, nbytes in events:
         level += nbytes
@@ -102,17 +107,21 @@ def measure_core(n: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
         args = (q, k, v) if layout == "heads" else (packed,)
         leaves = [a.detach().clone().requires_grad_() for a in args]
 
-        def forward():
+        def forward(fn=fn, args=args):
             with torch.no_grad():
                 return fn(*args)
 
-        def forward_backward():
+        def forward_backward(fn=fn, leaves=leaves):
             for a in leaves:
                 a.grad = None
             fn(*leaves).backward(grad)
 
-        out[name] = {"fwd_s": best_time(forward, repeats), "fwdbwd_s": best_time(forward_backward, repeats),
-                     "fwd_bytes": peak_memory(forward), "fwdbwd_bytes": peak_memory(forward_backward)}
+        out[name] = {
+            "fwd_s": best_time(forward, repeats),
+            "fwdbwd_s": best_time(forward_backward, repeats),
+            "fwd_bytes": peak_memory(forward),
+            "fwdbwd_bytes": peak_memory(forward_backward),
+        }
     # the paper's exact baseline stores the (B, H, n, n) matrix; measured for memory only
     naive = lambda: torch.softmax(q @ k.transpose(-1, -2) * (DIM // HEADS) ** -0.5, dim=-1) @ v
     with torch.no_grad():
@@ -126,11 +135,12 @@ def measure_layer(n: int, m: int, repeats: int) -> dict[str, dict[str, float]]:
     x = torch.randn(1, n, DIM, generator=torch.Generator().manual_seed(n))
     out: dict[str, dict[str, float]] = {}
     for name, layer in layer_modules(n, m).items():
-        def forward():
+
+        def forward(layer=layer):
             with torch.no_grad():
                 return layer(x)
 
-        def forward_backward():
+        def forward_backward(layer=layer):
             layer.zero_grad(set_to_none=True)
             layer(x).sum().backward()
 
@@ -180,11 +190,21 @@ def _plot_times(core: dict[int, dict], path: Path) -> None:
     save_figure(fig, path)
 
 
-def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
-            error_lengths: list[PositiveInt] | None = None, error_landmarks: list[PositiveInt] | None = None,
-            num_landmarks: PositiveInt = 64, repeats: PositiveInt = 3, threads: PositiveInt | None = None,
-            out: Path | None = None, overwrite: bool = False, results: Path | None = None,
-            details: Path | None = None, error_figure: Path | None = None, time_figure: Path | None = None) -> Path:
+def nystrom(
+    quick: bool = False,
+    lengths: list[PositiveInt] | None = None,
+    error_lengths: list[PositiveInt] | None = None,
+    error_landmarks: list[PositiveInt] | None = None,
+    num_landmarks: PositiveInt = 64,
+    repeats: PositiveInt = 3,
+    threads: PositiveInt | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+    results: Path | None = None,
+    details: Path | None = None,
+    error_figure: Path | None = None,
+    time_figure: Path | None = None,
+) -> Path:
     """Benchmark Nyström attention against exact attention and the public implementations.
 
     Writes into the run folder ``out``: ``results.json`` (results schema), ``details.json`` (every
@@ -223,8 +243,11 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
     bad = [n for n in lengths if n % num_landmarks]
     check(not bad, f"--lengths {bad} are not multiples of --num_landmarks {num_landmarks}")
     bad = [(n, m) for n in error_lengths for m in error_landmarks if n % m]
-    check(not bad, "every --error_lengths value must be a multiple of every --error_landmarks value; "
-                   f"not so for (n, m) = {', '.join(map(str, bad[:3]))}")
+    check(
+        not bad,
+        "every --error_lengths value must be a multiple of every --error_landmarks value; "
+        f"not so for (n, m) = {', '.join(map(str, bad[:3]))}",
+    )
     check_new_run_dir(out, overwrite)
     check_results_file(results)
     for path, flag in ((details, "--details"), (error_figure, "--error_figure"), (time_figure, "--time_figure")):
@@ -234,9 +257,18 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
     repeats = 1 if quick else repeats
     set_threads(threads)
     command = command_line("bench nystrom", nystrom, config)
-    details_data: dict = {"machine": machine_facts(), "command": command, "torch": torch.__version__, "dim": DIM,
-                          "heads": HEADS, "num_landmarks": num_landmarks, "batch": 1, "core": {}, "layer": {},
-                          "errors": {}}
+    details_data: dict = {
+        "machine": machine_facts(),
+        "command": command,
+        "torch": torch.__version__,
+        "dim": DIM,
+        "heads": HEADS,
+        "num_landmarks": num_landmarks,
+        "batch": 1,
+        "core": {},
+        "layer": {},
+        "errors": {},
+    }
 
     for n in progress(lengths, desc="time/memory"):
         details_data["core"][n] = measure_core(n, num_landmarks, repeats)
@@ -252,23 +284,54 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
         p = f"nystrom.n{n}"
         pub = n == 8192
         figures += [
-            Figure(f"{p}.core_speedup_vs_exact", core["exact"]["fwd_s"] / core["ours"]["fwd_s"],
-                   12.7 if pub else None, PAPER if pub else None, command),
+            Figure(
+                f"{p}.core_speedup_vs_exact",
+                core["exact"]["fwd_s"] / core["ours"]["fwd_s"],
+                12.7 if pub else None,
+                PAPER if pub else None,
+                command,
+            ),
             Figure(f"{p}.core_speedup_vs_best_peer", core[best_peer]["fwd_s"] / core["ours"]["fwd_s"], command=command),
-            Figure(f"{p}.core_fwdbwd_speedup_vs_exact", core["exact"]["fwdbwd_s"] / core["ours"]["fwdbwd_s"], command=command),
-            Figure(f"{p}.core_fwdbwd_speedup_vs_best_peer",
-                   min(core[q]["fwdbwd_s"] for q in peers) / core["ours"]["fwdbwd_s"], command=command),
-            Figure(f"{p}.core_memory_ratio_vs_exact", core["ours"]["fwd_bytes"] / core["exact"]["fwd_bytes"],
-                   round(450 / 10233, 4) if pub else None, PAPER if pub else None, command),
-            Figure(f"{p}.core_memory_ratio_vs_naive_exact", core["ours"]["fwd_bytes"] / core["exact-naive"]["fwd_bytes"],
-                   round(450 / 10233, 4) if pub else None, PAPER if pub else None, command),
-            Figure(f"{p}.core_fwdbwd_memory_ratio_vs_exact",
-                   core["ours"]["fwdbwd_bytes"] / core["exact"]["fwdbwd_bytes"], command=command),
+            Figure(
+                f"{p}.core_fwdbwd_speedup_vs_exact",
+                core["exact"]["fwdbwd_s"] / core["ours"]["fwdbwd_s"],
+                command=command,
+            ),
+            Figure(
+                f"{p}.core_fwdbwd_speedup_vs_best_peer",
+                min(core[q]["fwdbwd_s"] for q in peers) / core["ours"]["fwdbwd_s"],
+                command=command,
+            ),
+            Figure(
+                f"{p}.core_memory_ratio_vs_exact",
+                core["ours"]["fwd_bytes"] / core["exact"]["fwd_bytes"],
+                round(450 / 10233, 4) if pub else None,
+                PAPER if pub else None,
+                command,
+            ),
+            Figure(
+                f"{p}.core_memory_ratio_vs_naive_exact",
+                core["ours"]["fwd_bytes"] / core["exact-naive"]["fwd_bytes"],
+                round(450 / 10233, 4) if pub else None,
+                PAPER if pub else None,
+                command,
+            ),
+            Figure(
+                f"{p}.core_fwdbwd_memory_ratio_vs_exact",
+                core["ours"]["fwdbwd_bytes"] / core["exact"]["fwdbwd_bytes"],
+                command=command,
+            ),
             Figure(f"{p}.layer_speedup_vs_exact", layer["exact"]["fwd_s"] / layer["ours"]["fwd_s"], command=command),
-            Figure(f"{p}.layer_speedup_vs_best_peer",
-                   min(layer[q]["fwd_s"] for q in peers) / layer["ours"]["fwd_s"], command=command),
-            Figure(f"{p}.layer_fwdbwd_speedup_vs_exact", layer["exact"]["fwdbwd_s"] / layer["ours"]["fwdbwd_s"],
-                   command=command),
+            Figure(
+                f"{p}.layer_speedup_vs_best_peer",
+                min(layer[q]["fwd_s"] for q in peers) / layer["ours"]["fwd_s"],
+                command=command,
+            ),
+            Figure(
+                f"{p}.layer_fwdbwd_speedup_vs_exact",
+                layer["exact"]["fwdbwd_s"] / layer["ours"]["fwdbwd_s"],
+                command=command,
+            ),
             Figure(f"{p}.core_fwd_seconds_ours", core["ours"]["fwd_s"], command=command),
             Figure(f"{p}.core_fwd_seconds_exact", core["exact"]["fwd_s"], command=command),
         ]
@@ -277,8 +340,10 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
         if num_landmarks in per_m:
             errs = per_m[num_landmarks]
             best_peer = details_data["core"].get(n, {}).get("best_peer") or min(("lucidrains", "hf"), key=errs.get)
-            figures += [Figure(f"nystrom.n{n}.rel_error", errs["ours"], command=command),
-                        Figure(f"nystrom.n{n}.best_peer_rel_error", errs[best_peer], command=command)]
+            figures += [
+                Figure(f"nystrom.n{n}.rel_error", errs["ours"], command=command),
+                Figure(f"nystrom.n{n}.best_peer_rel_error", errs[best_peer], command=command),
+            ]
 
     path = write_results(out / "results.json", figures)
     write_json(out / "details.json", _jsonable(details_data))
@@ -286,7 +351,11 @@ def nystrom(quick: bool = False, lengths: list[PositiveInt] | None = None,
     _plot_times(details_data["core"], out / "time.png")
     if results is not None:
         write_results(results, figures, merge=True)
-    for src, dst in ((out / "details.json", details), (out / "error.png", error_figure), (out / "time.png", time_figure)):
+    for src, dst in (
+        (out / "details.json", details),
+        (out / "error.png", error_figure),
+        (out / "time.png", time_figure),
+    ):
         if dst is not None:
             copy_file(src, dst)
 

@@ -30,9 +30,12 @@ from kexue.results import Figure, write_results
 # The project's goals for this benchmark (not published figures: the paper reports no timings).
 # They sit in the details JSON beside the measurement, never in a results row's `published`.
 TARGETS = {
-    "ratio_vs_nn_lstm": {"at_most": 2.0, "why": "when the target was set, the official ON-LSTM code "
-                         "(github.com/yikangshen/Ordered-Neurons) took 3.1x nn.LSTM's time at these sizes "
-                         "(3 x 1150, batch 20, bptt 70) on 2 CPU cores"},
+    "ratio_vs_nn_lstm": {
+        "at_most": 2.0,
+        "why": "when the target was set, the official ON-LSTM code "
+        "(github.com/yikangshen/Ordered-Neurons) took 3.1x nn.LSTM's time at these sizes "
+        "(3 x 1150, batch 20, bptt 70) on 2 CPU cores",
+    },
     "speedup_vs_reference": {"at_least": 2.0},
 }
 
@@ -50,13 +53,16 @@ class ReferenceONLSTMCell(nn.Module):
     def forward(self, x, h, c):
         g = self.ih(x) + self.hh(h)  # (B, G)
         B = x.shape[0]
-        m_f = torch.cumsum(torch.softmax(g[:, :self.p], -1), -1)[:, :, None]  # (B, p, 1)
-        m_i = 1 - torch.cumsum(torch.softmax(g[:, self.p:2 * self.p], -1), -1)[:, :, None]
-        f, i, o, cc = g[:, 2 * self.p:].view(B, 4, self.p, self.chunk).unbind(1)
+        m_f = torch.cumsum(torch.softmax(g[:, : self.p], -1), -1)[:, :, None]  # (B, p, 1)
+        m_i = 1 - torch.cumsum(torch.softmax(g[:, self.p : 2 * self.p], -1), -1)[:, :, None]
+        f, i, o, cc = g[:, 2 * self.p :].view(B, 4, self.p, self.chunk).unbind(1)
         f, i, o, cc = f.sigmoid(), i.sigmoid(), o.sigmoid(), cc.tanh()
         w = m_f * m_i
-        c = w * (f * c.view(B, self.p, self.chunk) + i * cc) + (m_f - w) * c.view(B, self.p, self.chunk) \
+        c = (
+            w * (f * c.view(B, self.p, self.chunk) + i * cc)
+            + (m_f - w) * c.view(B, self.p, self.chunk)
             + (m_i - w) * cc
+        )
         h = o * torch.tanh(c)
         return h.reshape(B, self.n), c.reshape(B, self.n)
 
@@ -65,8 +71,9 @@ class ReferenceONLSTM(nn.Module):
     def __init__(self, input_size: int, hidden_sizes: list[int], chunk_size: int):
         super().__init__()
         sizes = [input_size, *hidden_sizes]
-        self.cells = nn.ModuleList(ReferenceONLSTMCell(sizes[k], sizes[k + 1], chunk_size)
-                                   for k in range(len(hidden_sizes)))
+        self.cells = nn.ModuleList(
+            ReferenceONLSTMCell(sizes[k], sizes[k + 1], chunk_size) for k in range(len(hidden_sizes))
+        )
 
     def forward(self, x):  # (B, T, D)
         for cell in self.cells:
@@ -83,8 +90,7 @@ class LSTMStack(nn.Module):
     def __init__(self, input_size: int, hidden_sizes: list[int]):
         super().__init__()
         sizes = [input_size, *hidden_sizes]
-        self.layers = nn.ModuleList(nn.LSTM(sizes[k], sizes[k + 1], batch_first=True)
-                                    for k in range(len(hidden_sizes)))
+        self.layers = nn.ModuleList(nn.LSTM(sizes[k], sizes[k + 1], batch_first=True) for k in range(len(hidden_sizes)))
 
     def forward(self, x):
         for layer in self.layers:
@@ -99,10 +105,20 @@ def _step_seconds(fn, x) -> float:
     return time.perf_counter() - t0
 
 
-def onlstm(input_size: PositiveInt = 400, hidden: PositiveInt = 1150, layers: PositiveInt = 3,
-           chunk_size: PositiveInt = 10, batch: PositiveInt = 20, bptt: PositiveInt = 70, rounds: PositiveInt = 5,
-           threads: PositiveInt | None = None, out: Path | None = None, overwrite: bool = False,
-           results: Path | None = None, details: Path | None = None) -> dict:
+def onlstm(
+    input_size: PositiveInt = 400,
+    hidden: PositiveInt = 1150,
+    layers: PositiveInt = 3,
+    chunk_size: PositiveInt = 10,
+    batch: PositiveInt = 20,
+    bptt: PositiveInt = 70,
+    rounds: PositiveInt = 5,
+    threads: PositiveInt | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+    results: Path | None = None,
+    details: Path | None = None,
+) -> dict:
     """Time one forward + backward of ON-LSTM (ours), nn.LSTM and a plain reference loop.
 
     Writes ``results.json`` (results schema) and ``timings.json`` (every round, the measured machine
@@ -138,10 +154,12 @@ def onlstm(input_size: PositiveInt = 400, hidden: PositiveInt = 1150, layers: Po
     machine = machine_facts()  # before the work: the load average is other jobs', not ours
     torch.manual_seed(0)
     sizes = [hidden] * layers
-    models = {"ours": ONLSTM(input_size, sizes, chunk_size), "nn_lstm": LSTMStack(input_size, sizes),
-              "reference": ReferenceONLSTM(input_size, sizes, chunk_size)}
-    fns = {"ours": lambda x: models["ours"](x)[0], "nn_lstm": models["nn_lstm"],
-           "reference": models["reference"]}
+    models = {
+        "ours": ONLSTM(input_size, sizes, chunk_size),
+        "nn_lstm": LSTMStack(input_size, sizes),
+        "reference": ReferenceONLSTM(input_size, sizes, chunk_size),
+    }
+    fns = {"ours": lambda x: models["ours"](x)[0], "nn_lstm": models["nn_lstm"], "reference": models["reference"]}
     x = torch.randn(batch, bptt, input_size)
     times: dict[str, list[float]] = {k: [] for k in models}
     for r in range(rounds + 1):
@@ -164,15 +182,18 @@ def onlstm(input_size: PositiveInt = 400, hidden: PositiveInt = 1150, layers: Po
         Figure("onlstm.speed.seconds_reference", med["reference"], command=cmd),
     ]
     write_results(out / "results.json", figures)
-    write_json(out / "timings.json", {"seconds": times, "median": med, "machine": machine, "command": cmd,
-                                      "targets": TARGETS})
+    write_json(
+        out / "timings.json", {"seconds": times, "median": med, "machine": machine, "command": cmd, "targets": TARGETS}
+    )
     if results is not None:
         write_results(results, figures, merge=True)
     if details is not None:
         copy_file(out / "timings.json", details)
     print(f"measured on {describe_machine(machine)}")
     print(f"ON-LSTM fwd+bwd {med['ours']:.3f}s | nn.LSTM {med['nn_lstm']:.3f}s | reference {med['reference']:.3f}s")
-    print(f"ratio vs nn.LSTM {ratio:.2f}x (target <= {TARGETS['ratio_vs_nn_lstm']['at_most']:g}) | speedup vs "
-          f"reference {speedup:.2f}x (target >= {TARGETS['speedup_vs_reference']['at_least']:g}) -> {out}"
-          + (f" and {results}" if results is not None else ""))
+    print(
+        f"ratio vs nn.LSTM {ratio:.2f}x (target <= {TARGETS['ratio_vs_nn_lstm']['at_most']:g}) | speedup vs "
+        f"reference {speedup:.2f}x (target >= {TARGETS['speedup_vs_reference']['at_least']:g}) -> {out}"
+        + (f" and {results}" if results is not None else "")
+    )
     return {"seconds": med, "ratio_vs_nn_lstm": ratio, "speedup_vs_reference": speedup}

@@ -27,9 +27,16 @@ from kexue.recipes.repetition import figures_of, jsonable, plot_study, run_study
 from kexue.results import write_results
 
 
-def repetition(quick: bool = False, seed: NonNegativeInt = 0, out: Path | None = None,
-               overwrite: bool = False, results: Path | None = None, details: Path | None = None,
-               figure: Path | None = None, replot: bool = False) -> Path:
+def repetition(
+    quick: bool = False,
+    seed: NonNegativeInt = 0,
+    out: Path | None = None,
+    overwrite: bool = False,
+    results: Path | None = None,
+    details: Path | None = None,
+    figure: Path | None = None,
+    replot: bool = False,
+) -> Path:
     """Corpus study and Monte-Carlo check of the repetition theory (archives/8128).
 
     Writes into the run folder ``out``: ``results.json`` (results schema; every row's ``command`` is
@@ -55,15 +62,19 @@ def repetition(quick: bool = False, seed: NonNegativeInt = 0, out: Path | None =
     """
     arguments = dict(locals())  # the call as made: its command line and config.yaml
     if replot:
-        check(figure is not None and details is not None,
-              "--replot redraws --figure from the detail JSON of an earlier run: give both --details and --figure")
+        check(
+            figure is not None and details is not None,
+            "--replot redraws --figure from the detail JSON of an earlier run: give both --details and --figure",
+        )
         check(out is None and results is None, "--replot computes nothing: it takes no --out and no --results")
         check_output_file(figure, "--figure")
         detail = read_json(details, "--details")
         try:
             plot_study(detail, Path(figure))
         except (KeyError, TypeError, ValueError, IndexError, AttributeError):
-            raise KexueError(f"--details {details} does not hold a repetition study (the detail.json of a run)") from None
+            raise KexueError(
+                f"--details {details} does not hold a repetition study (the detail.json of a run)"
+            ) from None
         print(f"[repetition] redrew {figure} from {details}")
         return Path(figure)
     check_new_run_dir(out, overwrite)
@@ -89,9 +100,11 @@ def repetition(quick: bool = False, seed: NonNegativeInt = 0, out: Path | None =
     print(f"[repetition] Monte-Carlo vs closed form: max |rel error| {worst:.2%}, max |z| {zmax:.2f}")
     for level, res in detail["levels"].items():
         d = res["decoders"]
-        print(f"[repetition] {level:10s} n={res['n']:5d}  R sample {_fmt(d['sample']['R'])}  top-p .9 "
-              f"{_fmt(d['top_p:0.9']['R'])}  top-k 10 {_fmt(d['top_k:10']['R'])}  greedy cycles "
-              f"{d['greedy']['cycle_fraction']:.1%}")
+        print(
+            f"[repetition] {level:10s} n={res['n']:5d}  R sample {_fmt(d['sample']['R'])}  top-p .9 "
+            f"{_fmt(d['top_p:0.9']['R'])}  top-k 10 {_fmt(d['top_k:10']['R'])}  greedy cycles "
+            f"{d['greedy']['cycle_fraction']:.1%}"
+        )
     written = [p for p in (results, details, figure) if p is not None]
     print(f"[repetition] wrote {out}" + (f" and {', '.join(map(str, written))}" if written else ""))
     return path

@@ -14,9 +14,15 @@ from kexue.recipes import lm as recipe
 from kexue.recipes.lm import DECODERS, DecoderName, LMTrainSettings
 
 
-def train(corpus: str = "ptb", settings: LMTrainSettings = LMTrainSettings(), threads: PositiveInt | None = None,
-          results: Path | None = None, resume: bool = False, overwrite: bool = False,
-          out: Path | None = None) -> Path:
+def train(
+    corpus: str = "ptb",
+    settings: LMTrainSettings = LMTrainSettings(),
+    threads: PositiveInt | None = None,
+    results: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> Path:
     """Train a word-level LM (vanilla or self-terminating) on PTB through the shared fit().
 
     Args:
@@ -33,13 +39,21 @@ def train(corpus: str = "ptb", settings: LMTrainSettings = LMTrainSettings(), th
     """
     run = recipe.train_lm(corpus, settings, threads, results, resume, overwrite, out)
     loss = f", train loss {run.train_loss:.3f}" if run.train_loss is not None else ""
-    print(f"lm {settings.arch}/{settings.head}: {run.steps} steps in {run.seconds:.0f} s{loss}, "
-          f"test perplexity {run.test_ppl:.1f} -> {run.out}")
+    print(
+        f"lm {settings.arch}/{settings.head}: {run.steps} steps in {run.seconds:.0f} s{loss}, "
+        f"test perplexity {run.test_ppl:.1f} -> {run.out}"
+    )
     return run.out
 
 
-def generate(run: Path, prompt: str, decoder: DecoderName = "greedy", max_new_tokens: PositiveInt = 50,
-             samples: PositiveInt = 1, seed: NonNegativeInt = 0) -> list[str]:
+def generate(
+    run: Path,
+    prompt: str,
+    decoder: DecoderName = "greedy",
+    max_new_tokens: PositiveInt = 50,
+    samples: PositiveInt = 1,
+    seed: NonNegativeInt = 0,
+) -> list[str]:
     """Continue a prompt with a trained LM.
 
     Args:
@@ -58,10 +72,19 @@ def generate(run: Path, prompt: str, decoder: DecoderName = "greedy", max_new_to
     return [c.text for c in continuations]
 
 
-def termination(models: str, decoders: str = ",".join(DECODERS), prefixes: PositiveInt = 200,
-                cap: PositiveInt = 1500, corpus: str = "ptb", seed: NonNegativeInt = 0, chunk: PositiveInt = 100,
-                threads: PositiveInt | None = None, results: Path | None = None, overwrite: bool = False,
-                out: Path | None = None) -> dict[str, float]:
+def termination(
+    models: str,
+    decoders: str = ",".join(DECODERS),
+    prefixes: PositiveInt = 200,
+    cap: PositiveInt = 1500,
+    corpus: str = "ptb",
+    seed: NonNegativeInt = 0,
+    chunk: PositiveInt = 100,
+    threads: PositiveInt | None = None,
+    results: Path | None = None,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> dict[str, float]:
     """The non-termination study: each model x decoder on 10-word PTB test prefixes.
 
     Every run folder, the decoders and the corpus are checked before any model is loaded.
@@ -81,8 +104,9 @@ def termination(models: str, decoders: str = ",".join(DECODERS), prefixes: Posit
     Returns:
         Flat mapping termination.<model>.<decoder>.<metric> and termination.<model>.ppl.
     """
-    study = recipe.termination_study(models, decoders, prefixes, cap, corpus, seed, chunk, threads, results,
-                                     overwrite, out)
+    study = recipe.termination_study(
+        models, decoders, prefixes, cap, corpus, seed, chunk, threads, results, overwrite, out
+    )
     n_models, n_decoders = len(recipe.parse_models(models)), len(recipe.parse_decoders(decoders))
     print(f"termination: {n_models} models x {n_decoders} decoders, {prefixes} prefixes, cap {cap} -> {study.out}")
     return study.values()

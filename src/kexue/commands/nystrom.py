@@ -13,14 +13,31 @@ from kexue.params import AtLeastTwo, Dropout, NonNegativeInt, PositiveFloat, Pos
 from kexue.recipes.listops import listops_study, trained_model_errors
 
 
-def listops(attention: Literal["nystrom", "exact", "both"] = "both", steps: PositiveInt = 2000,
-            batch_size: PositiveInt = 32, lr: PositiveFloat = 2e-3, train_size: PositiveInt = 10000,
-            test_size: PositiveInt = 1000, min_len: PositiveInt = 60, max_len: PositiveInt = 160,
-            max_depth: PositiveInt = 10, max_args: AtLeastTwo = 10, dim: PositiveInt = 64, depth: PositiveInt = 2,
-            heads: PositiveInt = 2, num_landmarks: PositiveInt = 16, conv_kernel: PositiveInt | None = 35,
-            exact_conv: bool = False, dropout: Dropout = 0.0, threads: PositiveInt | None = 1,
-            seed: NonNegativeInt = 0, results: Path | None = None, out: Path | None = None, resume: bool = False,
-            overwrite: bool = False) -> dict[str, float]:
+def listops(
+    attention: Literal["nystrom", "exact", "both"] = "both",
+    steps: PositiveInt = 2000,
+    batch_size: PositiveInt = 32,
+    lr: PositiveFloat = 2e-3,
+    train_size: PositiveInt = 10000,
+    test_size: PositiveInt = 1000,
+    min_len: PositiveInt = 60,
+    max_len: PositiveInt = 160,
+    max_depth: PositiveInt = 10,
+    max_args: AtLeastTwo = 10,
+    dim: PositiveInt = 64,
+    depth: PositiveInt = 2,
+    heads: PositiveInt = 2,
+    num_landmarks: PositiveInt = 16,
+    conv_kernel: PositiveInt | None = 35,
+    exact_conv: bool = False,
+    dropout: Dropout = 0.0,
+    threads: PositiveInt | None = 1,
+    seed: NonNegativeInt = 0,
+    results: Path | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict[str, float]:
     """Train on generated ListOps with Nyström and/or exact attention; report test accuracy (%).
 
     Args:
@@ -58,9 +75,14 @@ def listops(attention: Literal["nystrom", "exact", "both"] = "both", steps: Posi
     return accs
 
 
-def errors(run: Path, length: PositiveInt = 256, num_sequences: PositiveInt = 8,
-           landmarks: list[PositiveInt] | None = None, results: Path | None = None,
-           figure: Path | None = None) -> dict[int, dict[str, float]]:
+def errors(
+    run: Path,
+    length: PositiveInt = 256,
+    num_sequences: PositiveInt = 8,
+    landmarks: list[PositiveInt] | None = None,
+    results: Path | None = None,
+    figure: Path | None = None,
+) -> dict[int, dict[str, float]]:
     """Error study on a trained model: q, k, v of the first block of the Nyström ListOps model.
 
     Relative error ‖Ŷ − Y‖/‖Y‖ of ours, nystrom-attention and transformers' Nyströmformer against

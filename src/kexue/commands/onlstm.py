@@ -15,9 +15,15 @@ from kexue.recipes import onlstm as recipe
 from kexue.recipes.onlstm import ONLSTMTrainSettings
 
 
-def train(corpus: str = "ptb", settings: ONLSTMTrainSettings = ONLSTMTrainSettings(),
-          threads: PositiveInt | None = None, results: Path | None = None, resume: bool = False,
-          overwrite: bool = False, out: Path | None = None) -> dict:
+def train(
+    corpus: str = "ptb",
+    settings: ONLSTMTrainSettings = ONLSTMTrainSettings(),
+    threads: PositiveInt | None = None,
+    results: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> dict:
     """Train an ON-LSTM (or LSTM baseline) language model.
 
     Args:
@@ -36,14 +42,22 @@ def train(corpus: str = "ptb", settings: ONLSTMTrainSettings = ONLSTMTrainSettin
     """
     run = recipe.train_onlstm(corpus, settings, threads, results, resume, overwrite, out)
     s = run.summary
-    print(f"[onlstm] {s['cell']} after {s['steps']} steps ({s['epochs']:.2f} epochs): "
-          f"valid ppl {s['valid_ppl']:.2f}, test ppl {s['test_ppl']:.2f} -> {run.out}")
+    print(
+        f"[onlstm] {s['cell']} after {s['steps']} steps ({s['epochs']:.2f} epochs): "
+        f"valid ppl {s['valid_ppl']:.2f}, test ppl {s['test_ppl']:.2f} -> {run.out}"
+    )
     return s
 
 
-def parse(model: Path, sentences: list[str] | None = None, input: Path | None = None,
-          layer: Literal["middle", "mean"] | int = "middle", draw: bool = False, overwrite: bool = False,
-          out: Path | None = None) -> list[str]:
+def parse(
+    model: Path,
+    sentences: list[str] | None = None,
+    input: Path | None = None,
+    layer: Literal["middle", "mean"] | int = "middle",
+    draw: bool = False,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> list[str]:
     """Print the bracketed tree the LM induces for each sentence.
 
     Args:
@@ -63,9 +77,17 @@ def parse(model: Path, sentences: list[str] | None = None, input: Path | None = 
     return lines
 
 
-def eval(model: Path, treebank: Path | None = None, grammar: PositiveInt | None = None,
-         grammar_seed: NonNegativeInt = 0, corpus: str | None = None, max_sentences: PositiveInt | None = None,
-         results: Path | None = None, overwrite: bool = False, out: Path | None = None) -> dict:
+def eval(
+    model: Path,
+    treebank: Path | None = None,
+    grammar: PositiveInt | None = None,
+    grammar_seed: NonNegativeInt = 0,
+    corpus: str | None = None,
+    max_sentences: PositiveInt | None = None,
+    results: Path | None = None,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> dict:
     """Score induced trees against gold trees: unlabeled F1 per layer, all and WSJ10, baselines beside.
     With ``--corpus`` instead, the test perplexity of the language model.
 
@@ -84,8 +106,9 @@ def eval(model: Path, treebank: Path | None = None, grammar: PositiveInt | None 
     Returns:
         The scores.
     """
-    scores = recipe.evaluate(model, treebank, grammar, grammar_seed, corpus, max_sentences, results, overwrite,
-                             out).scores
+    scores = recipe.evaluate(
+        model, treebank, grammar, grammar_seed, corpus, max_sentences, results, overwrite, out
+    ).scores
     if corpus is not None:
         print(f"[onlstm] test perplexity on {corpus}: {scores['test_ppl']:.2f}")
         return scores

@@ -30,10 +30,18 @@ from kexue.recipes.repetition import (
 )
 
 
-def theory(matrix: Path | None = None, corpus: str = "ptb", level: Literal["char", "word", "rebalanced"] = "char",
-           decoders: str = "sample,top_p:0.9,top_k:10,greedy", max_sentences: PositiveInt | None = None,
-           word_vocab: PositiveInt | None = None, simulate: NonNegativeInt = 0, seed: NonNegativeInt = 0,
-           out: Path | None = None, overwrite: bool = False) -> Path:
+def theory(
+    matrix: Path | None = None,
+    corpus: str = "ptb",
+    level: Literal["char", "word", "rebalanced"] = "char",
+    decoders: str = "sample,top_p:0.9,top_k:10,greedy",
+    max_sentences: PositiveInt | None = None,
+    word_vocab: PositiveInt | None = None,
+    simulate: NonNegativeInt = 0,
+    seed: NonNegativeInt = 0,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Exact repetition probability R = Σ_k Tr((P∘P)^k) of a bigram chain under each decoder.
 
     Args:
@@ -71,8 +79,10 @@ def theory(matrix: Path | None = None, corpus: str = "ptb", level: Literal["char
         extra = f"{r['R_mc']:.5g} ± {r['R_mc_stderr']:.2g} ({r['mc_rel_error']:+.2%})" if "R_mc" in r else ""
         if "cycle_fraction" in r:
             extra = f"{r['cycle_fraction']:.1%} of start tokens cycle, e.g. {r['example_cycle'][:6]}"
-        print(f"{name:>16} {r['zeta']:9.3g} {r['lambda_1']:9.4g} [{r['lambda_lower']:.3g}, {r['lambda_upper']:.3g}]"
-              f"{R:>12}  {extra}")
+        print(
+            f"{name:>16} {r['zeta']:9.3g} {r['lambda_1']:9.4g} [{r['lambda_lower']:.3g}, {r['lambda_upper']:.3g}]"
+            f"{R:>12}  {extra}"
+        )
     print(f"wrote {path}")
     return path
 
@@ -86,12 +96,20 @@ def _read_texts(path: Path, unit: str, flag: str) -> list[list[str]]:
     return texts
 
 
-def measure(texts: Path | None = None, unit: Literal["word", "char"] = "word", corpus: str = "ptb",
-            level: Literal["char", "word", "rebalanced"] = "word",
-            decoders: str = "sample,top_p:0.9,top_k:10,top_k:3,greedy", samples: PositiveInt = 500,
-            max_length: PositiveInt = 100, max_sentences: PositiveInt | None = None,
-            word_vocab: PositiveInt | None = None, seed: NonNegativeInt = 0, out: Path | None = None,
-            overwrite: bool = False) -> Path:
+def measure(
+    texts: Path | None = None,
+    unit: Literal["word", "char"] = "word",
+    corpus: str = "ptb",
+    level: Literal["char", "word", "rebalanced"] = "word",
+    decoders: str = "sample,top_p:0.9,top_k:10,top_k:3,greedy",
+    samples: PositiveInt = 500,
+    max_length: PositiveInt = 100,
+    max_sentences: PositiveInt | None = None,
+    word_vocab: PositiveInt | None = None,
+    seed: NonNegativeInt = 0,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Repetition metrics (rep-w, rep-r, seq-rep-4, distinct-n, loops) of texts or of bigram decoders.
 
     Args:
@@ -132,9 +150,17 @@ def measure(texts: Path | None = None, unit: Literal["word", "char"] = "word", c
     return path
 
 
-def rebalance(corpus: str = "ptb", level: Literal["char", "word"] = "char", threshold: OpenUnitInterval = 0.1,
-              iterations: PositiveInt = 10, encoding: Path | None = None, apply: Path | None = None,
-              max_sentences: PositiveInt | None = None, out: Path | None = None, overwrite: bool = False) -> Path:
+def rebalance(
+    corpus: str = "ptb",
+    level: Literal["char", "word"] = "char",
+    threshold: OpenUnitInterval = 0.1,
+    iterations: PositiveInt = 10,
+    encoding: Path | None = None,
+    apply: Path | None = None,
+    max_sentences: PositiveInt | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> Path:
     """Learn a rebalanced encoding (merge pairs with P(b|a) > threshold, repeat) or apply one.
 
     Args:
@@ -169,12 +195,16 @@ def rebalance(corpus: str = "ptb", level: Literal["char", "word"] = "char", thre
         write_text(run / "encoded.jsonl", "".join(json.dumps(enc.encode(s)) + "\n" for s in lines))
         print(f"encoded {len(lines)} lines into {run / 'encoded.jsonl'}")
     before, after = summary["before"], summary["after"]
-    print(f"merge rounds: {summary['rounds']} -> {summary['merged_tokens']} merged tokens; "
-          f"{summary['tokens_per_unit']:.3f} tokens per {level} on valid")
+    print(
+        f"merge rounds: {summary['rounds']} -> {summary['merged_tokens']} merged tokens; "
+        f"{summary['tokens_per_unit']:.3f} tokens per {level} on valid"
+    )
     print(f"exact round trips on valid: {summary['valid_round_trips']}/{summary['valid_sentences']}")
     print(f"example: {summary['example']}")
     for when, a in (("before:", before), ("after: ", after)):
-        print(f"sampling chain {when} n={a['n']} λ_1={a['lambda_1']:.4g} mean Σ_j P_ij²={a['mean_concentration']:.4g} "
-              f"R={a['R']:.4g}")
+        print(
+            f"sampling chain {when} n={a['n']} λ_1={a['lambda_1']:.4g} mean Σ_j P_ij²={a['mean_concentration']:.4g} "
+            f"R={a['R']:.4g}"
+        )
     print(f"wrote {path}")
     return path

@@ -21,8 +21,14 @@ from kexue.recipes.vae_cluster import (
 )
 
 
-def train(data: str = "mnist5k", out: Path | None = None, settings: VAEClusterConfig = DEFAULT_SETTINGS,
-          device: Device = "auto", resume: bool = False, overwrite: bool = False) -> dict:
+def train(
+    data: str = "mnist5k",
+    out: Path | None = None,
+    settings: VAEClusterConfig = DEFAULT_SETTINGS,
+    device: Device = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Train the clustering VAE (labels are never used for training) and evaluate it on the test split.
 
     Args:
@@ -54,8 +60,9 @@ def evaluate(run: Path, data: str | None = None, device: Device = "cpu") -> dict
     return scores
 
 
-def sample(run: Path, out: Path | None = None, per_class: PositiveInt = 10, seed: NonNegativeInt = 0,
-           data: str | None = None) -> list[str]:
+def sample(
+    run: Path, out: Path | None = None, per_class: PositiveInt = 10, seed: NonNegativeInt = 0, data: str | None = None
+) -> list[str]:
     """Write PNG grids: real members of each cluster and class-conditional samples z ~ N(μ_y, I).
 
     Args:
@@ -71,9 +78,16 @@ def sample(run: Path, out: Path | None = None, per_class: PositiveInt = 10, seed
     return [str(p) for p in paths]
 
 
-def study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = None,
-          results: Path | None = None, settings: VAEClusterConfig = DEFAULT_SETTINGS, device: Device = "auto",
-          resume: bool = False, overwrite: bool = False) -> dict:
+def study(
+    data: str = "mnist5k",
+    seeds: str = "0,1,2,3,4",
+    out: Path | None = None,
+    results: Path | None = None,
+    settings: VAEClusterConfig = DEFAULT_SETTINGS,
+    device: Device = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+) -> dict:
     """Train and evaluate several seeds; report mean ± std and best.
 
     Args:
@@ -97,8 +111,10 @@ def study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = No
 
 def _print_scores(record: dict, run: Path) -> dict[str, float]:
     """Print an eval.json record; returns its scores (without the data set's name)."""
-    print(f"{record['data']} test: Hungarian acc {record['acc_hungarian']:.4f}  majority acc "
-          f"{record['acc_majority']:.4f}  NMI {record['nmi']:.4f}  ARI {record['ari']:.4f}  "
-          f"largest cluster {record['largest_cluster_share']:.1%}")
+    print(
+        f"{record['data']} test: Hungarian acc {record['acc_hungarian']:.4f}  majority acc "
+        f"{record['acc_majority']:.4f}  NMI {record['nmi']:.4f}  ARI {record['ari']:.4f}  "
+        f"largest cluster {record['largest_cluster_share']:.1%}"
+    )
     print(f"run folder: {run}")
     return {k: v for k, v in record.items() if k != "data"}

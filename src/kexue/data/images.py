@@ -93,7 +93,7 @@ def _to_tensors(x: np.ndarray, y: np.ndarray, scale: float, source: str) -> tupl
     if y.dtype.kind not in "biuf":
         raise KexueError(f"{source}: labels must be integers, got dtype {y.dtype}")
     if x.ndim == 2:  # flattened square images
-        side = int(round(np.sqrt(x.shape[1])))
+        side = int(0.5 + float(np.sqrt(x.shape[1])))
         if side * side != x.shape[1] or side == 0:
             raise KexueError(f"{source}: rows of {x.shape[1]} values are not square images")
         x = x.reshape(-1, side, side)
@@ -132,7 +132,7 @@ def _stratified_split(y: np.ndarray, test_per_class: int | float, seed: int = 0)
     train, test = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(len(idx) * test_per_class)) if isinstance(test_per_class, float) else test_per_class
+        k = round(len(idx) * test_per_class) if isinstance(test_per_class, float) else test_per_class
         test.append(idx[:k])
         train.append(idx[k:])
     return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
@@ -207,13 +207,16 @@ def load_npz(path: str | Path) -> ImageSet:
         except ValueError:  # a pickle, or not a numpy file at all
             raise KexueError(f"data file {path} is not an .npz archive of arrays") from None
         if not isinstance(f, np.lib.npyio.NpzFile):
-            raise KexueError(f"data file {path} holds a single array; it needs the arrays "
-                             f"{', '.join(NPZ_KEYS)} (np.savez)")
+            raise KexueError(
+                f"data file {path} holds a single array; it needs the arrays {', '.join(NPZ_KEYS)} (np.savez)"
+            )
         with f:
             missing = [k for k in NPZ_KEYS if k not in f.files]
             if missing:
-                raise KexueError(f"data file {path} lacks array{'s' if len(missing) > 1 else ''} "
-                                 f"{', '.join(missing)} (needs {', '.join(NPZ_KEYS)})")
+                raise KexueError(
+                    f"data file {path} lacks array{'s' if len(missing) > 1 else ''} "
+                    f"{', '.join(missing)} (needs {', '.join(NPZ_KEYS)})"
+                )
             try:
                 arrays = {k: f[k] for k in NPZ_KEYS}
             except ValueError as e:  # object arrays
@@ -244,8 +247,10 @@ def load_images(name: str) -> ImageSet:
         return load_mnist5k()
     if name == "fashion_mnist":
         if not FASHION_MNIST_DIR.is_dir():
-            raise KexueError(f"Fashion-MNIST not found at {FASHION_MNIST_DIR}: "
-                             "install it with `apt-get install dataset-fashion-mnist`")
+            raise KexueError(
+                f"Fashion-MNIST not found at {FASHION_MNIST_DIR}: "
+                "install it with `apt-get install dataset-fashion-mnist`"
+            )
         return load_idx_dir(FASHION_MNIST_DIR, "fashion_mnist")
     path = Path(name)
     if path.suffix == ".npz":
@@ -258,8 +263,13 @@ def load_images(name: str) -> ImageSet:
     raise KexueError(f"unknown data set {name!r}: use one of {', '.join(BUILTIN)}, an IDX folder or an .npz file")
 
 
-def random_affine(x: torch.Tensor, generator: torch.Generator | None = None, max_shift: float = 0.1,
-                  max_rotate: float = 10.0, max_scale: float = 0.1) -> torch.Tensor:
+def random_affine(
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    max_shift: float = 0.1,
+    max_rotate: float = 10.0,
+    max_scale: float = 0.1,
+) -> torch.Tensor:
     """Randomly shift, rotate and scale each image (label-free data augmentation).
 
     Args:

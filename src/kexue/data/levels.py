@@ -39,9 +39,16 @@ def characters(sentences: list[list[str]]) -> list[list[str]]:
     return [list(" ".join(s)) for s in sentences]
 
 
-def level_sentences(level: str, corpus: str = "ptb", split: str = "train", max_sentences: int | None = None,
-                    word_vocab: int | None = None, encoding: RebalancedEncoding | None = None,
-                    threshold: float = 0.1, iterations: int = 10) -> tuple[list[list[str]], dict]:
+def level_sentences(
+    level: str,
+    corpus: str = "ptb",
+    split: str = "train",
+    max_sentences: int | None = None,
+    word_vocab: int | None = None,
+    encoding: RebalancedEncoding | None = None,
+    threshold: float = 0.1,
+    iterations: int = 10,
+) -> tuple[list[list[str]], dict]:
     """Sentences of ``corpus`` as token lists at one level, and a small description of them.
 
     Args:

@@ -33,7 +33,7 @@ def apply_operator(op: str, args: list[int]) -> int:
     if op == "[MIN":
         return min(args)
     if op == "[MED":
-        return int(statistics.median(args))       # mean of the middle two, rounded down
+        return int(statistics.median(args))  # mean of the middle two, rounded down
     if op == "[SM":
         return sum(args) % 10
     raise KexueError(f"unknown ListOps operator {op!r}")
@@ -64,8 +64,9 @@ def evaluate(tokens: list[str]) -> int:
     return value
 
 
-def _tree(rng: random.Random, depth: int, max_depth: int, max_args: int, leaf_p: float,
-          budget: int) -> tuple[list[str], int]:
+def _tree(
+    rng: random.Random, depth: int, max_depth: int, max_args: int, leaf_p: float, budget: int
+) -> tuple[list[str], int]:
     """Random expression (tokens, value) of at most ``budget`` tokens (a leaf if that is < 4).
 
     Below the root each node is a digit with probability ``leaf_p`` (LRA: 0.75); the root is an
@@ -77,7 +78,7 @@ def _tree(rng: random.Random, depth: int, max_depth: int, max_args: int, leaf_p:
     op = rng.choice(OPERATORS)
     tokens, args = [op], []
     for i in range(rng.randint(2, max_args)):
-        room = budget - len(tokens) - 1 - max(0, 1 - i)               # keep space for "]" and a 2nd argument
+        room = budget - len(tokens) - 1 - max(0, 1 - i)  # keep space for "]" and a 2nd argument
         if room < 1:
             break
         sub, val = _tree(rng, depth + 1, max_depth, max_args, leaf_p, room)
@@ -101,8 +102,15 @@ def longest_expression(max_depth: int, max_args: int) -> int:
     return length
 
 
-def generate(num: int, min_len: int = 500, max_len: int = 2000, max_depth: int = 10, max_args: int = 10,
-             leaf_p: float = 0.75, seed: int = 0) -> tuple[list[list[str]], list[int]]:
+def generate(
+    num: int,
+    min_len: int = 500,
+    max_len: int = 2000,
+    max_depth: int = 10,
+    max_args: int = 10,
+    leaf_p: float = 0.75,
+    seed: int = 0,
+) -> tuple[list[list[str]], list[int]]:
     """Draw ``num`` expressions whose token count lies in ``[min_len, max_len]``.
 
     Each tree is grown within a token budget drawn uniformly from the window (trees that come
@@ -116,17 +124,21 @@ def generate(num: int, min_len: int = 500, max_len: int = 2000, max_depth: int =
     if num < 0 or max_depth < 1 or max_args < 2:
         raise KexueError(f"need num >= 0, max_depth >= 1 and max_args >= 2, got {num}, {max_depth}, {max_args}")
     if max_len < 4 or min_len > longest_expression(max_depth, max_args):
-        raise KexueError(f"no ListOps expression has {min_len}-{max_len} tokens: the shortest has 4 tokens "
-                         f"([MAX 1 2 ]), the longest at depth {max_depth} with {max_args} arguments "
-                         f"{longest_expression(max_depth, max_args)}")
+        raise KexueError(
+            f"no ListOps expression has {min_len}-{max_len} tokens: the shortest has 4 tokens "
+            f"([MAX 1 2 ]), the longest at depth {max_depth} with {max_args} arguments "
+            f"{longest_expression(max_depth, max_args)}"
+        )
     rng = random.Random(seed)
     seqs, labels = [], []
     tries = 0
     while len(seqs) < num:
         tries += 1
         if tries > 200 * num + 10_000:
-            raise KexueError(f"could not draw ListOps sequences of {min_len}–{max_len} tokens with depth "
-                             f"{max_depth} and {max_args} arguments; widen the window or raise the depth")
+            raise KexueError(
+                f"could not draw ListOps sequences of {min_len}–{max_len} tokens with depth "
+                f"{max_depth} and {max_args} arguments; widen the window or raise the depth"
+            )
         tokens, value = _tree(rng, 0, max_depth, max_args, leaf_p, rng.randint(min_len, max_len))
         if min_len <= len(tokens) <= max_len:
             seqs.append(tokens)
@@ -134,7 +146,9 @@ def generate(num: int, min_len: int = 500, max_len: int = 2000, max_depth: int =
     return seqs, labels
 
 
-def to_tensors(seqs: list[list[str]], labels: list[int], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def to_tensors(
+    seqs: list[list[str]], labels: list[int], length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Token ids right-padded with 0 to ``length`` (default: the longest), and labels.
 
     Returns ``tokens`` (N, length) int64 and ``labels`` (N,) int64; the padding mask is ``tokens != 0``.
@@ -144,5 +158,5 @@ def to_tensors(seqs: list[list[str]], labels: list[int], length: int | None = No
     for i, s in enumerate(seqs):
         if len(s) > length:
             raise KexueError(f"sequence {i} has {len(s)} tokens, more than length {length}")
-        tokens[i, :len(s)] = torch.tensor([TOKEN_ID[t] for t in s])
+        tokens[i, : len(s)] = torch.tensor([TOKEN_ID[t] for t in s])
     return tokens, torch.tensor(labels, dtype=torch.long)

@@ -57,6 +57,8 @@ def _load_npz(path: Path, flag: str):
         if {"format", "shape", "data"} <= names:  # scipy.sparse.save_npz
             return sp.load_npz(path)
         if "P" not in names:
-            raise KexueError(f"{flag} {path} holds neither a scipy sparse matrix nor an array named P "
-                             f"(arrays: {', '.join(sorted(names)) or 'none'})")
+            raise KexueError(
+                f"{flag} {path} holds neither a scipy sparse matrix nor an array named P "
+                f"(arrays: {', '.join(sorted(names)) or 'none'})"
+            )
         return z["P"]

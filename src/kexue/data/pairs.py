@@ -80,6 +80,7 @@ class PairCorpus:
 
 # ---- users' files --------------------------------------------------------------------------
 
+
 def _decompress(path: Path, data: bytes, what: str) -> bytes:
     """The bytes of ``path``, decompressed when its name ends in .gz, .xz or .bz2."""
     suffix = path.suffix.lower()
@@ -102,8 +103,9 @@ def _lines(path: Path, what: str) -> Iterator[tuple[int, str]]:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise KexueError(f"{what} {path} line {number} is not UTF-8 text "
-                             f"(byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+            raise KexueError(
+                f"{what} {path} line {number} is not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+            ) from None
         if number == 1:
             line = line.removeprefix("\ufeff")
         line = line.removesuffix("\r")
@@ -152,7 +154,9 @@ def read_tsv_pairs(path: str | Path, what: str = "pairs file") -> list[TextPair]
         if len(fields) < 2:
             raise KexueError(f"{where}: expected source<TAB>target, found no tab")
         if len(fields) > 3:
-            raise KexueError(f"{where}: expected source<TAB>target[<TAB>group], found {len(fields)} tab-separated fields")
+            raise KexueError(
+                f"{where}: expected source<TAB>target[<TAB>group], found {len(fields)} tab-separated fields"
+            )
         pairs.append(_pair(fields[0], fields[1], fields[2] if len(fields) == 3 else None, where))
     if not pairs:
         raise KexueError(f"{what} {path} holds no pairs")
@@ -192,18 +196,20 @@ def read_pairs(path: str | Path, what: str = "pairs file") -> list[TextPair]:
         return read_jsonl_pairs(path, what)
     if name.endswith((".tsv", ".txt")):
         return read_tsv_pairs(path, what)
-    raise KexueError(f"{what} {path}: name it .tsv (source<TAB>target) or .jsonl ({{\"source\": ..., \"target\": ...}})")
+    raise KexueError(f'{what} {path}: name it .tsv (source<TAB>target) or .jsonl ({{"source": ..., "target": ...}})')
 
 
 # ---- splitting -----------------------------------------------------------------------------
+
 
 def _rank(group: str, seed: int) -> bytes:
     """A stable pseudo-random key of a group (the same on every machine and Python run)."""
     return hashlib.sha256(f"{seed}\0{group}".encode()).digest()
 
 
-def split_by_group(pairs: Iterable[TextPair], fractions: Sequence[float] = (0.9, 0.05, 0.05), seed: int = 0,
-                   name: str = "") -> PairCorpus:
+def split_by_group(
+    pairs: Iterable[TextPair], fractions: Sequence[float] = (0.9, 0.05, 0.05), seed: int = 0, name: str = ""
+) -> PairCorpus:
     """Split pairs into train / valid / test by group, about ``fractions`` of the pairs in each.
 
     Groups are shuffled by a hash of ``(seed, group)`` and taken in that order until each split
@@ -243,6 +249,7 @@ def split_by_group(pairs: Iterable[TextPair], fractions: Sequence[float] = (0.9,
 
 # ---- committed snapshots -------------------------------------------------------------------
 
+
 def snapshot_dir() -> Path:
     """The folder of the committed corpora (package data: ``kexue/data/corpora``)."""
     return Path(str(resources.files("kexue.data") / "corpora"))
@@ -256,10 +263,14 @@ def read_snapshot(path: str | Path, name: str = "") -> PairCorpus:
     keys = {"split", "group", "source", "target"}
     for number, line in _lines(path, what):
         row = _json_object(line, f"{what} {path} line {number}")
-        if row.keys() != keys or row["split"] not in buckets or not all(
-                isinstance(row[k], str) and row[k] for k in ("group", "source", "target")):
-            raise KexueError(f"{what} {path} line {number}: expected non-empty split (train|valid|test), "
-                             "group, source and target")
+        if (
+            row.keys() != keys
+            or row["split"] not in buckets
+            or not all(isinstance(row[k], str) and row[k] for k in ("group", "source", "target"))
+        ):
+            raise KexueError(
+                f"{what} {path} line {number}: expected non-empty split (train|valid|test), group, source and target"
+            )
         buckets[row["split"]].append(TextPair(row["source"], row["target"], row["group"]))
     return PairCorpus(*(tuple(buckets[s]) for s in SPLITS), name=name)
 

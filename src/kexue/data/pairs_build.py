@@ -84,6 +84,7 @@ MANPAGES_LICENCE = (
 
 # ---- apt, with a private configuration ------------------------------------------------------
 
+
 def _run(cmd: Sequence[str], env: dict | None = None, cwd: Path | None = None) -> str:
     try:
         done = subprocess.run(list(cmd), check=False, env=env, cwd=cwd, capture_output=True, text=True)
@@ -105,26 +106,31 @@ def private_apt(work: Path, mirror: str, suite: str, component: str = "main", ar
     ``Post-Invoke-Success`` would otherwise run.
     """
     work = work.absolute()
-    for sub in ("lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/sources.list.d",
-                "etc/preferences.d"):
+    for sub in ("lists/partial", "cache/archives/partial", "etc/apt.conf.d", "etc/sources.list.d", "etc/preferences.d"):
         (work / sub).mkdir(parents=True, exist_ok=True)
     signed = [f"signed-by={KEYRING}"] if Path(KEYRING).exists() else []
     (work / "etc/sources.list").write_text(
         f"deb [{' '.join([f'arch={arch}', *signed])}] {mirror} {suite} {component}\n"
-        f"deb-src {f'[{signed[0]}] ' if signed else ''}{mirror} {suite} {component}\n")
+        f"deb-src {f'[{signed[0]}] ' if signed else ''}{mirror} {suite} {component}\n"
+    )
     user = getpass.getuser()
-    (work / "apt.conf").write_text("\n".join([
-        f'Dir::State::Lists "{work}/lists";',
-        f'Dir::Cache "{work}/cache";',
-        f'Dir::Etc::SourceList "{work}/etc/sources.list";',
-        f'Dir::Etc::SourceParts "{work}/etc/sources.list.d";',
-        f'Dir::Etc::Parts "{work}/etc/apt.conf.d";',
-        f'Dir::Etc::main "{work}/etc/apt.conf";',  # absent: /etc/apt/apt.conf is not read either
-        f'Dir::Etc::PreferencesParts "{work}/etc/preferences.d";',
-        'Acquire::Languages { "en"; "zh_CN"; };',
-        'Acquire::GzipIndexes "true";',         # keep the indexes compressed (lz4) as apt stores them
-        f'APT::Sandbox::User "{user}";',       # no _apt user needed to read a private folder
-        ""]))
+    (work / "apt.conf").write_text(
+        "\n".join(
+            [
+                f'Dir::State::Lists "{work}/lists";',
+                f'Dir::Cache "{work}/cache";',
+                f'Dir::Etc::SourceList "{work}/etc/sources.list";',
+                f'Dir::Etc::SourceParts "{work}/etc/sources.list.d";',
+                f'Dir::Etc::Parts "{work}/etc/apt.conf.d";',
+                f'Dir::Etc::main "{work}/etc/apt.conf";',  # absent: /etc/apt/apt.conf is not read either
+                f'Dir::Etc::PreferencesParts "{work}/etc/preferences.d";',
+                'Acquire::Languages { "en"; "zh_CN"; };',
+                'Acquire::GzipIndexes "true";',  # keep the indexes compressed (lz4) as apt stores them
+                f'APT::Sandbox::User "{user}";',  # no _apt user needed to read a private folder
+                "",
+            ]
+        )
+    )
     return {**os.environ, "APT_CONFIG": str(work / "apt.conf"), "LC_ALL": "C.UTF-8"}
 
 
@@ -299,22 +305,49 @@ def translation_pairs(text: str, lang: str, source_of: dict[str, str], stats: di
 # ---- manpages-zh ----------------------------------------------------------------------------
 
 _ESCAPES = [
-    (re.compile(r'\\".*$'), ""),                           # comment
-    (re.compile(r"\\\\"), "\0"),                          # an escaped backslash, restored at the end
-    (re.compile(r"(\\|\0)f(\[[^\]]*\]|\(..|.)"), ""),      # font changes (also copy-mode \\fB)
-    (re.compile(r"\\s[-+]?\d"), ""),                        # size changes
-    (re.compile(r"\\[hvwlLoxSHbkzDR]'[^']*'|\\\$\d"), ""),        # motions, lines, macro arguments
-    (re.compile(r"\\[*mn](\[[^\]]*\]|\(..|.)"), ""),        # strings, colours, registers
-    (re.compile(r"\\\((em|en)"), "—"), (re.compile(r"\\\(lq"), "“"), (re.compile(r"\\\(rq"), "”"),
-    (re.compile(r"\\\(aq"), "'"), (re.compile(r"\\\(\*\*"), "*"), (re.compile(r"\\\(bu"), "•"),
-    (re.compile(r"\\\(..|\\\[[^\]]*\]"), ""),               # other special characters
-    (re.compile(r"\\[-.]"), lambda m: m.group()[1]), (re.compile(r"\\e"), "\0"), (re.compile(r"\\[ 0~]"), " "),
+    (re.compile(r'\\".*$'), ""),  # comment
+    (re.compile(r"\\\\"), "\0"),  # an escaped backslash, restored at the end
+    (re.compile(r"(\\|\0)f(\[[^\]]*\]|\(..|.)"), ""),  # font changes (also copy-mode \\fB)
+    (re.compile(r"\\s[-+]?\d"), ""),  # size changes
+    (re.compile(r"\\[hvwlLoxSHbkzDR]'[^']*'|\\\$\d"), ""),  # motions, lines, macro arguments
+    (re.compile(r"\\[*mn](\[[^\]]*\]|\(..|.)"), ""),  # strings, colours, registers
+    (re.compile(r"\\\((em|en)"), "—"),
+    (re.compile(r"\\\(lq"), "“"),
+    (re.compile(r"\\\(rq"), "”"),
+    (re.compile(r"\\\(aq"), "'"),
+    (re.compile(r"\\\(\*\*"), "*"),
+    (re.compile(r"\\\(bu"), "•"),
+    (re.compile(r"\\\(..|\\\[[^\]]*\]"), ""),  # other special characters
+    (re.compile(r"\\[-.]"), lambda m: m.group()[1]),
+    (re.compile(r"\\e"), "\0"),
+    (re.compile(r"\\[ 0~]"), " "),
     (re.compile(r"\\[&c|^,/%:)!ud]"), ""),
     (re.compile("\0"), "\\\\"),
 ]
 _FONT_MACROS = {"B", "I", "BR", "RB", "IR", "RI", "BI", "IB", "SM", "SB", "R"}
-_BREAKS = {"PP", "P", "LP", "HP", "sp", "br", "RS", "RE", "SS", "TP", "IP", "TQ", "nf", "fi", "ft", "in",
-           "ti", "Sp", "Ip", "EX", "EE"}
+_BREAKS = {
+    "PP",
+    "P",
+    "LP",
+    "HP",
+    "sp",
+    "br",
+    "RS",
+    "RE",
+    "SS",
+    "TP",
+    "IP",
+    "TQ",
+    "nf",
+    "fi",
+    "ft",
+    "in",
+    "ti",
+    "Sp",
+    "Ip",
+    "EX",
+    "EE",
+}
 _NAME = re.compile(r"NAME|名称|名字|命令名")
 _DESCRIPTION = re.compile(r"DESCRIPTION|描述|说明")
 
@@ -413,13 +446,17 @@ def manpages_zh_pairs(root: Path, stats: dict) -> list[TextPair]:
 
 # ---- snapshots -------------------------------------------------------------------------------
 
+
 def write_snapshot(corpus: PairCorpus, path: Path) -> str:
     """Write ``corpus`` as xz-compressed JSONL (split, group, source, target a line); returns its SHA256."""
     lines = []
     for split in SPLITS:
         for p in corpus[split]:
-            lines.append(json.dumps({"split": split, "group": p.group, "source": p.source, "target": p.target},
-                                    ensure_ascii=False))
+            lines.append(
+                json.dumps(
+                    {"split": split, "group": p.group, "source": p.source, "target": p.target}, ensure_ascii=False
+                )
+            )
     data = lzma.compress(("\n".join(lines) + "\n").encode("utf-8"), preset=9 | lzma.PRESET_EXTREME)
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
@@ -427,13 +464,27 @@ def write_snapshot(corpus: PairCorpus, path: Path) -> str:
 
 
 def _describe(corpus: PairCorpus, stats: dict, extra: dict) -> dict:
-    return {"name": corpus.name, "counts": corpus.counts(), "total": sum(corpus.counts().values()),
-            "groups": {s: len(corpus.groups(s)) for s in SPLITS}, "cleaning": stats, **extra}
+    return {
+        "name": corpus.name,
+        "counts": corpus.counts(),
+        "total": sum(corpus.counts().values()),
+        "groups": {s: len(corpus.groups(s)) for s in SPLITS},
+        "cleaning": stats,
+        **extra,
+    }
 
 
-def build_debian_corpora(out: str | Path, mirror: str = DEFAULT_MIRROR, suite: str = DEFAULT_SUITE,
-                         work: str | Path | None = None, fetch_indexes: bool = True, manpages: bool = True,
-                         seed: int = 0, fractions: Sequence[float] = FRACTIONS, command: str | None = None) -> dict:
+def build_debian_corpora(
+    out: str | Path,
+    mirror: str = DEFAULT_MIRROR,
+    suite: str = DEFAULT_SUITE,
+    work: str | Path | None = None,
+    fetch_indexes: bool = True,
+    manpages: bool = True,
+    seed: int = 0,
+    fractions: Sequence[float] = FRACTIONS,
+    command: str | None = None,
+) -> dict:
     """Build ``debian-en`` and ``debian-zh`` into ``out``; returns their provenance (name -> dict).
 
     ``work`` keeps the private apt folder (lists, .deb) for a later ``fetch_indexes=False`` run
@@ -446,32 +497,49 @@ def build_debian_corpora(out: str | Path, mirror: str = DEFAULT_MIRROR, suite: s
     try:
         if fetch_indexes:
             fetch(work, mirror, suite, manpages)
-        files = {"en": index_file(work, "main_i18n_Translation-en"),
-                 "zh_CN": index_file(work, "main_i18n_Translation-zh%5fCN"),
-                 "sources": index_file(work, "main_source_Sources")}
+        files = {
+            "en": index_file(work, "main_i18n_Translation-en"),
+            "zh_CN": index_file(work, "main_i18n_Translation-zh%5fCN"),
+            "sources": index_file(work, "main_source_Sources"),
+        }
         texts = {k: read_index(p) for k, p in files.items()}
-        names = {"en": "main/i18n/Translation-en", "zh_CN": "main/i18n/Translation-zh_CN",
-                 "sources": "main/source/Sources"}
+        names = {
+            "en": "main/i18n/Translation-en",
+            "zh_CN": "main/i18n/Translation-zh_CN",
+            "sources": "main/source/Sources",
+        }
         release = release_facts(work, names.values())
         for key, text in texts.items():  # what we parsed is what the signed Release lists
             digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
             if release["sha256"].get(names[key]) not in (None, digest):
                 raise KexueError(f"{files[key]} does not match the SHA256 in InRelease")
         source_of = source_of_binaries(texts["sources"])
-        common = {"built": dt.date.today().isoformat(), "mirror": mirror, "release": release,
-                  "command": command or f"build_debian_corpora(out={str(out)!r}, suite={suite!r})",
-                  "split": {"by": "group", "fractions": list(fractions), "seed": seed},
-                  "min_source_words": MIN_SOURCE_UNITS}
+        common = {
+            "built": dt.date.today().isoformat(),
+            "mirror": mirror,
+            "release": release,
+            "command": command or f"build_debian_corpora(out={str(out)!r}, suite={suite!r})",
+            "split": {"by": "group", "fractions": list(fractions), "seed": seed},
+            "min_source_words": MIN_SOURCE_UNITS,
+        }
         result = {}
 
         stats_en: dict = {}
         pairs = clean(translation_pairs(texts["en"], "en", source_of, stats_en), stats_en)
         corpus = split_by_group(pairs, fractions, seed, name="debian-en")
         sha = write_snapshot(corpus, out / "debian-en.jsonl.xz")
-        result["debian-en"] = _describe(corpus, stats_en, {
-            **common, "language": "en", "snapshot_sha256": sha, "group": "Debian source package",
-            "source": f"{names['en']} ({suite}): Description-en, long description -> short description",
-            "licence": LICENCE})
+        result["debian-en"] = _describe(
+            corpus,
+            stats_en,
+            {
+                **common,
+                "language": "en",
+                "snapshot_sha256": sha,
+                "group": "Debian source package",
+                "source": f"{names['en']} ({suite}): Description-en, long description -> short description",
+                "licence": LICENCE,
+            },
+        )
 
         stats_zh: dict = {}
         pairs = translation_pairs(texts["zh_CN"], "zh_CN", source_of, stats_zh)
@@ -487,17 +555,28 @@ def build_debian_corpora(out: str | Path, mirror: str = DEFAULT_MIRROR, suite: s
             stats_man: dict = {}
             pairs += manpages_zh_pairs(unpacked, stats_man)
             stats_zh["manpages-zh"] = stats_man
-            sources.append(f"{deb[-1].name} (sha256 {hashlib.sha256(deb[-1].read_bytes()).hexdigest()}): "
-                           "usr/share/man/zh_CN pages, 描述 (DESCRIPTION) opening -> NAME summary, group man:<page>")
+            sources.append(
+                f"{deb[-1].name} (sha256 {hashlib.sha256(deb[-1].read_bytes()).hexdigest()}): "
+                "usr/share/man/zh_CN pages, 描述 (DESCRIPTION) opening -> NAME summary, group man:<page>"
+            )
             licence = LICENCE + " " + MANPAGES_LICENCE
         pairs = clean(pairs, stats_zh)
         corpus = split_by_group(pairs, fractions, seed, name="debian-zh")
         sha = write_snapshot(corpus, out / "debian-zh.jsonl.xz")
         man = sum(p.group.startswith("man:") for s in SPLITS for p in corpus[s])
-        result["debian-zh"] = _describe(corpus, stats_zh, {
-            **common, "pairs_by_origin": {"Translation-zh_CN": sum(corpus.counts().values()) - man,
-                                          "manpages-zh": man}, "language": "zh", "snapshot_sha256": sha,
-            "group": "Debian source package; man:<page> for man pages", "source": sources, "licence": licence})
+        result["debian-zh"] = _describe(
+            corpus,
+            stats_zh,
+            {
+                **common,
+                "pairs_by_origin": {"Translation-zh_CN": sum(corpus.counts().values()) - man, "manpages-zh": man},
+                "language": "zh",
+                "snapshot_sha256": sha,
+                "group": "Debian source package; man:<page> for man pages",
+                "source": sources,
+                "licence": licence,
+            },
+        )
 
         for name, meta in result.items():
             write_json(out / f"{name}.json", meta)
@@ -522,8 +601,16 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--offline needs --work (the folder of an earlier build)")
     command = shlex.join(["python", "-m", "kexue.data.pairs_build", *argv])
     try:
-        result = build_debian_corpora(args.out, args.mirror, args.suite, args.work, not args.offline,
-                                      not args.no_manpages, args.seed, command=command)
+        result = build_debian_corpora(
+            args.out,
+            args.mirror,
+            args.suite,
+            args.work,
+            not args.offline,
+            not args.no_manpages,
+            args.seed,
+            command=command,
+        )
     except KexueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

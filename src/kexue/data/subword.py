@@ -59,8 +59,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 8000, min_frequency: int =
     tokenizer.normalizer = tk.normalizers.NFKC()
     tokenizer.pre_tokenizer = tk.pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
     tokenizer.decoder = tk.decoders.ByteLevel()
-    trainer = tk.trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=list(SPECIALS),
-                                     initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = tk.trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=list(SPECIALS),
+        initial_alphabet=tk.pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(texts, trainer=trainer)
     return tokenizer
 
@@ -73,8 +78,9 @@ def train_chars(texts: Iterable[str], min_frequency: int = 1) -> Tokenizer:
     """
     tk = _tokenizers()
     counts = Counter(ch for text in texts for ch in text)
-    chars = sorted((c for c, n in counts.items() if n >= min_frequency and c not in SPECIALS),
-                   key=lambda c: (-counts[c], c))
+    chars = sorted(
+        (c for c, n in counts.items() if n >= min_frequency and c not in SPECIALS), key=lambda c: (-counts[c], c)
+    )
     vocab = {token: i for i, token in enumerate([*SPECIALS, *chars])}
     tokenizer = tk.Tokenizer(tk.models.WordLevel(vocab=vocab, unk_token=UNK))
     tokenizer.pre_tokenizer = tk.pre_tokenizers.Split(tk.Regex(r"[\s\S]"), behavior="isolated")
@@ -86,8 +92,7 @@ def train_chars(texts: Iterable[str], min_frequency: int = 1) -> Tokenizer:
 def _check(tokenizer: Tokenizer, where: str) -> Tokenizer:
     for i, token in enumerate(SPECIALS):
         if tokenizer.token_to_id(token) != i:
-            raise KexueError(f"{where}: special token {token} should have id {i}, "
-                             f"has {tokenizer.token_to_id(token)}")
+            raise KexueError(f"{where}: special token {token} should have id {i}, has {tokenizer.token_to_id(token)}")
     return tokenizer
 
 
@@ -111,6 +116,6 @@ def load_tokenizer(path: str | Path) -> Tokenizer:
     text = read_text(path, "tokenizer file")
     try:
         tokenizer = tk.Tokenizer.from_str(text)
-    except Exception as e:  # noqa: BLE001 -- tokenizers raises a bare Exception on a malformed file
+    except Exception as e:
         raise KexueError(f"tokenizer file {path} is malformed ({str(e).splitlines()[0][:120]})") from None
     return _check(tokenizer, f"tokenizer file {path}")

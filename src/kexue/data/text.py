@@ -9,8 +9,8 @@ sentence per line works too.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 
@@ -78,7 +78,7 @@ class Vocab:
         self.pad, self.unk, self.bos, self.eos = (self.stoi[s] for s in specials)
 
     @classmethod
-    def build(cls, sentences: Iterable[list[str]], max_size: int | None = None, min_count: int = 1) -> "Vocab":
+    def build(cls, sentences: Iterable[list[str]], max_size: int | None = None, min_count: int = 1) -> Vocab:
         """Most frequent words first (ties by first appearance), specials in front."""
         counts = Counter(w for s in sentences for w in s)
         words = [w for w, c in counts.most_common(max_size) if c >= min_count]
@@ -98,13 +98,13 @@ class Vocab:
         return write_json(path, {"itos": self.itos})
 
     @classmethod
-    def load(cls, path: str | Path) -> "Vocab":
+    def load(cls, path: str | Path) -> Vocab:
         """The vocabulary :meth:`save` wrote: ``{"itos": [word, ...]}``; anything else is a KexueError."""
         data = read_json(path, "vocabulary file")
         itos = data.get("itos")
         if set(data) != {"itos"} or not isinstance(itos, list) or not all(isinstance(w, str) for w in itos):
             extra = sorted(set(data) - {"itos"})
-            why = f"unknown key(s) {', '.join(extra)}" if extra else "expected {\"itos\": [words]}"
+            why = f"unknown key(s) {', '.join(extra)}" if extra else 'expected {"itos": [words]}'
             raise KexueError(f"vocabulary file {path} is malformed ({why})")
         return cls(itos)
 
@@ -129,8 +129,9 @@ class LMBatches:
     ``batch_size`` sees.
     """
 
-    def __init__(self, stream: torch.Tensor, batch_size: int, bptt: int, rank: int | None = None,
-                 world: int | None = None):
+    def __init__(
+        self, stream: torch.Tensor, batch_size: int, bptt: int, rank: int | None = None, world: int | None = None
+    ):
         from kexue.training import distributed as dist
 
         self.rank = dist.rank() if rank is None else rank
@@ -148,7 +149,7 @@ class LMBatches:
 
     def batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor]:
         start = (micro_step % self.per_epoch) * self.bptt
-        chunk = self.data[self.rank::self.world, start : start + self.bptt + 1]  # (B / world, bptt + 1)
+        chunk = self.data[self.rank :: self.world, start : start + self.bptt + 1]  # (B / world, bptt + 1)
         return chunk[:, :-1], chunk[:, 1:]
 
     def is_epoch_start(self, micro_step: int) -> bool:

@@ -17,8 +17,8 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -54,8 +54,14 @@ class RebalancedEncoding:
     # ------------------------------------------------------------------ learning
 
     @classmethod
-    def learn(cls, sentences: Iterable[Sequence[str]], threshold: float = 0.1, iterations: int = 10,
-              joiner: str = "", progress: Callable[[int, int], None] | None = None) -> "RebalancedEncoding":
+    def learn(
+        cls,
+        sentences: Iterable[Sequence[str]],
+        threshold: float = 0.1,
+        iterations: int = 10,
+        joiner: str = "",
+        progress: Callable[[int, int], None] | None = None,
+    ) -> RebalancedEncoding:
         """Learn up to ``iterations`` merge rounds from sentences of units.
 
         In each round the bigram probability of every observed pair is estimated with add-one
@@ -190,11 +196,17 @@ class RebalancedEncoding:
 
     def save(self, path: str | Path) -> Path:
         """Write the rounds as JSON (atomically)."""
-        return write_json(path, {"kind": "rebalanced-encoding", "joiner": self.joiner,
-                                 "rounds": [[list(p) for p in r] for r in self.rounds]})
+        return write_json(
+            path,
+            {
+                "kind": "rebalanced-encoding",
+                "joiner": self.joiner,
+                "rounds": [[list(p) for p in r] for r in self.rounds],
+            },
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "RebalancedEncoding":
+    def load(cls, path: str | Path) -> RebalancedEncoding:
         """Read an encoding written by :meth:`save`; a missing, unreadable or malformed file is a KexueError."""
         data = read_json(path, "encoding file")
         rounds, joiner = data.get("rounds"), data.get("joiner")
@@ -204,10 +216,15 @@ class RebalancedEncoding:
         def is_pair(p) -> bool:
             return isinstance(p, list) and len(p) == 2 and all(isinstance(u, str) and u for u in p)
 
-        if not isinstance(joiner, str) or not isinstance(rounds, list) or \
-                not all(isinstance(r, list) and all(is_pair(p) for p in r) for r in rounds):
-            raise KexueError(f"encoding file {path} is malformed: expected " + '{"joiner": str, "rounds": '
-                             '[[[left, right], ...], ...]} (as written by `kexue repetition rebalance`)')
+        if (
+            not isinstance(joiner, str)
+            or not isinstance(rounds, list)
+            or not all(isinstance(r, list) and all(is_pair(p) for p in r) for r in rounds)
+        ):
+            raise KexueError(
+                f"encoding file {path} is malformed: expected " + '{"joiner": str, "rounds": '
+                "[[[left, right], ...], ...]} (as written by `kexue repetition rebalance`)"
+            )
         unknown = sorted(set(data) - {"kind", "joiner", "rounds"})
         if unknown:
             raise KexueError(f"encoding file {path} has unknown key(s) {', '.join(unknown)}")

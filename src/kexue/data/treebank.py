@@ -20,8 +20,10 @@ from kexue.errors import KexueError
 from kexue.io import reading
 
 # POS tags the paper's evaluation keeps (everything else is punctuation, symbols or traces).
-WORD_TAGS = frozenset("CC CD DT EX FW IN JJ JJR JJS LS MD NN NNS NNP NNPS PDT POS PRP PRP$ RB RBR "
-                      "RBS RP SYM TO UH VB VBD VBG VBN VBP VBZ WDT WP WP$ WRB".split())
+WORD_TAGS = frozenset(
+    "CC CD DT EX FW IN JJ JJR JJS LS MD NN NNS NNP NNPS PDT POS PRP PRP$ RB RBR "
+    "RBS RP SYM TO UH VB VBD VBG VBN VBP VBZ WDT WP WP$ WRB".split()
+)
 _NUMBER = re.compile(r"^[\d.,\-/:]*\d[\d.,\-/:]*$")
 
 
@@ -42,6 +44,7 @@ class GoldSentence:
 
 # ---------------------------------------------------------------------------------------------
 # .mrg reader
+
 
 def _tokenize(text: str) -> list[str]:
     return re.findall(r"\(|\)|[^\s()]+", text)
@@ -166,10 +169,14 @@ def read_treebank(path: str | Path) -> list[GoldSentence]:
 LEXICON = {
     "DT_SG": "the a this that every each".split(),
     "DT_PL": "the these those some many few".split(),
-    "NN_SG": ("dog cat teacher student farmer doctor bird child king river city house garden "
-              "letter song machine horse lawyer painter window").split(),
-    "NN_PL": ("dogs cats teachers students farmers doctors birds children kings rivers cities "
-              "houses gardens letters songs machines horses lawyers painters windows").split(),
+    "NN_SG": (
+        "dog cat teacher student farmer doctor bird child king river city house garden "
+        "letter song machine horse lawyer painter window"
+    ).split(),
+    "NN_PL": (
+        "dogs cats teachers students farmers doctors birds children kings rivers cities "
+        "houses gardens letters songs machines horses lawyers painters windows"
+    ).split(),
     "NAME": "john mary paris london alice bob".split(),
     "PRP_SG": "he she it".split(),
     "PRP_PL": "they we".split(),
@@ -199,10 +206,19 @@ GRAMMAR = {
     "ROOT": [(0.72, ["S"], False), (0.14, ["SBAR", "S"], True), (0.14, ["S", "CC", "S"], True)],
     "SBAR": [(1.0, ["SUB", "S"], True)],
     "S": [(0.55, ["NP_SG", "VP_SG"], False), (0.45, ["NP_PL", "VP_PL"], False)],
-    "NP_SG": [(0.55, ["DT_SG", "NOM_SG"], False), (0.06, ["NAME"], False), (0.06, ["PRP_SG"], False),
-              (0.2, ["NP_SG", "PP"], True), (0.13, ["NP_SG", "RC_SG"], True)],
-    "NP_PL": [(0.61, ["DT_PL", "NOM_PL"], False), (0.06, ["PRP_PL"], False),
-              (0.2, ["NP_PL", "PP"], True), (0.13, ["NP_PL", "RC_PL"], True)],
+    "NP_SG": [
+        (0.55, ["DT_SG", "NOM_SG"], False),
+        (0.06, ["NAME"], False),
+        (0.06, ["PRP_SG"], False),
+        (0.2, ["NP_SG", "PP"], True),
+        (0.13, ["NP_SG", "RC_SG"], True),
+    ],
+    "NP_PL": [
+        (0.61, ["DT_PL", "NOM_PL"], False),
+        (0.06, ["PRP_PL"], False),
+        (0.2, ["NP_PL", "PP"], True),
+        (0.13, ["NP_PL", "RC_PL"], True),
+    ],
     "NOM_SG": [(0.65, ["NN_SG"], False), (0.35, ["ADJP", "NOM_SG"], True)],
     "NOM_PL": [(0.65, ["NN_PL"], False), (0.35, ["ADJP", "NOM_PL"], True)],
     "ADJP": [(0.75, ["JJ"], False), (0.25, ["RB_DEG", "JJ"], False)],
@@ -211,12 +227,24 @@ GRAMMAR = {
     "RC_SG": [(0.6, ["WDT", "VP_SG"], True), (0.4, ["WDT", "NP", "VT_OBJ"], True)],
     "RC_PL": [(0.6, ["WDT", "VP_PL"], True), (0.4, ["WDT", "NP", "VT_OBJ"], True)],
     "VT_OBJ": [(1.0, ["VT_SG"], False)],  # placeholder, agreement fixed in generate()
-    "VP_SG": [(0.15, ["VI_SG"], False), (0.35, ["VT_SG", "NP"], True), (0.15, ["VT_SG", "NP", "PP"], True),
-              (0.08, ["VD_SG", "NP", "NP"], True), (0.1, ["VS_SG", "CP"], True), (0.1, ["MD", "VP_B"], True),
-              (0.07, ["VP_SG", "ADVP"], True)],
-    "VP_PL": [(0.15, ["VI_PL"], False), (0.35, ["VT_PL", "NP"], True), (0.15, ["VT_PL", "NP", "PP"], True),
-              (0.08, ["VD_PL", "NP", "NP"], True), (0.1, ["VS_PL", "CP"], True), (0.1, ["MD", "VP_B"], True),
-              (0.07, ["VP_PL", "ADVP"], True)],
+    "VP_SG": [
+        (0.15, ["VI_SG"], False),
+        (0.35, ["VT_SG", "NP"], True),
+        (0.15, ["VT_SG", "NP", "PP"], True),
+        (0.08, ["VD_SG", "NP", "NP"], True),
+        (0.1, ["VS_SG", "CP"], True),
+        (0.1, ["MD", "VP_B"], True),
+        (0.07, ["VP_SG", "ADVP"], True),
+    ],
+    "VP_PL": [
+        (0.15, ["VI_PL"], False),
+        (0.35, ["VT_PL", "NP"], True),
+        (0.15, ["VT_PL", "NP", "PP"], True),
+        (0.08, ["VD_PL", "NP", "NP"], True),
+        (0.1, ["VS_PL", "CP"], True),
+        (0.1, ["MD", "VP_B"], True),
+        (0.07, ["VP_PL", "ADVP"], True),
+    ],
     "VP_B": [(0.5, ["VI_B"], False), (0.5, ["VT_B", "NP"], True)],
     "CP": [(1.0, ["COMP", "S"], True)],
     "ADVP": [(0.8, ["RB"], False), (0.2, ["RB_DEG", "RB"], False)],
@@ -232,7 +260,7 @@ def _expand(symbol: str, rng: random.Random, depth: int, fade: float):
     if symbol in LEXICON:
         return symbol, [rng.choice(LEXICON[symbol])]
     rules = GRAMMAR[symbol]
-    weights = [w * (fade ** depth if rec else 1.0) for w, _, rec in rules]
+    weights = [w * (fade**depth if rec else 1.0) for w, _, rec in rules]
     _, rhs, _ = rng.choices(rules, weights=weights)[0]
     children = []
     for child in rhs:
@@ -247,8 +275,9 @@ def _expand(symbol: str, rng: random.Random, depth: int, fade: float):
     return _label(symbol), children
 
 
-def generate_sentences(n: int, seed: int = 0, min_words: int = 3, max_words: int = 30,
-                       fade: float = 0.75) -> list[GoldSentence]:
+def generate_sentences(
+    n: int, seed: int = 0, min_words: int = 3, max_words: int = 30, fade: float = 0.75
+) -> list[GoldSentence]:
     """``n`` sentences of the built-in probabilistic grammar with their gold trees.
 
     About 30 nonterminals and preterminals, recursion through PPs, relative clauses, sentential

@@ -5,15 +5,48 @@ works with any ``step(tokens, state) -> (logits, state)``; :mod:`kexue.generatio
 transformers causal LMs.
 """
 
-from kexue.generation.processors import (ConsistentTopK, ConsistentTopP, EosLengthBoost, ForceEosAtMaxLength,
-                                         LogitsProcessor, MinLength, MinP, NoRepeatNGram, Processors,
-                                         RepetitionPenalty, Temperature, TopK, TopP, Typical)
+from kexue.generation.processors import (
+    ConsistentTopK,
+    ConsistentTopP,
+    EosLengthBoost,
+    ForceEosAtMaxLength,
+    LogitsProcessor,
+    MinLength,
+    MinP,
+    NoRepeatNGram,
+    Processors,
+    RepetitionPenalty,
+    Temperature,
+    TopK,
+    TopP,
+    Typical,
+)
 from kexue.generation.search import Beam, DecodeOutput, Greedy, Sample, Search, decode, reorder_batch
 from kexue.generation.stopping import EOS, MAX_LENGTH, Stopping
 
 __all__ = [
-    "Beam", "ConsistentTopK", "ConsistentTopP", "DecodeOutput", "EOS", "EosLengthBoost", "ForceEosAtMaxLength",
-    "Greedy", "LogitsProcessor", "MAX_LENGTH", "MinLength", "MinP", "NoRepeatNGram", "Processors",
-    "RepetitionPenalty", "Sample", "Search", "Stopping", "Temperature", "TopK", "TopP", "Typical", "decode",
+    "EOS",
+    "MAX_LENGTH",
+    "Beam",
+    "ConsistentTopK",
+    "ConsistentTopP",
+    "DecodeOutput",
+    "EosLengthBoost",
+    "ForceEosAtMaxLength",
+    "Greedy",
+    "LogitsProcessor",
+    "MinLength",
+    "MinP",
+    "NoRepeatNGram",
+    "Processors",
+    "RepetitionPenalty",
+    "Sample",
+    "Search",
+    "Stopping",
+    "Temperature",
+    "TopK",
+    "TopP",
+    "Typical",
+    "decode",
     "reorder_batch",
 ]

@@ -20,7 +20,7 @@ class HFState:
     def __init__(self, cache: Any, length: int):
         self.cache, self.length = cache, length
 
-    def reorder(self, index: torch.Tensor) -> "HFState":
+    def reorder(self, index: torch.Tensor) -> HFState:
         self.cache.reorder_cache(index)
         return self
 

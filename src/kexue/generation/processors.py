@@ -22,7 +22,7 @@ Tokens are the whole sequence so far, prompt included (as in HF ``input_ids``).
 from __future__ import annotations
 
 import math
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 
@@ -85,8 +85,10 @@ class MinLength(LogitsProcessor):
 
     def check_max_length(self, max_length: int) -> None:
         if self.min_length >= max_length:
-            raise KexueError(f"min_length {self.min_length} must be < max_length {max_length}: "
-                             "eos would be masked at every step and decoding could never stop")
+            raise KexueError(
+                f"min_length {self.min_length} must be < max_length {max_length}: "
+                "eos would be masked at every step and decoding could never stop"
+            )
 
     def __call__(self, tokens, scores):
         if tokens.shape[-1] >= self.min_length:
@@ -132,7 +134,7 @@ class NoRepeatNGram(LogitsProcessor):
             return scores
         vocab = scores.shape[-1]
         windows = tokens.unfold(1, n, 1)  # (N, t - n + 1, n)
-        prefix = tokens[:, t - n + 1:]  # (N, n - 1): the n-gram the next token would complete
+        prefix = tokens[:, t - n + 1 :]  # (N, n - 1): the n-gram the next token would complete
         match = (windows[..., :-1] == prefix[:, None, :]).all(-1)  # (N, t - n + 1)
         # non-matching windows point at a spare column past the vocabulary
         banned_ids = torch.where(match, windows[..., -1].clamp(max=vocab), vocab)
@@ -184,7 +186,7 @@ class EosLengthBoost(LogitsProcessor):
         if over <= 0:
             return scores
         eos = scores[:, self.eos_token_id]
-        boost = (eos.abs() * (self.factor ** over - 1)).nan_to_num(0.0, 0.0, 0.0)
+        boost = (eos.abs() * (self.factor**over - 1)).nan_to_num(0.0, 0.0, 0.0)
         boost = torch.where(torch.isfinite(eos), boost, torch.zeros_like(boost))
         out = scores.clone()
         out[:, self.eos_token_id] = eos + boost
@@ -240,7 +242,7 @@ class TopP(LogitsProcessor):
         sorted_scores, order = torch.sort(scores, dim=-1)  # ascending
         tail_mass = sorted_scores.softmax(-1).cumsum(-1)  # (N, V)
         drop = tail_mass <= 1 - self.p  # the least probable tokens whose mass stays within 1 - p
-        drop[:, -self.min_keep:] = False
+        drop[:, -self.min_keep :] = False
         return scores.masked_fill(drop.scatter(1, order, drop), NEG_INF)
 
 

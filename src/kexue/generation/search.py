@@ -17,8 +17,9 @@ log-probabilities, with HF ``generate`` semantics for ``length_penalty`` and ``e
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import torch
 
@@ -79,7 +80,9 @@ class Search:
 
     def start(self, batch: int, prompt_len: int, stopping: Stopping, device) -> Any: ...
 
-    def step(self, run: Any, tokens: torch.Tensor, scores: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def step(
+        self, run: Any, tokens: torch.Tensor, scores: torch.Tensor, generator
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Pick tokens from ``scores`` (n, V); return them for the next rows and the parent row of
         each next row (None: rows unchanged)."""
 
@@ -104,9 +107,14 @@ class _Rows:
 class _PerRow(Search):
     def start(self, batch, prompt_len, stopping, device):
         L = stopping.max_new_tokens
-        return _Rows(torch.full((batch, L), stopping.pad, dtype=torch.long, device=device),
-                     torch.zeros(batch, L, device=device), torch.zeros(batch, dtype=torch.bool, device=device),
-                     torch.zeros(batch, dtype=torch.long, device=device), torch.arange(batch, device=device), stopping)
+        return _Rows(
+            torch.full((batch, L), stopping.pad, dtype=torch.long, device=device),
+            torch.zeros(batch, L, device=device),
+            torch.zeros(batch, dtype=torch.bool, device=device),
+            torch.zeros(batch, dtype=torch.long, device=device),
+            torch.arange(batch, device=device),
+            stopping,
+        )
 
     def choose(self, scores: torch.Tensor, generator) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         """(n,) chosen ids and their log-probabilities under softmax(scores)."""
@@ -154,7 +162,9 @@ class Sample(_PerRow):
         try:
             choice = torch.multinomial(probs, 1, generator=generator)[:, 0]
         except RuntimeError:
-            raise KexueError("a row has no token left to sample (all scores -inf or NaN); check the processors") from None
+            raise KexueError(
+                "a row has no token left to sample (all scores -inf or NaN); check the processors"
+            ) from None
         return choice, probs.gather(1, choice[:, None])[:, 0].log()
 
 
@@ -203,13 +213,19 @@ class Beam(Search):
         K, L = self.num_beams, stopping.max_new_tokens
         running = torch.zeros(batch, K, device=device)
         running[:, 1:] = NEG  # all beams start equal: only the first may expand
-        return _Beams(running, torch.zeros(batch * K, L, device=device),
-                      torch.full((batch, K, L), stopping.pad, dtype=torch.long, device=device),
-                      torch.zeros(batch, K, L, device=device), torch.full((batch, K), NEG, device=device),
-                      torch.zeros(batch, K, dtype=torch.long, device=device),
-                      torch.zeros(batch, K, dtype=torch.bool, device=device),
-                      torch.zeros(batch, K, dtype=torch.bool, device=device),
-                      torch.ones(batch, 1, dtype=torch.bool, device=device), prompt_len, stopping)
+        return _Beams(
+            running,
+            torch.zeros(batch * K, L, device=device),
+            torch.full((batch, K, L), stopping.pad, dtype=torch.long, device=device),
+            torch.zeros(batch, K, L, device=device),
+            torch.full((batch, K), NEG, device=device),
+            torch.zeros(batch, K, dtype=torch.long, device=device),
+            torch.zeros(batch, K, dtype=torch.bool, device=device),
+            torch.zeros(batch, K, dtype=torch.bool, device=device),
+            torch.ones(batch, 1, dtype=torch.bool, device=device),
+            prompt_len,
+            stopping,
+        )
 
     def step(self, run, tokens, scores, generator):
         B, K = run.running.shape
@@ -246,7 +262,9 @@ class Beam(Search):
         else:
             best_len = run.t
         best_running = run.running[:, :1] / float(best_len) ** self.length_penalty
-        worst = torch.where(run.pool_done, run.pool_scores.min(1, keepdim=True).values, torch.full_like(run.pool_scores, NEG))
+        worst = torch.where(
+            run.pool_done, run.pool_scores.min(1, keepdim=True).values, torch.full_like(run.pool_scores, NEG)
+        )
         run.improvable = run.improvable & (best_running > worst).any(1, keepdim=True)
         open_beams = not (bool(run.pool_done.all()) and self.early_stopping is True)
         run.stop = not (bool(run.improvable.any()) and open_beams and not bool(ends.all()))
@@ -256,7 +274,7 @@ class Beam(Search):
         B, K = run.running.shape
         t, L = run.t, run.stopping.max_new_tokens
         eos = run.stopping.eos_token_id
-        gen = tokens[:, run.prompt_len:].view(B, K, t)  # (B, K, t) generated so far
+        gen = tokens[:, run.prompt_len :].view(B, K, t)  # (B, K, t) generated so far
         cand_tokens = torch.full((B, 2 * K, L), run.stopping.pad, dtype=torch.long, device=top.device)
         cand_tokens[:, :, :t] = gen.gather(1, parent[:, :, None].expand(B, 2 * K, t))
         cand_tokens[:, :, t] = token
@@ -283,15 +301,27 @@ class Beam(Search):
         n = int(run.pool_len[:, 0].max())
         eos_end = run.pool_eos[:, 0]
         reasons = [EOS if f else MAX_LENGTH for f in eos_end.tolist()]
-        return DecodeOutput(run.pool_tokens[:, 0, :n], run.pool_lp[:, 0, :n], run.pool_len[:, 0].clone(),
-                            eos_end.clone(), reasons, run.pool_scores[:, 0].clone())
+        return DecodeOutput(
+            run.pool_tokens[:, 0, :n],
+            run.pool_lp[:, 0, :n],
+            run.pool_len[:, 0].clone(),
+            eos_end.clone(),
+            reasons,
+            run.pool_scores[:, 0].clone(),
+        )
 
 
 @torch.no_grad()
-def decode(step: StepFn, prompt: torch.Tensor, processors: Iterable[LogitsProcessor] | Processors = (),
-           search: Search | None = None, stopping: Stopping | None = None,
-           generator: torch.Generator | None = None, state: Any = None,
-           reorder: Callable[[Any, torch.Tensor], Any] = reorder_batch) -> DecodeOutput:
+def decode(
+    step: StepFn,
+    prompt: torch.Tensor,
+    processors: Iterable[LogitsProcessor] | Processors = (),
+    search: Search | None = None,
+    stopping: Stopping | None = None,
+    generator: torch.Generator | None = None,
+    state: Any = None,
+    reorder: Callable[[Any, torch.Tensor], Any] = reorder_batch,
+) -> DecodeOutput:
     """Decode continuations of ``prompt`` with ``step``.
 
     Args:
@@ -334,5 +364,5 @@ def decode(step: StepFn, prompt: torch.Tensor, processors: Iterable[LogitsProces
             buf = buf.index_select(0, parent)
             state = reorder(state, parent)
         buf[:, T0 + t] = chosen
-        new = buf[:, T0 + t: T0 + t + 1]
+        new = buf[:, T0 + t : T0 + t + 1]
     return search.finish(run)

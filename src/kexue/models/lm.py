@@ -105,8 +105,9 @@ class LSTMLM(nn.Module, _StepMixin):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab, cfg.dim)
-        self.lstm = nn.LSTM(cfg.dim, cfg.dim, cfg.layers, batch_first=True,
-                            dropout=cfg.dropout if cfg.layers > 1 else 0.0)
+        self.lstm = nn.LSTM(
+            cfg.dim, cfg.dim, cfg.layers, batch_first=True, dropout=cfg.dropout if cfg.layers > 1 else 0.0
+        )
         self.drop = nn.Dropout(cfg.dropout)
         self.head = make_head(cfg)
 
@@ -137,7 +138,9 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None):
         N, T, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)  # (N, H, T, d)
+        q, k, v = (
+            self.qkv(self.ln1(x)).view(N, T, 3, self.heads, D // self.heads).permute(2, 0, 3, 1, 4)
+        )  # (N, H, T, d)
         if cache is not None:
             k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (N, H, S, d)
         S = k.shape[2]

@@ -19,8 +19,18 @@ from kexue.nn.nystrom import ExactAttention, NystromAttention
 class Block(nn.Module):
     """Pre-norm block: x + attn(LN x), then x + MLP(LN x)."""
 
-    def __init__(self, dim: int, heads: int, attention: str, num_landmarks: int, pinv_iterations: int,
-                 conv_kernel: int | None, ff_mult: int, dropout: float, exact_conv: bool = False):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        attention: str,
+        num_landmarks: int,
+        pinv_iterations: int,
+        conv_kernel: int | None,
+        ff_mult: int,
+        dropout: float,
+        exact_conv: bool = False,
+    ):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         if attention == "nystrom":
@@ -29,8 +39,9 @@ class Block(nn.Module):
             self.attn = ExactAttention(dim, heads, conv_kernel=conv_kernel if exact_conv else None)
         else:
             raise KexueError(f"attention must be 'nystrom' or 'exact', got {attention!r}")
-        self.mlp = nn.Sequential(nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(ff_mult * dim, dim))
+        self.mlp = nn.Sequential(
+            nn.Linear(dim, ff_mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(ff_mult * dim, dim)
+        )
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -55,10 +66,22 @@ class NystromformerClassifier(nn.Module):
     Example: ``NystromformerClassifier(16, 10, 2000)(tokens)`` with tokens ``(B, n)`` -> logits ``(B, 10)``.
     """
 
-    def __init__(self, vocab_size: int, num_classes: int, max_len: int, dim: int = 64, depth: int = 2,
-                 heads: int = 2, attention: str | list[str] = "nystrom", num_landmarks: int = 64,
-                 pinv_iterations: int = 6, conv_kernel: int | None = 35, ff_mult: int = 2,
-                 dropout: float = 0.1, exact_conv: bool = False):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        max_len: int,
+        dim: int = 64,
+        depth: int = 2,
+        heads: int = 2,
+        attention: str | list[str] = "nystrom",
+        num_landmarks: int = 64,
+        pinv_iterations: int = 6,
+        conv_kernel: int | None = 35,
+        ff_mult: int = 2,
+        dropout: float = 0.1,
+        exact_conv: bool = False,
+    ):
         super().__init__()
         kinds = [attention] * depth if isinstance(attention, str) else list(attention)
         if len(kinds) != depth:
@@ -66,8 +89,10 @@ class NystromformerClassifier(nn.Module):
         self.max_len = max_len
         self.embed = nn.Embedding(vocab_size, dim, padding_idx=0)
         self.pos = nn.Embedding(max_len, dim)
-        self.blocks = nn.ModuleList(Block(dim, heads, kind, num_landmarks, pinv_iterations, conv_kernel,
-                                          ff_mult, dropout, exact_conv) for kind in kinds)
+        self.blocks = nn.ModuleList(
+            Block(dim, heads, kind, num_landmarks, pinv_iterations, conv_kernel, ff_mult, dropout, exact_conv)
+            for kind in kinds
+        )
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
@@ -76,12 +101,12 @@ class NystromformerClassifier(nn.Module):
         n = tokens.shape[1]
         if n > self.max_len:
             raise KexueError(f"sequence of {n} tokens is longer than max_len {self.max_len}")
-        mask = tokens != 0                                            # (B, n)
-        x = self.embed(tokens) + self.pos.weight[:n]                  # (B, n, dim)
+        mask = tokens != 0  # (B, n)
+        x = self.embed(tokens) + self.pos.weight[:n]  # (B, n, dim)
         for block in self.blocks:
             x = block(x, mask)
         x = self.norm(x) * mask[..., None]
-        pooled = x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)   # (B, dim) mean over real tokens
+        pooled = x.sum(1) / mask.sum(1, keepdim=True).clamp(min=1)  # (B, dim) mean over real tokens
         return self.head(pooled)
 
     @torch.no_grad()
@@ -94,17 +119,18 @@ class NystromformerClassifier(nn.Module):
         if not 0 <= block < len(self.blocks):
             raise KexueError(f"block {block}: the model has blocks 0 to {len(self.blocks) - 1}")
         n = tokens.shape[1]
-        mask = tokens != 0                                            # (B, n)
-        x = self.embed(tokens) + self.pos.weight[:n]                  # (B, n, dim)
+        mask = tokens != 0  # (B, n)
+        x = self.embed(tokens) + self.pos.weight[:n]  # (B, n, dim)
         for earlier in self.blocks[:block]:
             x = earlier(x, mask)
         attn = self.blocks[block].attn
-        qkv = attn.to_qkv(self.blocks[block].norm1(x))                # (B, n, 3·dim)
+        qkv = attn.to_qkv(self.blocks[block].norm1(x))  # (B, n, 3·dim)
         return tuple(qkv.unflatten(-1, (3, attn.heads, -1)).permute(2, 0, 3, 1, 4))  # 3 × (B, H, n, d)
 
 
-def classification_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor],
-                        generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def classification_loss(
+    model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], generator: torch.Generator | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Cross-entropy and accuracy of a ``(tokens, labels)`` batch; the ``fit()`` loss signature."""
     tokens, labels = batch
     logits = model(tokens)
@@ -118,7 +144,7 @@ def accuracy(model: nn.Module, tokens: torch.Tensor, labels: torch.Tensor, batch
     model.eval()
     correct = 0
     for i in range(0, len(tokens), batch_size):
-        chunk = tokens[i:i + batch_size]
-        chunk = chunk[:, :int((chunk != 0).sum(1).max())]           # drop all-padding columns
-        correct += int((model(chunk).argmax(-1) == labels[i:i + batch_size]).sum())
+        chunk = tokens[i : i + batch_size]
+        chunk = chunk[:, : int((chunk != 0).sum(1).max())]  # drop all-padding columns
+        correct += int((model(chunk).argmax(-1) == labels[i : i + batch_size]).sum())
     return correct / len(tokens)

@@ -147,8 +147,9 @@ class LanguageModel(nn.Module):
         nn.init.uniform_(self.embedding.weight, -0.1, 0.1)
         sizes = [cfg.emb, *cfg.sizes()]
         if cfg.cell == "onlstm":
-            self.layers = nn.ModuleList(ONLSTMLayer(sizes[k], sizes[k + 1], cfg.chunk, cfg.master_input, cfg.wdrop)
-                                        for k in range(cfg.layers))
+            self.layers = nn.ModuleList(
+                ONLSTMLayer(sizes[k], sizes[k + 1], cfg.chunk, cfg.master_input, cfg.wdrop) for k in range(cfg.layers)
+            )
         else:
             self.layers = nn.ModuleList(LSTMLayer(sizes[k], sizes[k + 1], cfg.wdrop) for k in range(cfg.layers))
         self.decoder = nn.Linear(sizes[-1], cfg.vocab_size)
@@ -156,8 +157,9 @@ class LanguageModel(nn.Module):
         if cfg.tie:
             self.decoder.weight = self.embedding.weight
 
-    def forward(self, ids: torch.Tensor, states=None, generator: torch.Generator | None = None,
-                return_hidden: bool = False):
+    def forward(
+        self, ids: torch.Tensor, states=None, generator: torch.Generator | None = None, return_hidden: bool = False
+    ):
         """Next-token logits.
 
         Args:
@@ -216,9 +218,10 @@ class StatefulLMLoss:
             self.states = None
             return
         layers = 1 + max(int(k.split(".")[0][5:]) for k in tensors)
-        self.states = [tuple(tensors[f"layer{i}.{j}"] for j in range(sum(1 for k in tensors
-                                                                         if k.startswith(f"layer{i}."))))
-                       for i in range(layers)]
+        self.states = [
+            tuple(tensors[f"layer{i}.{j}"] for j in range(sum(1 for k in tensors if k.startswith(f"layer{i}."))))
+            for i in range(layers)
+        ]
 
     def __call__(self, model: LanguageModel, batch, generator: torch.Generator):
         x, y, reset = batch
@@ -248,8 +251,9 @@ class ResettingBatches:
 
 
 @torch.no_grad()
-def sentence_distances(model: LanguageModel, sentences: list[list[int]], boundary: int,
-                       batch_size: int = 64) -> list[list[torch.Tensor]]:
+def sentence_distances(
+    model: LanguageModel, sentences: list[list[int]], boundary: int, batch_size: int = 64
+) -> list[list[torch.Tensor]]:
     """Per-layer syntactic distances of each sentence's words (evaluation mode).
 
     Each sentence is wrapped in ``boundary`` tokens on both sides for the LM pass (the official
@@ -266,14 +270,13 @@ def sentence_distances(model: LanguageModel, sentences: list[list[int]], boundar
     device = next(model.parameters()).device
     out: list[list[torch.Tensor]] = []
     for lo in range(0, len(sentences), batch_size):
-        chunk = sentences[lo:lo + batch_size]
+        chunk = sentences[lo : lo + batch_size]
         T = max(len(s) for s in chunk) + 2
         ids = torch.full((len(chunk), T), boundary, dtype=torch.long)
         for b, s in enumerate(chunk):
-            ids[b, 1:len(s) + 1] = torch.tensor(s, dtype=torch.long)
+            ids[b, 1 : len(s) + 1] = torch.tensor(s, dtype=torch.long)
         _, _, distances = model(ids.to(device))
         for b, s in enumerate(chunk):
-            out.append([d[b, 1:len(s) + 1].float().cpu() for d in distances])
+            out.append([d[b, 1 : len(s) + 1].float().cpu() for d in distances])
     model.train(was)
     return out
-

@@ -29,12 +29,16 @@ def conv_encoder(latent_dim: int) -> nn.Module:
     """28×28×1 -> (B, 2·latent_dim): two blocks [conv s2, conv s1] of 32 and 64 filters."""
     act = nn.LeakyReLU(0.2)
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, stride=2, padding=1), act,   # (B, 32, 14, 14)
-        nn.Conv2d(32, 32, 3, padding=1), act,
-        nn.Conv2d(32, 64, 3, stride=2, padding=1), act,  # (B, 64, 7, 7)
-        nn.Conv2d(64, 64, 3, padding=1), act,
-        nn.Flatten(),                                    # (B, 3136)
-        nn.Linear(7 * 7 * 64, 2 * latent_dim),           # μ and log σ², concatenated
+        nn.Conv2d(1, 32, 3, stride=2, padding=1),
+        act,  # (B, 32, 14, 14)
+        nn.Conv2d(32, 32, 3, padding=1),
+        act,
+        nn.Conv2d(32, 64, 3, stride=2, padding=1),
+        act,  # (B, 64, 7, 7)
+        nn.Conv2d(64, 64, 3, padding=1),
+        act,
+        nn.Flatten(),  # (B, 3136)
+        nn.Linear(7 * 7 * 64, 2 * latent_dim),  # μ and log σ², concatenated
     )
 
 
@@ -42,24 +46,42 @@ def conv_decoder(latent_dim: int) -> nn.Module:
     """(B, latent_dim) -> (B, 1, 28, 28) in [0, 1], mirroring the encoder."""
     act = nn.LeakyReLU(0.2)
     return nn.Sequential(
-        nn.Linear(latent_dim, 7 * 7 * 64), nn.Unflatten(1, (64, 7, 7)),          # (B, 64, 7, 7)
-        nn.ConvTranspose2d(64, 64, 3, padding=1), act,
-        nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1), act,  # (B, 64, 14, 14)
-        nn.ConvTranspose2d(64, 32, 3, padding=1), act,
-        nn.ConvTranspose2d(32, 32, 3, stride=2, padding=1, output_padding=1), act,  # (B, 32, 28, 28)
-        nn.ConvTranspose2d(32, 1, 3, padding=1), nn.Sigmoid(),
+        nn.Linear(latent_dim, 7 * 7 * 64),
+        nn.Unflatten(1, (64, 7, 7)),  # (B, 64, 7, 7)
+        nn.ConvTranspose2d(64, 64, 3, padding=1),
+        act,
+        nn.ConvTranspose2d(64, 64, 3, stride=2, padding=1, output_padding=1),
+        act,  # (B, 64, 14, 14)
+        nn.ConvTranspose2d(64, 32, 3, padding=1),
+        act,
+        nn.ConvTranspose2d(32, 32, 3, stride=2, padding=1, output_padding=1),
+        act,  # (B, 32, 28, 28)
+        nn.ConvTranspose2d(32, 1, 3, padding=1),
+        nn.Sigmoid(),
     )
 
 
 def mlp_encoder(pixels: int, latent_dim: int, hidden: int = 256) -> nn.Module:
-    return nn.Sequential(nn.Flatten(), nn.Linear(pixels, hidden), nn.LeakyReLU(0.2),
-                         nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * latent_dim))
+    return nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(pixels, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, 2 * latent_dim),
+    )
 
 
 def mlp_decoder(size: tuple[int, int], latent_dim: int, hidden: int = 256) -> nn.Module:
-    return nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden),
-                         nn.LeakyReLU(0.2), nn.Linear(hidden, size[0] * size[1]), nn.Sigmoid(),
-                         nn.Unflatten(1, (1, *size)))
+    return nn.Sequential(
+        nn.Linear(latent_dim, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, hidden),
+        nn.LeakyReLU(0.2),
+        nn.Linear(hidden, size[0] * size[1]),
+        nn.Sigmoid(),
+        nn.Unflatten(1, (1, *size)),
+    )
 
 
 class ClusterVAE(nn.Module):
@@ -74,37 +96,56 @@ class ClusterVAE(nn.Module):
     Example: ``ClusterVAE((28, 28)).encode(x)`` -> ``(mu, logvar)``, each (B, 20).
     """
 
-    def __init__(self, image_size: tuple[int, int] = (28, 28), latent_dim: int = 20, num_classes: int = 10,
-                 backbone: str = "auto", classifier_hidden: int = 256):
+    def __init__(
+        self,
+        image_size: tuple[int, int] = (28, 28),
+        latent_dim: int = 20,
+        num_classes: int = 10,
+        backbone: str = "auto",
+        classifier_hidden: int = 256,
+    ):
         super().__init__()
         image_size = tuple(image_size)
         if backbone == "auto":
             backbone = "conv" if image_size == (28, 28) else "mlp"
         if backbone == "conv" and image_size != (28, 28):
-            raise KexueError(f"the conv backbone needs 28×28 images, got {image_size[0]}×{image_size[1]}; "
-                             "use --backbone mlp")
+            raise KexueError(
+                f"the conv backbone needs 28×28 images, got {image_size[0]}×{image_size[1]}; use --backbone mlp"
+            )
         if backbone not in ("conv", "mlp"):
             raise KexueError(f"backbone must be auto, conv or mlp, got {backbone!r}")
         if num_classes < 2 or latent_dim < 1:
             raise KexueError("need num_classes >= 2 and latent_dim >= 1")
-        self.image_size, self.latent_dim, self.num_classes, self.backbone = image_size, latent_dim, num_classes, backbone
+        self.image_size, self.latent_dim, self.num_classes, self.backbone = (
+            image_size,
+            latent_dim,
+            num_classes,
+            backbone,
+        )
         pixels = image_size[0] * image_size[1]
         self.encoder = conv_encoder(latent_dim) if backbone == "conv" else mlp_encoder(pixels, latent_dim)
         self.decoder = conv_decoder(latent_dim) if backbone == "conv" else mlp_decoder(image_size, latent_dim)
-        self.classifier = nn.Sequential(nn.Linear(latent_dim, classifier_hidden), nn.ReLU(),
-                                        nn.Linear(classifier_hidden, num_classes))
+        self.classifier = nn.Sequential(
+            nn.Linear(latent_dim, classifier_hidden), nn.ReLU(), nn.Linear(classifier_hidden, num_classes)
+        )
         self.class_means = nn.Parameter(torch.zeros(num_classes, latent_dim))  # μ_y, zero-initialised
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 1, H, W) -> μ (B, d), log σ² (B, d)."""
         if tuple(x.shape[-2:]) != self.image_size:
-            raise KexueError(f"model expects {self.image_size[0]}×{self.image_size[1]} images, "
-                             f"got {x.shape[-2]}×{x.shape[-1]}")
+            raise KexueError(
+                f"model expects {self.image_size[0]}×{self.image_size[1]} images, got {x.shape[-2]}×{x.shape[-1]}"
+            )
         mu, logvar = self.encoder(x).chunk(2, dim=-1)
         return mu, logvar
 
-    def forward(self, x: torch.Tensor, eps: torch.Tensor | None = None, generator: torch.Generator | None = None,
-                autoencoder: bool = False) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        x: torch.Tensor,
+        eps: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        autoencoder: bool = False,
+    ) -> dict[str, torch.Tensor]:
         """Everything the losses need, in one call (so that a DDP wrapper sees every parameter used).
 
         Args:
@@ -115,15 +156,22 @@ class ClusterVAE(nn.Module):
             ``mu``, ``logvar`` (B, d); ``z`` (B, d); ``x_hat`` (B, 1, H, W); unless ``autoencoder``:
             ``logits`` of p(y|z) (B, K) and ``offsets`` z − μ_y and μ − μ_y, each (B, K, d).
         """
-        mu, logvar = self.encode(x)                                    # (B, d) each
+        mu, logvar = self.encode(x)  # (B, d) each
         if autoencoder:
             return {"mu": mu, "logvar": logvar, "z": mu, "x_hat": self.decoder(mu)}
         if eps is None:
             eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
-        z = mu + torch.exp(0.5 * logvar) * eps                          # reparameterisation
-        means = self.class_means.unsqueeze(0)                           # (1, K, d)
-        return {"mu": mu, "logvar": logvar, "z": z, "x_hat": self.decoder(z), "logits": self.classifier(z),
-                "z_offsets": z.unsqueeze(1) - means, "mu_offsets": mu.unsqueeze(1) - means}
+        z = mu + torch.exp(0.5 * logvar) * eps  # reparameterisation
+        means = self.class_means.unsqueeze(0)  # (1, K, d)
+        return {
+            "mu": mu,
+            "logvar": logvar,
+            "z": z,
+            "x_hat": self.decoder(z),
+            "logits": self.classifier(z),
+            "z_offsets": z.unsqueeze(1) - means,
+            "mu_offsets": mu.unsqueeze(1) - means,
+        }
 
     def class_logits(self, z: torch.Tensor) -> torch.Tensor:
         """Logits of p(y|z): (B, K)."""
@@ -151,8 +199,13 @@ class ClusterVAE(nn.Module):
         return self.decoder(z)
 
 
-def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Generator | None = None,
-                      kl: str = "sampled", eps: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+def cluster_vae_terms(
+    model: ClusterVAE,
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    kl: str = "sampled",
+    eps: torch.Tensor | None = None,
+) -> dict[str, torch.Tensor]:
     """The three loss terms of eq. (L), each averaged over the batch (reductions as in the author code).
 
     Args:
@@ -166,10 +219,10 @@ def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Gener
         KL(p(y|z) ‖ uniform) (these three averaged over the batch), and per example ``probs`` and
         ``log_probs`` of p(y|z) (B, K) and ``z`` (B, d).
     """
-    out = model(x, eps=eps, generator=generator)                   # model or its DDP wrapper
-    mu, logvar, z = out["mu"], out["logvar"], out["z"]             # (B, d) each
-    recon = 0.5 * (x - out["x_hat"]).pow(2).flatten(1).sum(1)      # (B,)
-    log_probs = F.log_softmax(out["logits"], dim=-1)               # (B, K)
+    out = model(x, eps=eps, generator=generator)  # model or its DDP wrapper
+    logvar, z = out["logvar"], out["z"]  # (B, d) each
+    recon = 0.5 * (x - out["x_hat"]).pow(2).flatten(1).sum(1)  # (B,)
+    log_probs = F.log_softmax(out["logits"], dim=-1)  # (B, K)
     probs = log_probs.exp()
     sq = out["mu_offsets" if kl == "closed" else "z_offsets"].pow(2)  # (B, K, d): (μ or z − μ_y)²
     if kl == "closed":
@@ -177,19 +230,32 @@ def cluster_vae_terms(model: ClusterVAE, x: torch.Tensor, generator: torch.Gener
         per_class = -0.5 * (1 + logvar.unsqueeze(1) - sq - logvar.exp().unsqueeze(1)).sum(-1)
     elif kl == "sampled":
         # log p(z|x) − log q(z|y) ≈ −½ Σ_d [log σ² − (z − μ_y)²]   (Su's revision; constants dropped)
-        per_class = -0.5 * (logvar.unsqueeze(1) - sq).sum(-1)      # (B, K)
+        per_class = -0.5 * (logvar.unsqueeze(1) - sq).sum(-1)  # (B, K)
     else:
         raise KexueError(f"kl must be 'closed' or 'sampled', got {kl!r}")
-    kl_z = (probs * per_class).sum(-1)                              # (B,)
+    kl_z = (probs * per_class).sum(-1)  # (B,)
     kl_y = (probs * log_probs).sum(-1) + math.log(probs.shape[-1])  # KL(p(y|z) ‖ 1/K)
-    return {"recon": recon.mean(), "kl_z": kl_z.mean(), "kl_y": kl_y.mean(), "probs": probs,
-            "log_probs": log_probs, "z": z}
+    return {
+        "recon": recon.mean(),
+        "kl_z": kl_z.mean(),
+        "kl_y": kl_y.mean(),
+        "probs": probs,
+        "log_probs": log_probs,
+        "z": z,
+    }
 
 
-def cluster_vae_loss(model: ClusterVAE, x: torch.Tensor, generator: torch.Generator | None = None,
-                     kl: str = "sampled", recon_weight: float = 2.5, balance: bool = True,
-                     batch_balance: float = 0.0, target_probs: torch.Tensor | None = None,
-                     consistency: float = 0.0) -> tuple[torch.Tensor, dict[str, float]]:
+def cluster_vae_loss(
+    model: ClusterVAE,
+    x: torch.Tensor,
+    generator: torch.Generator | None = None,
+    kl: str = "sampled",
+    recon_weight: float = 2.5,
+    balance: bool = True,
+    batch_balance: float = 0.0,
+    target_probs: torch.Tensor | None = None,
+    consistency: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """λ·recon + kl_z + kl_y (+ optional extensions); returns (loss, metrics).
 
     Args:
@@ -225,6 +291,6 @@ def cluster_probs(model: ClusterVAE, x: torch.Tensor) -> torch.Tensor:
 
 def autoencoder_loss(model: ClusterVAE, x: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
     """Pre-training loss: deterministic autoencoder through μ(x) (no sampling, no prior)."""
-    out = model(x, autoencoder=True)                               # model or its DDP wrapper
+    out = model(x, autoencoder=True)  # model or its DDP wrapper
     recon = 0.5 * (x - out["x_hat"]).pow(2).flatten(1).sum(1).mean()
     return recon, {"recon": recon.item()}

@@ -43,11 +43,19 @@ from kexue.errors import KexueError
 # CPU m × m work below this many flops runs on one thread (see _OneThread)
 SINGLE_THREAD_FLOPS = 5e8
 
-__all__ = ["NystromAttention", "ExactAttention", "nystrom_attention", "exact_attention", "segment_means", "iterative_pinv"]
+__all__ = [
+    "ExactAttention",
+    "NystromAttention",
+    "exact_attention",
+    "iterative_pinv",
+    "nystrom_attention",
+    "segment_means",
+]
 
 
-def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                    key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
+def exact_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Softmax attention ``softmax(QKᵀ/√d)·V`` with padded keys excluded (PyTorch SDPA).
 
     Args:
@@ -58,7 +66,7 @@ def exact_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     """
     if key_padding_mask is None:
         return F.scaled_dot_product_attention(q, k, v)
-    keep = _keep_mask(key_padding_mask)                               # (B, n)
+    keep = _keep_mask(key_padding_mask)  # (B, n)
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=keep[:, None, None, :])
     return out * key_padding_mask[:, None, :, None].to(out.dtype)
 
@@ -82,16 +90,17 @@ def segment_ids(key_padding_mask: torch.Tensor, num_landmarks: int) -> tuple[tor
     """
     m = num_landmarks
     valid = key_padding_mask.long()
-    lengths = valid.sum(dim=1, keepdim=True)                          # (B, 1)
-    rank = valid.cumsum(dim=1) - 1                                    # (B, n)
+    lengths = valid.sum(dim=1, keepdim=True)  # (B, 1)
+    rank = valid.cumsum(dim=1) - 1  # (B, n)
     ids = torch.where(key_padding_mask, rank * m // lengths.clamp(min=1), m)
     counts = torch.zeros(ids.shape[0], m + 1, dtype=valid.dtype, device=ids.device)
     counts.scatter_add_(1, ids, valid)
     return ids, counts[:, :m]
 
 
-def segment_means(x: torch.Tensor, num_landmarks: int,
-                  key_padding_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def segment_means(
+    x: torch.Tensor, num_landmarks: int, key_padding_mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Landmarks: means of x over the m segments of each sample's real tokens.
 
     Args:
@@ -109,12 +118,12 @@ def segment_means(x: torch.Tensor, num_landmarks: int,
         return x.unflatten(2, (m, n // m)).mean(dim=3), counts
     if key_padding_mask is None:
         key_padding_mask = torch.ones(b, n, dtype=torch.bool, device=x.device)
-    ids, counts = segment_ids(key_padding_mask, m)                    # (B, n), (B, m)
+    ids, counts = segment_ids(key_padding_mask, m)  # (B, n), (B, m)
     # one flat index per (b, h, token) into B·H·(m+1) slots; slot m of each (b, h) collects pads
     offset = torch.arange(b * h, device=x.device).view(b, h, 1) * (m + 1)
-    flat = (offset + ids[:, None, :]).reshape(-1)                     # (B·H·n,)
+    flat = (offset + ids[:, None, :]).reshape(-1)  # (B·H·n,)
     sums = x.new_zeros(b * h * (m + 1), d).index_add(0, flat, x.reshape(-1, d))
-    sums = sums.view(b, h, m + 1, d)[:, :, :m]                        # (B, H, m, d)
+    sums = sums.view(b, h, m + 1, d)[:, :, :m]  # (B, H, m, d)
     return sums / counts.clamp(min=1)[:, None, :, None].to(x.dtype), counts
 
 
@@ -134,30 +143,31 @@ def iterative_pinv(a: torch.Tensor, iterations: int = 6) -> torch.Tensor:
     """
     m = a.shape[-1]
     batch_shape = a.shape[:-2]
-    a = a.reshape(-1, m, m)                                           # (N, m, m)
-    norm_1 = a.abs().sum(dim=-2).amax(dim=-1)                         # (N,) max column sum
-    norm_inf = a.abs().sum(dim=-1).amax(dim=-1)                       # (N,) max row sum
+    a = a.reshape(-1, m, m)  # (N, m, m)
+    norm_1 = a.abs().sum(dim=-2).amax(dim=-1)  # (N,) max column sum
+    norm_inf = a.abs().sum(dim=-1).amax(dim=-1)  # (N,) max row sum
     scale = (norm_1 * norm_inf).clamp(min=torch.finfo(a.dtype).tiny)
     z = a.transpose(-1, -2) / scale[:, None, None]
     eye = torch.eye(m, dtype=a.dtype, device=a.device)
     eye7, eye13, eye15 = ((c * eye).expand_as(a) for c in (7, 13, 15))
     for _ in range(iterations):
         az = torch.bmm(a, z)
-        t = eye7 - az                                                 # 7I − AZ
-        t = torch.baddbmm(eye15, az, t, alpha=-1)                     # 15I − AZ(7I − AZ)
-        t = torch.baddbmm(eye13, az, t, alpha=-1)                     # 13I − AZ(15I − …)
-        z = torch.baddbmm(z, z, t, beta=0, alpha=0.25)                # ¼ Z(13I − …)
+        t = eye7 - az  # 7I − AZ
+        t = torch.baddbmm(eye15, az, t, alpha=-1)  # 15I − AZ(7I − AZ)
+        t = torch.baddbmm(eye13, az, t, alpha=-1)  # 13I − AZ(15I − …)
+        z = torch.baddbmm(z, z, t, beta=0, alpha=0.25)  # ¼ Z(13I − …)
     return z.reshape(*batch_shape, m, m)
 
 
-def _landmark_solve(q_land: torch.Tensor, k_land: torch.Tensor, bv: torch.Tensor,
-                    landmark_mask: torch.Tensor | None, iterations: int) -> torch.Tensor:
+def _landmark_solve(
+    q_land: torch.Tensor, k_land: torch.Tensor, bv: torch.Tensor, landmark_mask: torch.Tensor | None, iterations: int
+) -> torch.Tensor:
     """W = softmax(Q̃K̃ᵀ/√d)^† · BV, the m × m middle of eq. (15): (B, H, m, d) -> (B, H, m, dv).
 
     Empty landmarks (samples with fewer real tokens than m) drop out: their columns are masked
     and their rows zeroed, so A = [[A_real, 0], [0, 0]] and A^† keeps that shape.
     """
-    logits = (q_land @ k_land.transpose(-1, -2)) * q_land.shape[-1] ** -0.5    # (B, H, m, m)
+    logits = (q_land @ k_land.transpose(-1, -2)) * q_land.shape[-1] ** -0.5  # (B, H, m, m)
     if landmark_mask is not None:
         logits = logits.masked_fill(~landmark_mask[:, None, None, :], torch.finfo(logits.dtype).min)
     a = torch.softmax(logits, dim=-1)
@@ -203,9 +213,15 @@ class _OneThread(torch.autograd.Function):
         return (None, *(next(grads) if x.requires_grad else None for x in inputs))
 
 
-def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_landmarks: int = 64,
-                      pinv_iterations: int = 6, key_padding_mask: torch.Tensor | None = None,
-                      causal: bool = False) -> torch.Tensor:
+def nystrom_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    num_landmarks: int = 64,
+    pinv_iterations: int = 6,
+    key_padding_mask: torch.Tensor | None = None,
+    causal: bool = False,
+) -> torch.Tensor:
     """Nyström approximation of ``softmax(QKᵀ/√d)·V`` in O(nmd + m³) time and O(nd + m²) memory.
 
     Args:
@@ -219,44 +235,50 @@ def nystrom_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, num_lan
     Example: ``nystrom_attention(q, k, v, num_landmarks=64)`` with q, k, v of shape (1, 8, 8192, 64).
     """
     if causal:
-        raise KexueError("Nyström attention cannot be causal: every landmark averages keys that lie "
-                         "after some queries, and the n × n matrix a causal mask needs is never formed")
+        raise KexueError(
+            "Nyström attention cannot be causal: every landmark averages keys that lie "
+            "after some queries, and the n × n matrix a causal mask needs is never formed"
+        )
     if q.dim() != 4 or q.shape != k.shape or k.shape[:3] != v.shape[:3]:
-        raise KexueError(f"q, k, v must be (B, H, n, d) with equal B, H, n (and q, k equal d); got "
-                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        raise KexueError(
+            f"q, k, v must be (B, H, n, d) with equal B, H, n (and q, k equal d); got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
     if num_landmarks < 1 or pinv_iterations < 0:
         raise KexueError(f"need num_landmarks >= 1 and pinv_iterations >= 0, got {num_landmarks}, {pinv_iterations}")
     b, h, n, d = q.shape
     m = num_landmarks
     if key_padding_mask is not None:
         if key_padding_mask.shape != (b, n) or key_padding_mask.dtype != torch.bool:
-            raise KexueError(f"key_padding_mask must be bool of shape {(b, n)}, got "
-                             f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}")
+            raise KexueError(
+                f"key_padding_mask must be bool of shape {(b, n)}, got "
+                f"{key_padding_mask.dtype} {tuple(key_padding_mask.shape)}"
+            )
         if bool(key_padding_mask.all()):
             key_padding_mask = None
     if n <= m:
         return exact_attention(q, k, v, key_padding_mask)
 
-    q_land, counts = segment_means(q, m, key_padding_mask)            # (B, H, m, d), (B, m)
-    k_land, _ = segment_means(k, m, key_padding_mask)                 # (B, H, m, d)
+    q_land, counts = segment_means(q, m, key_padding_mask)  # (B, H, m, d), (B, m)
+    k_land, _ = segment_means(k, m, key_padding_mask)  # (B, H, m, d)
 
     # BV = softmax(Q̃Kᵀ/√d)·V with padded keys masked, (B, H, m, dv)
     key_mask = None if key_padding_mask is None else _keep_mask(key_padding_mask)[:, None, None, :]
     bv = F.scaled_dot_product_attention(q_land, k, v, attn_mask=key_mask)
     landmark_mask = None
     if key_padding_mask is not None and not bool((counts > 0).all()):
-        landmark_mask = _keep_mask(counts > 0)                        # (B, m)
+        landmark_mask = _keep_mask(counts > 0)  # (B, m)
     solve = functools.partial(_landmark_solve, landmark_mask=landmark_mask, iterations=pinv_iterations)
     # the pseudo-inverse iteration is kept in float32 (or float64) even under mixed precision
     work = torch.promote_types(q.dtype, torch.float32)
-    small = b * h * m ** 3 * (4 * pinv_iterations + 2) <= SINGLE_THREAD_FLOPS
+    small = b * h * m**3 * (4 * pinv_iterations + 2) <= SINGLE_THREAD_FLOPS
     with torch.autocast(q.device.type, enabled=False):
         args = (q_land.to(work), k_land.to(work), bv.to(work))
         w = _OneThread.apply(solve, *args) if q.device.type == "cpu" and small else solve(*args)
-    w = w.to(v.dtype)                                                 # (B, H, m, dv)
+    w = w.to(v.dtype)  # (B, H, m, dv)
 
     if key_padding_mask is not None:
-        lengths = key_padding_mask.sum(dim=1)                         # (B,)
+        lengths = key_padding_mask.sum(dim=1)  # (B,)
         short = lengths <= m
         if bool(short.any()):
             # L <= m: every landmark is one token, so softmax(QK̃ᵀ/√d)·Ṽ is exact attention
@@ -310,8 +332,15 @@ class NystromAttention(nn.Module):
     Example: ``NystromAttention(512, 8)(x, key_padding_mask)`` with x ``(B, n, 512)`` -> ``(B, n, 512)``.
     """
 
-    def __init__(self, dim: int, heads: int, num_landmarks: int = 64, pinv_iterations: int = 6,
-                 conv_kernel: int | None = None, bias: bool = True):
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        num_landmarks: int = 64,
+        pinv_iterations: int = 6,
+        conv_kernel: int | None = None,
+        bias: bool = True,
+    ):
         super().__init__()
         if dim % heads:
             raise KexueError(f"dim {dim} is not divisible by heads {heads}")
@@ -327,7 +356,7 @@ class NystromAttention(nn.Module):
         out = nystrom_attention(q, k, v, self.num_landmarks, self.pinv_iterations, key_padding_mask)
         if self.conv is not None:
             out = out + self.conv(v, key_padding_mask)
-        return self.to_out(out.transpose(1, 2).flatten(2))           # b h n d -> b n (h d)
+        return self.to_out(out.transpose(1, 2).flatten(2))  # b h n d -> b n (h d)
 
 
 class ExactAttention(nn.Module):
@@ -350,7 +379,7 @@ class ExactAttention(nn.Module):
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x ``(B, n, dim)``, key_padding_mask ``(B, n)`` bool True at real tokens -> ``(B, n, dim)``."""
         q, k, v = self.to_qkv(x).unflatten(-1, (3, self.heads, -1)).permute(2, 0, 3, 1, 4)
-        out = exact_attention(q, k, v, key_padding_mask)              # (B, H, n, d)
+        out = exact_attention(q, k, v, key_padding_mask)  # (B, H, n, d)
         if self.conv is not None:
             out = out + self.conv(v, key_padding_mask)
         return self.to_out(out.transpose(1, 2).flatten(2))

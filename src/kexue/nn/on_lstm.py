@@ -73,24 +73,24 @@ class _ONLSTMRecurrence(torch.autograd.Function):
         for t in range(T):
             g = torch.addmm(xproj[t], H[t], w_t)  # (B, G)
             s = soft[t].view(B, 2, p)  # softmax of both master pre-activations
-            s.copy_(torch.softmax(g[:, :2 * p].view(B, 2, p), -1))
+            s.copy_(torch.softmax(g[:, : 2 * p].view(B, 2, p), -1))
             m = torch.cumsum(s, -1, out=masters[t].view(B, 2, p))  # eq. (9) for both rows
             m_i = m[:, 1]
             m_i.neg_().add_(1.0)  # paper, eq. (10): 1 - cumax
             if master_input == "su":
                 m_i.add_(s[:, 1])  # reverse cumsum = 1 - cumsum + s
             a = acts[t]
-            torch.sigmoid(g[:, 2 * p:2 * p + 3 * n], out=a[:, :3 * n])
-            torch.tanh(g[:, 2 * p + 3 * n:], out=a[:, 3 * n:])
-            fi = a[:, :2 * n].view(B, 2, p, chunk)  # f, i
+            torch.sigmoid(g[:, 2 * p : 2 * p + 3 * n], out=a[:, : 3 * n])
+            torch.tanh(g[:, 2 * p + 3 * n :], out=a[:, 3 * n :])
+            fi = a[:, : 2 * n].view(B, 2, p, chunk)  # f, i
             mm = m.unsqueeze(-1)  # (B, 2, p, 1): f~, i~
             w = mm[:, :1] * mm[:, 1:]  # omega = f~ * i~, (B, 1, p, 1)
             fih = FI[t].view(B, 2, p, chunk)
             torch.addcmul(mm - w, fi, w, out=fih)  # f^ = f*w + (f~ - w), i^ = i*w + (i~ - w)
             c = C[t + 1].view(B, p, chunk)
             torch.mul(fih[:, 0], C[t].view(B, p, chunk), out=c)
-            c.addcmul_(fih[:, 1], a[:, 3 * n:].view(B, p, chunk))  # c_t = f^ c_{t-1} + i^ c^
-            torch.mul(torch.tanh(C[t + 1], out=TC[t]), a[:, 2 * n:3 * n], out=H[t + 1])
+            c.addcmul_(fih[:, 1], a[:, 3 * n :].view(B, p, chunk))  # c_t = f^ c_{t-1} + i^ c^
+            torch.mul(torch.tanh(C[t + 1], out=TC[t]), a[:, 2 * n : 3 * n], out=H[t + 1])
         dist_f = 1.0 - masters[..., :p].mean(-1)  # (T, B): syntactic distance d_t
         dist_i = masters[..., p:].mean(-1)
         ctx.save_for_backward(weight_hh, H, C, TC, FI, acts, soft, masters)
@@ -105,7 +105,7 @@ class _ONLSTMRecurrence(torch.autograd.Function):
         T, B, n = dH.shape[0], H.shape[1], H.shape[2]
         p = n // chunk
         # Every factor that does not depend on the incoming gradient, for all steps at once.
-        f, i, o, cc = (acts[..., k * n:(k + 1) * n].view(T, B, p, chunk) for k in range(4))
+        f, i, o, cc = (acts[..., k * n : (k + 1) * n].view(T, B, p, chunk) for k in range(4))
         c_prev, tc = C[:T].view(T, B, p, chunk), TC.view(T, B, p, chunk)
         mf = masters[..., :p].view(T, B, p, 1)
         mi = masters[..., p:].view(T, B, p, 1)
@@ -133,10 +133,10 @@ class _ONLSTMRecurrence(torch.autograd.Function):
             s = soft[t].view(B, 2, p)
             sds = s * ds
             g = dG[t]
-            torch.mul(s, ds - sds.sum(-1, keepdim=True), out=g[:, :2 * p].view(B, 2, p))  # softmax backward
-            torch.mul(dc.unsqueeze(1), gate_fi[t], out=g[:, 2 * p:2 * p + 2 * n].view(B, 2, n))
-            torch.mul(dh, gate_o[t], out=g[:, 2 * p + 2 * n:2 * p + 3 * n])
-            torch.mul(dc, gate_c[t], out=g[:, 2 * p + 3 * n:])
+            torch.mul(s, ds - sds.sum(-1, keepdim=True), out=g[:, : 2 * p].view(B, 2, p))  # softmax backward
+            torch.mul(dc.unsqueeze(1), gate_fi[t], out=g[:, 2 * p : 2 * p + 2 * n].view(B, 2, n))
+            torch.mul(dh, gate_o[t], out=g[:, 2 * p + 2 * n : 2 * p + 3 * n])
+            torch.mul(dc, gate_c[t], out=g[:, 2 * p + 3 * n :])
             dh = g @ weight_hh  # (B, n)
             dc = dc * f_hat[t]
         d_weight = dG.reshape(T * B, -1).t() @ H[:T].reshape(T * B, n)  # (G, n), one product
@@ -158,8 +158,9 @@ class ONLSTMLayer(nn.Module):
     Example: ``ONLSTMLayer(8, 12, 3)(torch.randn(2, 5, 8))`` -> ``(out (2, 5, 12), (h, c), (d_f, d_i))``.
     """
 
-    def __init__(self, input_size: int, hidden_size: int, chunk_size: int,
-                 master_input: str = "paper", dropconnect: float = 0.0):
+    def __init__(
+        self, input_size: int, hidden_size: int, chunk_size: int, master_input: str = "paper", dropconnect: float = 0.0
+    ):
         super().__init__()
         if hidden_size % chunk_size:
             raise KexueError(f"hidden size {hidden_size} is not divisible by chunk size {chunk_size}")
@@ -187,8 +188,12 @@ class ONLSTMLayer(nn.Module):
         keep = torch.rand(self.weight_hh.shape, generator=generator, device=self.weight_hh.device)
         return self.weight_hh * (keep >= self.dropconnect).to(self.weight_hh.dtype)
 
-    def forward(self, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None,
-                generator: torch.Generator | None = None):
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: tuple[torch.Tensor, torch.Tensor] | None = None,
+        generator: torch.Generator | None = None,
+    ):
         """Run the layer.
 
         Args:
@@ -206,7 +211,8 @@ class ONLSTMLayer(nn.Module):
         # All input projections in one product: (T, B, G).
         xproj = torch.addmm(self.bias, x.transpose(0, 1).reshape(T * B, -1), self.weight_ih.t()).view(T, B, -1)
         out, h, c, d_f, d_i = _ONLSTMRecurrence.apply(
-            xproj, self.recurrent_weight(generator), state[0], state[1], self.chunk_size, self.master_input)
+            xproj, self.recurrent_weight(generator), state[0], state[1], self.chunk_size, self.master_input
+        )
         return out.transpose(0, 1), (h, c), (d_f.t(), d_i.t())
 
 
@@ -216,12 +222,19 @@ class ONLSTM(nn.Module):
     Example: ``ONLSTM(8, [12, 12], 3)(x)`` -> ``(out, states, distances)`` with one entry per layer.
     """
 
-    def __init__(self, input_size: int, hidden_sizes: list[int], chunk_size: int,
-                 master_input: str = "paper", dropconnect: float = 0.0):
+    def __init__(
+        self,
+        input_size: int,
+        hidden_sizes: list[int],
+        chunk_size: int,
+        master_input: str = "paper",
+        dropconnect: float = 0.0,
+    ):
         super().__init__()
         sizes = [input_size, *hidden_sizes]
-        self.layers = nn.ModuleList(ONLSTMLayer(sizes[k], sizes[k + 1], chunk_size, master_input, dropconnect)
-                                    for k in range(len(hidden_sizes)))
+        self.layers = nn.ModuleList(
+            ONLSTMLayer(sizes[k], sizes[k + 1], chunk_size, master_input, dropconnect) for k in range(len(hidden_sizes))
+        )
 
     def forward(self, x, states=None, generator=None):
         states = states or [None] * len(self.layers)

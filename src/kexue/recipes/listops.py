@@ -52,27 +52,40 @@ from kexue.training.checkpoint import latest_checkpoint, load_weights
 PAPER = "Xiong et al. 2021, Table 3 (LRA ListOps, 64 landmarks, lengths 500-2000)"
 PUBLISHED = {"nystrom": 37.15, "exact": 37.10}
 LISTOPS_COMMAND = "nystrom-listops"  # the command named in a run folder's config.yaml
-TEST_SEED_OFFSET = 10_007            # the test set is drawn with seed + this
-ERROR_SEED_OFFSET = 20_011           # the error study's expressions are drawn with seed + this
+TEST_SEED_OFFSET = 10_007  # the test set is drawn with seed + this
+ERROR_SEED_OFFSET = 20_011  # the error study's expressions are drawn with seed + this
 
 
 # ---- the study: data -> one model per attention kind -> accuracies ------------------------------
 
-def check_listops_settings(min_len: int, max_len: int, max_depth: int, max_args: int, dim: int, heads: int,
-                           conv_kernel: int | None, exact_conv: bool) -> None:
+
+def check_listops_settings(
+    min_len: int,
+    max_len: int,
+    max_depth: int,
+    max_args: int,
+    dim: int,
+    heads: int,
+    conv_kernel: int | None,
+    exact_conv: bool,
+) -> None:
     """The rules across settings of a ListOps run, checked before any data is generated."""
     check(min_len <= max_len, f"--min_len {min_len} must not exceed --max_len {max_len}")
     check(max_len >= 4, f"--max_len {max_len}: the shortest ListOps expression ([MAX 1 2 ]) has 4 tokens")
     longest = lo.longest_expression(max_depth, max_args)
-    check(min_len <= longest, f"--min_len {min_len}: the longest expression with --max_depth {max_depth} and "
-                              f"--max_args {max_args} has {longest} tokens")
+    check(
+        min_len <= longest,
+        f"--min_len {min_len}: the longest expression with --max_depth {max_depth} and "
+        f"--max_args {max_args} has {longest} tokens",
+    )
     check(dim % heads == 0, f"--dim {dim} must be a multiple of --heads {heads}")
     check(conv_kernel is None or conv_kernel % 2 == 1, f"--conv_kernel {conv_kernel} must be odd (or null)")
     check(not (exact_conv and conv_kernel is None), "--exact_conv needs a --conv_kernel")
 
 
-def listops_data(train_size: int, test_size: int, min_len: int, max_len: int, max_depth: int, max_args: int,
-                 seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def listops_data(
+    train_size: int, test_size: int, min_len: int, max_len: int, max_depth: int, max_args: int, seed: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Training and test ListOps as (train_x (N, max_len), train_y (N,), test_x, test_y); 0 pads."""
     train = lo.generate(train_size, min_len, max_len, max_depth, max_args, seed=seed)
     test = lo.generate(test_size, min_len, max_len, max_depth, max_args, seed=seed + TEST_SEED_OFFSET)
@@ -86,25 +99,69 @@ def trimmed_loss(model, batch, generator=None):
     return classification_loss(model, (tokens[:, :keep], labels), generator)
 
 
-def train_classifier(model: NystromformerClassifier, train: tuple[torch.Tensor, torch.Tensor],
-                     test: tuple[torch.Tensor, torch.Tensor], steps: int, batch_size: int, lr: float, seed: int,
-                     folder: Path | None = None, resume: bool = False, desc: str = "listops") -> FitResult:
+def train_classifier(
+    model: NystromformerClassifier,
+    train: tuple[torch.Tensor, torch.Tensor],
+    test: tuple[torch.Tensor, torch.Tensor],
+    steps: int,
+    batch_size: int,
+    lr: float,
+    seed: int,
+    folder: Path | None = None,
+    resume: bool = False,
+    desc: str = "listops",
+) -> FitResult:
     """AdamW (weight decay 0.01), 5% warm-up then cosine decay; test accuracy logged three times."""
-    cfg = TrainConfig(steps=steps, lr=lr, optimizer="adamw", weight_decay=0.01, schedule="cosine",
-                      warmup_steps=max(1, steps // 20), eval_every=max(1, steps // 3),
-                      ckpt_every=max(1, steps // 3), log_every=max(1, steps // 30), seed=seed)
+    cfg = TrainConfig(
+        steps=steps,
+        lr=lr,
+        optimizer="adamw",
+        weight_decay=0.01,
+        schedule="cosine",
+        warmup_steps=max(1, steps // 20),
+        eval_every=max(1, steps // 3),
+        ckpt_every=max(1, steps // 3),
+        log_every=max(1, steps // 30),
+        seed=seed,
+    )
     test_x, test_y = test
-    return fit(model, trimmed_loss, TensorBatches(*train, batch_size=batch_size, seed=seed), cfg, folder,
-               eval_fn=lambda m: {"test_acc": accuracy(m, test_x, test_y)}, resume=resume, desc=desc)
+    return fit(
+        model,
+        trimmed_loss,
+        TensorBatches(*train, batch_size=batch_size, seed=seed),
+        cfg,
+        folder,
+        eval_fn=lambda m: {"test_acc": accuracy(m, test_x, test_y)},
+        resume=resume,
+        desc=desc,
+    )
 
 
-def listops_study(attention: str = "both", steps: int = 2000, batch_size: int = 32, lr: float = 2e-3,
-                  train_size: int = 10000, test_size: int = 1000, min_len: int = 60, max_len: int = 160,
-                  max_depth: int = 10, max_args: int = 10, dim: int = 64, depth: int = 2, heads: int = 2,
-                  num_landmarks: int = 16, conv_kernel: int | None = 35, exact_conv: bool = False,
-                  dropout: float = 0.0, threads: int | None = 1, seed: int = 0, results: Path | None = None,
-                  out: Path | None = None, resume: bool = False,
-                  overwrite: bool = False) -> tuple[Path, dict[str, float]]:
+def listops_study(
+    attention: str = "both",
+    steps: int = 2000,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    train_size: int = 10000,
+    test_size: int = 1000,
+    min_len: int = 60,
+    max_len: int = 160,
+    max_depth: int = 10,
+    max_args: int = 10,
+    dim: int = 64,
+    depth: int = 2,
+    heads: int = 2,
+    num_landmarks: int = 16,
+    conv_kernel: int | None = 35,
+    exact_conv: bool = False,
+    dropout: float = 0.0,
+    threads: int | None = 1,
+    seed: int = 0,
+    results: Path | None = None,
+    out: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, float]]:
     """Train on generated ListOps with Nyström and/or exact attention: ``kexue nystrom listops`` from Python.
 
     The parameters are those of the command (``kexue nystrom listops --help`` explains each). Writes
@@ -121,32 +178,57 @@ def listops_study(attention: str = "both", steps: int = 2000, batch_size: int = 
     kinds = ["nystrom", "exact"] if attention == "both" else [attention]
     set_threads(threads)
     t0 = time.perf_counter()
-    train_x, train_y, test_x, test_y = listops_data(train_size, test_size, min_len, max_len, max_depth, max_args,
-                                                    seed)
+    train_x, train_y, test_x, test_y = listops_data(train_size, test_size, min_len, max_len, max_depth, max_args, seed)
     majority = 100 * test_y.bincount().max().item() / test_size
-    print(f"[listops] {train_size} train / {test_size} test expressions of {min_len}-{max_len} tokens "
-          f"in {time.perf_counter() - t0:.1f} s; majority class {majority:.1f}%")
+    print(
+        f"[listops] {train_size} train / {test_size} test expressions of {min_len}-{max_len} tokens "
+        f"in {time.perf_counter() - t0:.1f} s; majority class {majority:.1f}%"
+    )
     out = make_run_dir(out, LISTOPS_COMMAND, arguments, resume=resume, overwrite=overwrite)
     command = command_line("nystrom listops", listops_study, arguments)
     accs: dict[str, float] = {"majority_class": majority}
     figures = []
     for i, kind in enumerate(kinds):
         torch.manual_seed(seed)
-        model = NystromformerClassifier(len(lo.VOCAB), lo.NUM_CLASSES, max_len, dim, depth, heads, kind,
-                                        num_landmarks, conv_kernel=conv_kernel, dropout=dropout,
-                                        exact_conv=exact_conv)
+        model = NystromformerClassifier(
+            len(lo.VOCAB),
+            lo.NUM_CLASSES,
+            max_len,
+            dim,
+            depth,
+            heads,
+            kind,
+            num_landmarks,
+            conv_kernel=conv_kernel,
+            dropout=dropout,
+            exact_conv=exact_conv,
+        )
         # a resumed run may have stopped before a later model started: that one starts afresh
         resume_kind = resume and (i == 0 or latest_checkpoint(out / kind / "checkpoints") is not None)
-        result = train_classifier(model, (train_x, train_y), (test_x, test_y), steps, batch_size, lr, seed,
-                                  out / kind, resume_kind, desc=f"listops-{kind}")
-        variant = {"nystrom": "_no_conv" if conv_kernel is None else "",
-                   "exact": "_conv" if exact_conv and conv_kernel is not None else ""}[kind]
+        result = train_classifier(
+            model,
+            (train_x, train_y),
+            (test_x, test_y),
+            steps,
+            batch_size,
+            lr,
+            seed,
+            out / kind,
+            resume_kind,
+            desc=f"listops-{kind}",
+        )
+        variant = {
+            "nystrom": "_no_conv" if conv_kernel is None else "",
+            "exact": "_conv" if exact_conv and conv_kernel is not None else "",
+        }[kind]
         key = f"acc_{kind}{variant}"
         accs[key] = 100 * accuracy(model, test_x, test_y)
         published = (PUBLISHED[kind], PAPER) if not variant else (None, None)
         figures.append(Figure(f"nystrom.listops.{key}", accs[key], *published, command))
-        print(f"[listops] {kind}{variant}: test accuracy {accs[key]:.2f}% after {result.step} steps "
-              f"({result.seconds:.0f} s); train loss {result.train.get('loss', float('nan')):.3f}")
+        print(
+            f"[listops] {kind}{variant}: test accuracy {accs[key]:.2f}% after {result.step} steps "
+            f"({result.seconds:.0f} s); train loss {result.train.get('loss', float('nan')):.3f}"
+        )
     write_results(out / "results.json", figures)
     write_json(out / "summary.json", accs)
     if results is not None:
@@ -157,8 +239,16 @@ def listops_study(attention: str = "both", steps: int = 2000, batch_size: int = 
 # ---- the approximation error on a trained model ------------------------------------------------
 
 # keys of a listops run's config.yaml that shape the model and its data -> their least value
-_MODEL_KEYS = {"max_len": 4, "dim": 1, "depth": 1, "heads": 1, "num_landmarks": 1, "max_depth": 1, "max_args": 2,
-               "seed": 0}
+_MODEL_KEYS = {
+    "max_len": 4,
+    "dim": 1,
+    "depth": 1,
+    "heads": 1,
+    "num_landmarks": 1,
+    "max_depth": 1,
+    "max_args": 2,
+    "seed": 0,
+}
 
 
 def check_listops_run(run: Path) -> dict:
@@ -191,8 +281,10 @@ def check_listops_run(run: Path) -> dict:
     if cfg["dim"] % cfg["heads"]:
         raise KexueError(f"{where}: dim {cfg['dim']} is not a multiple of heads {cfg['heads']}")
     if cfg.get("attention", "both") not in ("nystrom", "both"):
-        raise KexueError(f"--run {run} trained only exact attention (attention: {cfg.get('attention')!r}); "
-                         "the error study needs its Nyström model")
+        raise KexueError(
+            f"--run {run} trained only exact attention (attention: {cfg.get('attention')!r}); "
+            "the error study needs its Nyström model"
+        )
     return cfg
 
 
@@ -203,14 +295,29 @@ def load_listops_model(run: Path, cfg: dict | None = None) -> NystromformerClass
     ckpt = latest_checkpoint(run / "nystrom" / "checkpoints")
     if ckpt is None:
         raise KexueError(f"--run {run}: no Nyström checkpoint under {run / 'nystrom' / 'checkpoints'}")
-    model = NystromformerClassifier(len(lo.VOCAB), lo.NUM_CLASSES, cfg["max_len"], cfg["dim"], cfg["depth"],
-                                    cfg["heads"], "nystrom", cfg["num_landmarks"], conv_kernel=cfg.get("conv_kernel"))
+    model = NystromformerClassifier(
+        len(lo.VOCAB),
+        lo.NUM_CLASSES,
+        cfg["max_len"],
+        cfg["dim"],
+        cfg["depth"],
+        cfg["heads"],
+        "nystrom",
+        cfg["num_landmarks"],
+        conv_kernel=cfg.get("conv_kernel"),
+    )
     load_weights(model, ckpt / "model.safetensors")
     return model.eval()
 
 
-def trained_model_errors(run: Path, length: int = 256, num_sequences: int = 8, landmarks: list[int] | None = None,
-                         results: Path | None = None, figure: Path | None = None) -> dict[int, dict[str, float]]:
+def trained_model_errors(
+    run: Path,
+    length: int = 256,
+    num_sequences: int = 8,
+    landmarks: list[int] | None = None,
+    results: Path | None = None,
+    figure: Path | None = None,
+) -> dict[int, dict[str, float]]:
     """Relative error against exact attention on a trained model's q, k, v: ``kexue nystrom errors`` from Python.
 
     The q, k, v are those of the first block of the run's Nyström model on ``num_sequences``
@@ -230,17 +337,30 @@ def trained_model_errors(run: Path, length: int = 256, num_sequences: int = 8, l
     require_peers("the error study")
     cfg = check_listops_run(run)
     check(length <= cfg["max_len"], f"--length {length} exceeds the model's max_len {cfg['max_len']}")
-    check(length <= lo.longest_expression(cfg["max_depth"], cfg["max_args"]),
-          f"--length {length}: no expression that long with the run's max_depth {cfg['max_depth']} "
-          f"and max_args {cfg['max_args']}")
+    check(
+        length <= lo.longest_expression(cfg["max_depth"], cfg["max_args"]),
+        f"--length {length}: no expression that long with the run's max_depth {cfg['max_depth']} "
+        f"and max_args {cfg['max_args']}",
+    )
     model = load_listops_model(run, cfg)
-    tokens, _ = lo.to_tensors(*lo.generate(num_sequences, length, length, cfg["max_depth"], cfg["max_args"],
-                                           seed=cfg["seed"] + ERROR_SEED_OFFSET), length)
+    tokens, _ = lo.to_tensors(
+        *lo.generate(
+            num_sequences, length, length, cfg["max_depth"], cfg["max_args"], seed=cfg["seed"] + ERROR_SEED_OFFSET
+        ),
+        length,
+    )
     errs = relative_errors(length, landmarks, *model.attention_inputs(tokens))
     command = command_line("nystrom errors", trained_model_errors, arguments)
     if results is not None:
-        write_results(results, [Figure(f"nystrom.trained_listops.n{length}.m{m}.rel_error_{name}", e, command=command)
-                                for m, row in errs.items() for name, e in row.items()], merge=True)
+        write_results(
+            results,
+            [
+                Figure(f"nystrom.trained_listops.n{length}.m{m}.rel_error_{name}", e, command=command)
+                for m, row in errs.items()
+                for name, e in row.items()
+            ],
+            merge=True,
+        )
     if figure is not None:
         plot_errors(errs, f"trained ListOps model, block 1, n = {length}", figure)
     return errs

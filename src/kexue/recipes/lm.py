@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 
@@ -32,12 +33,21 @@ from kexue.analysis.perplexity import min_tokens, perplexity
 from kexue.analysis.text import repetition_metrics
 from kexue.data.text import LMBatches, Vocab, load_corpus, token_stream
 from kexue.errors import KexueError
-from kexue.generation import (Beam, ConsistentTopK, ConsistentTopP, DecodeOutput, Greedy, Sample, Stopping, TopK,
-                              TopP, decode)
+from kexue.generation import (
+    Beam,
+    ConsistentTopK,
+    ConsistentTopP,
+    DecodeOutput,
+    Greedy,
+    Sample,
+    Stopping,
+    TopK,
+    TopP,
+    decode,
+)
 from kexue.io import RESUME_MAY_CHANGE, check_output_dir, check_output_file, make_run_dir, write_json
 from kexue.models.lm import LMConfig, build_lm, lm_loss
-from kexue.params import (Dropout, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, check,
-                          set_threads)
+from kexue.params import Dropout, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, check, set_threads
 from kexue.progress import progress
 from kexue.provenance import command_line
 from kexue.recipes.runs import check_resumable, check_settings, check_trained_run, read_model_config
@@ -55,8 +65,12 @@ PREFIX_WORDS = 10  # words of a test sentence that prompt each continuation of t
 EVAL_ROWS, EVAL_WINDOW = 16, 64  # how a perplexity reads a stream: 16 parallel rows, windows of 64
 MIN_PERPLEXITY_TOKENS = min_tokens(EVAL_ROWS)
 # What a resume may change: how long and how it trains, never the model or the data.
-RESUME_MAY_CHANGE_LM = RESUME_MAY_CHANGE | {"settings.steps", "settings.lr", "settings.eval_every",
-                                            "settings.eval_tokens"}
+RESUME_MAY_CHANGE_LM = RESUME_MAY_CHANGE | {
+    "settings.steps",
+    "settings.lr",
+    "settings.eval_every",
+    "settings.eval_tokens",
+}
 
 # Decoders of the study: name -> (processors(eos), search). Paper: top-2/4, nucleus 0.2/0.4.
 DECODERS: dict[str, Callable[[int], tuple[list, object]]] = {
@@ -127,14 +141,32 @@ class LMTrainSettings:
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python callers.
-        check_settings(self, integers={"dim": 1, "layers": 1, "heads": 1, "steps": 1, "batch_size": 1, "bptt": 1,
-                                       "eval_every": 0, "eval_tokens": 1, "max_vocab": 1, "seed": 0},
-                       fractions={"eps": "(0,1)", "dropout": "[0,1)"}, numbers={"lr": ">0"},
-                       choices={"arch": ("lstm", "transformer"), "head": ("softmax", "st")})
-        check(self.arch != "transformer" or self.dim % self.heads == 0,
-              f"--settings.dim {self.dim} must be a multiple of --settings.heads {self.heads}")
-        check(self.eval_tokens >= MIN_PERPLEXITY_TOKENS,
-              f"--settings.eval_tokens {self.eval_tokens}: a perplexity needs at least {MIN_PERPLEXITY_TOKENS} tokens")
+        check_settings(
+            self,
+            integers={
+                "dim": 1,
+                "layers": 1,
+                "heads": 1,
+                "steps": 1,
+                "batch_size": 1,
+                "bptt": 1,
+                "eval_every": 0,
+                "eval_tokens": 1,
+                "max_vocab": 1,
+                "seed": 0,
+            },
+            fractions={"eps": "(0,1)", "dropout": "[0,1)"},
+            numbers={"lr": ">0"},
+            choices={"arch": ("lstm", "transformer"), "head": ("softmax", "st")},
+        )
+        check(
+            self.arch != "transformer" or self.dim % self.heads == 0,
+            f"--settings.dim {self.dim} must be a multiple of --settings.heads {self.heads}",
+        )
+        check(
+            self.eval_tokens >= MIN_PERPLEXITY_TOKENS,
+            f"--settings.eval_tokens {self.eval_tokens}: a perplexity needs at least {MIN_PERPLEXITY_TOKENS} tokens",
+        )
 
 
 @dataclass
@@ -155,13 +187,21 @@ def lm_perplexity(model: torch.nn.Module, stream: torch.Tensor) -> float:
 
 
 def _check_perplexity_stream(stream: torch.Tensor, what: str) -> None:
-    check(len(stream) >= MIN_PERPLEXITY_TOKENS,
-          f"{what} has {len(stream)} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}")
+    check(
+        len(stream) >= MIN_PERPLEXITY_TOKENS,
+        f"{what} has {len(stream)} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}",
+    )
 
 
-def train_lm(corpus: str = "ptb", settings: LMTrainSettings = LMTrainSettings(), threads: PositiveInt | None = None,
-             results: Path | None = None, resume: bool = False, overwrite: bool = False,
-             out: Path | None = None) -> LMRun:
+def train_lm(
+    corpus: str = "ptb",
+    settings: LMTrainSettings = LMTrainSettings(),
+    threads: PositiveInt | None = None,
+    results: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> LMRun:
     """Train a word-level LM (vanilla or self-terminating) through the shared fit(), into a run folder.
 
     Everything is checked (settings, output paths, the corpus, batch sizes) before the run folder
@@ -188,37 +228,69 @@ def train_lm(corpus: str = "ptb", settings: LMTrainSettings = LMTrainSettings(),
     set_threads(threads)
     train_s, valid_s, test_s = (load_corpus(corpus, split) for split in ("train", "valid", "test"))
     vocab = Vocab.build(train_s, max_size=settings.max_vocab)
-    valid = token_stream(valid_s, vocab)[:settings.eval_tokens]
+    valid = token_stream(valid_s, vocab)[: settings.eval_tokens]
     test = token_stream(test_s, vocab)
     _check_perplexity_stream(valid, f"the valid split of {corpus}")
     _check_perplexity_stream(test, f"the test split of {corpus}")
     data = LMBatches(token_stream(train_s, vocab), settings.batch_size, settings.bptt)
-    cfg = LMConfig(arch=settings.arch, vocab=len(vocab), eos_id=vocab.eos, dim=settings.dim, layers=settings.layers,
-                   heads=settings.heads, max_len=max(settings.bptt, 2048), dropout=settings.dropout,
-                   head=settings.head, eps=settings.eps)
+    cfg = LMConfig(
+        arch=settings.arch,
+        vocab=len(vocab),
+        eos_id=vocab.eos,
+        dim=settings.dim,
+        layers=settings.layers,
+        heads=settings.heads,
+        max_len=max(settings.bptt, 2048),
+        dropout=settings.dropout,
+        head=settings.head,
+        eps=settings.eps,
+    )
     if resume:
         check_resumable(out)
     config = {"corpus": corpus, "settings": asdict(settings), "threads": threads, "results": results}
-    out = make_run_dir(out, TRAIN_COMMAND, config, resume=resume, overwrite=overwrite,
-                       may_change=RESUME_MAY_CHANGE_LM)
+    out = make_run_dir(out, TRAIN_COMMAND, config, resume=resume, overwrite=overwrite, may_change=RESUME_MAY_CHANGE_LM)
     torch.manual_seed(settings.seed)
     model = build_lm(cfg)
     steps = settings.steps
-    tc = TrainConfig(steps=steps, lr=settings.lr, schedule="cosine", warmup_steps=min(100, steps // 10),
-                     min_lr_ratio=0.05, eval_every=settings.eval_every, ckpt_every=settings.eval_every,
-                     seed=settings.seed, clip_norm=0.5, log_every=50)
+    tc = TrainConfig(
+        steps=steps,
+        lr=settings.lr,
+        schedule="cosine",
+        warmup_steps=min(100, steps // 10),
+        min_lr_ratio=0.05,
+        eval_every=settings.eval_every,
+        ckpt_every=settings.eval_every,
+        seed=settings.seed,
+        clip_norm=0.5,
+        log_every=50,
+    )
     t0 = time.perf_counter()
-    result = fit(model, lm_loss, data, tc, out, eval_fn=lambda m: {"valid_ppl": lm_perplexity(m, valid)},
-                 resume=resume, desc=f"lm {settings.arch}/{settings.head}")
+    result = fit(
+        model,
+        lm_loss,
+        data,
+        tc,
+        out,
+        eval_fn=lambda m: {"valid_ppl": lm_perplexity(m, valid)},
+        resume=resume,
+        desc=f"lm {settings.arch}/{settings.head}",
+    )
     test_ppl = lm_perplexity(model, test)
     if not math.isfinite(test_ppl):
-        raise KexueError(f"training diverged: test perplexity is {test_ppl} after step {result.step} "
-                         f"(try a lower --settings.lr); last checkpoint: {latest_checkpoint(out / 'checkpoints')}")
+        raise KexueError(
+            f"training diverged: test perplexity is {test_ppl} after step {result.step} "
+            f"(try a lower --settings.lr); last checkpoint: {latest_checkpoint(out / 'checkpoints')}"
+        )
     save_weights(model, out / "model.safetensors")
     write_json(out / "model.json", asdict(cfg))
     vocab.save(out / "vocab.json")
-    figures = [Figure(f"lm.{settings.arch}_{settings.head}.test_ppl", test_ppl,
-                      command=command_line("lm train", train_lm, arguments))]
+    figures = [
+        Figure(
+            f"lm.{settings.arch}_{settings.head}.test_ppl",
+            test_ppl,
+            command=command_line("lm train", train_lm, arguments),
+        )
+    ]
     write_results(out / "results.json", figures)
     if results is not None:
         write_results(results, figures, merge=True)
@@ -238,8 +310,10 @@ def check_run(run: str | Path, label: str | None = None) -> tuple[LMConfig, Voca
     run = check_trained_run(run, TRAIN_COMMAND, label)
     cfg = read_model_config(run / "model.json", LMConfig, TRAIN_COMMAND)
     vocab = Vocab.load(run / "vocab.json")
-    check(len(vocab) == cfg.vocab and vocab.eos == cfg.eos_id,
-          f"{label}: vocab.json ({len(vocab)} words) does not match model.json (vocab {cfg.vocab})")
+    check(
+        len(vocab) == cfg.vocab and vocab.eos == cfg.eos_id,
+        f"{label}: vocab.json ({len(vocab)} words) does not match model.json (vocab {cfg.vocab})",
+    )
     return cfg, vocab
 
 
@@ -261,8 +335,10 @@ def prompt_ids(vocab: Vocab, text: str) -> list[int]:
 
 def check_length(cfg: LMConfig, prompt: int, new: int, flag: str, run: str | Path) -> None:
     """A transformer LM reads at most ``max_len`` positions: refuse a longer decoding up front."""
-    check(cfg.arch != "transformer" or prompt + new <= cfg.max_len,
-          f"{flag} {new}: the transformer of {run} reads at most {cfg.max_len} tokens and the prompt takes {prompt}")
+    check(
+        cfg.arch != "transformer" or prompt + new <= cfg.max_len,
+        f"{flag} {new}: the transformer of {run} reads at most {cfg.max_len} tokens and the prompt takes {prompt}",
+    )
 
 
 @dataclass
@@ -274,8 +350,14 @@ class Continuation:
     tokens: int
 
 
-def generate(run: Path, prompt: str, decoder: DecoderName = "greedy", max_new_tokens: PositiveInt = 50,
-             samples: PositiveInt = 1, seed: NonNegativeInt = 0) -> list[Continuation]:
+def generate(
+    run: Path,
+    prompt: str,
+    decoder: DecoderName = "greedy",
+    max_new_tokens: PositiveInt = 50,
+    samples: PositiveInt = 1,
+    seed: NonNegativeInt = 0,
+) -> list[Continuation]:
     """Continue a prompt with a trained LM.
 
     Args:
@@ -294,14 +376,23 @@ def generate(run: Path, prompt: str, decoder: DecoderName = "greedy", max_new_to
     check_length(cfg, len(ids), max_new_tokens, "--max_new_tokens", run)
     model, vocab, cfg = load_lm(run)
     procs, search = DECODERS[decoder](vocab.eos)
-    out = decode(model.step, torch.tensor([ids] * samples), procs, search, Stopping(max_new_tokens, vocab.eos),
-                 torch.Generator().manual_seed(seed))
-    return [Continuation(" ".join(vocab.decode(seq)), reason, len(seq))
-            for seq, reason in zip(out.sequences(), out.stop_reasons)]
+    out = decode(
+        model.step,
+        torch.tensor([ids] * samples),
+        procs,
+        search,
+        Stopping(max_new_tokens, vocab.eos),
+        torch.Generator().manual_seed(seed),
+    )
+    return [
+        Continuation(" ".join(vocab.decode(seq)), reason, len(seq))
+        for seq, reason in zip(out.sequences(), out.stop_reasons)
+    ]
 
 
-def prefix_prompts(vocab: Vocab, corpus: str, count: int, length: int = PREFIX_WORDS,
-                  sentences: list[list[str]] | None = None) -> torch.Tensor:
+def prefix_prompts(
+    vocab: Vocab, corpus: str, count: int, length: int = PREFIX_WORDS, sentences: list[list[str]] | None = None
+) -> torch.Tensor:
     """(count, 1 + length) prompts: eos then the first ``length`` words of test sentences longer than that.
 
     ``sentences``: the test split of ``corpus``, when it is already read.
@@ -312,22 +403,29 @@ def prefix_prompts(vocab: Vocab, corpus: str, count: int, length: int = PREFIX_W
     return torch.tensor([prompt_ids(vocab, " ".join(s[:length])) for s in sents])
 
 
-def decode_in_chunks(model, prompts: torch.Tensor, decoder: str, eos: int, cap: int, seed: int,
-                     chunk: int) -> DecodeOutput:
+def decode_in_chunks(
+    model, prompts: torch.Tensor, decoder: str, eos: int, cap: int, seed: int, chunk: int
+) -> DecodeOutput:
     """Decode ``prompts`` with a study decoder, ``chunk`` rows at a time; outputs concatenated."""
     procs, search = DECODERS[decoder](eos)
     g = torch.Generator().manual_seed(seed)
-    parts = [decode(model.step, prompts[i: i + chunk], procs, search, Stopping(cap, eos), g)
-             for i in range(0, len(prompts), chunk)]
+    parts = [
+        decode(model.step, prompts[i : i + chunk], procs, search, Stopping(cap, eos), g)
+        for i in range(0, len(prompts), chunk)
+    ]
     width = max(p.tokens.shape[1] for p in parts)
 
     def pad(t, v):
         return torch.nn.functional.pad(t, (0, width - t.shape[1]), value=v)
 
-    return DecodeOutput(torch.cat([pad(p.tokens, eos) for p in parts]),
-                        torch.cat([pad(p.log_probs, 0.0) for p in parts]),
-                        torch.cat([p.lengths for p in parts]), torch.cat([p.finished for p in parts]),
-                        [r for p in parts for r in p.stop_reasons], torch.cat([p.scores for p in parts]))
+    return DecodeOutput(
+        torch.cat([pad(p.tokens, eos) for p in parts]),
+        torch.cat([pad(p.log_probs, 0.0) for p in parts]),
+        torch.cat([p.lengths for p in parts]),
+        torch.cat([p.finished for p in parts]),
+        [r for p in parts for r in p.stop_reasons],
+        torch.cat([p.scores for p in parts]),
+    )
 
 
 def termination_rows(out: DecodeOutput, eos: int) -> dict[str, float]:
@@ -335,9 +433,11 @@ def termination_rows(out: DecodeOutput, eos: int) -> dict[str, float]:
     nonterm = ~out.finished
     seqs = out.sequences()
     stuck = [tuple(s) for s, n in zip(seqs, nonterm.tolist()) if n]
-    row = {"nonterminating": nonterm.float().mean().item(),
-           "mean_length": out.lengths.float().mean().item(),
-           "unique_nonterminated": len(set(stuck)) / len(stuck) if stuck else 0.0}
+    row = {
+        "nonterminating": nonterm.float().mean().item(),
+        "mean_length": out.lengths.float().mean().item(),
+        "unique_nonterminated": len(set(stuck)) / len(stuck) if stuck else 0.0,
+    }
     for fn in SEQUENCE_METRICS.values():
         row.update(fn(seqs, eos))
     return row
@@ -348,10 +448,15 @@ def parse_models(models: str) -> list[tuple[str, str]]:
     pairs = []
     for item in models.split(","):
         name, sep, run = (part.strip() for part in item.partition("="))
-        check(bool(sep and name and run), f"--models {models!r}: give name=run_folder pairs separated by commas, "
-                                           "e.g. vanilla=runs/lm-va,st=runs/lm-st")
-        check(re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None,
-              f"--models: the model name {name!r} may hold only letters, digits, _ and -")
+        check(
+            bool(sep and name and run),
+            f"--models {models!r}: give name=run_folder pairs separated by commas, "
+            "e.g. vanilla=runs/lm-va,st=runs/lm-st",
+        )
+        check(
+            re.fullmatch(r"[A-Za-z0-9_-]+", name) is not None,
+            f"--models: the model name {name!r} may hold only letters, digits, _ and -",
+        )
         pairs.append((name, run))
     names = [name for name, _ in pairs]
     check(len(set(names)) == len(names), f"--models {models!r}: a model name is given twice")
@@ -380,10 +485,19 @@ class TerminationRun:
         return {f.key: f.value for f in self.figures}
 
 
-def termination_study(models: str, decoders: str = ",".join(DECODERS), prefixes: PositiveInt = 200,
-                      cap: PositiveInt = 1500, corpus: str = "ptb", seed: NonNegativeInt = 0, chunk: PositiveInt = 100,
-                      threads: PositiveInt | None = None, results: Path | None = None, overwrite: bool = False,
-                      out: Path | None = None) -> TerminationRun:
+def termination_study(
+    models: str,
+    decoders: str = ",".join(DECODERS),
+    prefixes: PositiveInt = 200,
+    cap: PositiveInt = 1500,
+    corpus: str = "ptb",
+    seed: NonNegativeInt = 0,
+    chunk: PositiveInt = 100,
+    threads: PositiveInt | None = None,
+    results: Path | None = None,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> TerminationRun:
     """The non-termination study: each model x decoder on 10-word test prefixes, into a run folder.
 
     Every run folder, the decoders and the corpus are checked before any model is loaded. The
@@ -415,11 +529,15 @@ def termination_study(models: str, decoders: str = ",".join(DECODERS), prefixes:
         cfg, _ = check_run(run, f"--models {name}={run}")
         check_length(cfg, 1 + PREFIX_WORDS, cap, "--cap", run)
     test_s = load_corpus(corpus, "test")
-    check(any(len(s) > PREFIX_WORDS for s in test_s),
-          f"the test split of {corpus} has no sentence of more than {PREFIX_WORDS} words to take a prefix from")
+    check(
+        any(len(s) > PREFIX_WORDS for s in test_s),
+        f"the test split of {corpus} has no sentence of more than {PREFIX_WORDS} words to take a prefix from",
+    )
     tokens = sum(len(s) + 1 for s in test_s)
-    check(tokens >= MIN_PERPLEXITY_TOKENS,
-          f"the test split of {corpus} has {tokens} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}")
+    check(
+        tokens >= MIN_PERPLEXITY_TOKENS,
+        f"the test split of {corpus} has {tokens} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}",
+    )
     set_threads(threads)
     config = {k: v for k, v in arguments.items()}
     out = make_run_dir(out, TERMINATION_COMMAND, config, overwrite=overwrite)
@@ -439,8 +557,10 @@ def termination_study(models: str, decoders: str = ",".join(DECODERS), prefixes:
             for metric, value in row.items():
                 figures.append(Figure(f"termination.{name}.{dec}.{metric}", value, command=cmd))
             bar.update(1)
-            bar.write(f"{name:>10} {dec:>16}: non-terminating {row['nonterminating']:.3f}, "
-                      f"mean length {row['mean_length']:.1f} ({time.perf_counter() - t0:.0f} s)")
+            bar.write(
+                f"{name:>10} {dec:>16}: non-terminating {row['nonterminating']:.3f}, "
+                f"mean length {row['mean_length']:.1f} ({time.perf_counter() - t0:.0f} s)"
+            )
     bar.close()
     write_results(out / "results.json", figures)
     if results is not None:

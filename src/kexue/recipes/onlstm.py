@@ -29,16 +29,31 @@ from typing import Literal
 import torch
 
 from kexue.analysis.perplexity import min_tokens, perplexity
-from kexue.analysis.trees import (baseline_scores, build_tree, draw_tree, mean_f1, select_distances, to_brackets,
-                                  tree_depth, wsj10)
+from kexue.analysis.trees import (
+    baseline_scores,
+    build_tree,
+    draw_tree,
+    mean_f1,
+    select_distances,
+    to_brackets,
+    tree_depth,
+    wsj10,
+)
 from kexue.data.text import LMBatches, Vocab, load_corpus, token_stream
 from kexue.data.treebank import GoldSentence, grammar_corpus, read_treebank
 from kexue.errors import KexueError
-from kexue.io import (RESUME_MAY_CHANGE, check_output_dir, check_output_file, make_run_dir, read_text, save_figure,
-                      write_json, write_text)
+from kexue.io import (
+    RESUME_MAY_CHANGE,
+    check_output_dir,
+    check_output_file,
+    make_run_dir,
+    read_text,
+    save_figure,
+    write_json,
+    write_text,
+)
 from kexue.models.onlstm_lm import LanguageModel, ONLSTMConfig, ResettingBatches, StatefulLMLoss, sentence_distances
-from kexue.params import (Dropout, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check,
-                          set_threads)
+from kexue.params import Dropout, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, check, set_threads
 from kexue.provenance import command_line
 from kexue.recipes.runs import check_resumable, check_settings, check_trained_run, read_model_config
 from kexue.results import Figure, write_results
@@ -50,12 +65,19 @@ Cell = Literal["onlstm", "lstm"]
 MasterInput = Literal["paper", "su"]
 EVAL_ROWS, EVAL_WINDOW = 10, 70  # how a perplexity reads a stream (the AWD-LSTM evaluation: 10 rows, bptt 70)
 MIN_PERPLEXITY_TOKENS = min_tokens(EVAL_ROWS)
-RESUME_MAY_CHANGE_ONLSTM = RESUME_MAY_CHANGE | {"settings.steps", "settings.lr", "settings.eval_every",
-                                                "settings.ckpt_every", "settings.max_valid_tokens"}
+RESUME_MAY_CHANGE_ONLSTM = RESUME_MAY_CHANGE | {
+    "settings.steps",
+    "settings.lr",
+    "settings.eval_every",
+    "settings.ckpt_every",
+    "settings.max_valid_tokens",
+}
 
 # Numbers we stand beside, each with where it is printed. PTB perplexities: Shen et al. 2019, Table 1.
-PUBLISHED_PPL = {"onlstm": (56.17, "Shen et al. 2019, Table 1 (ON-LSTM, 25M parameters, PTB test)"),
-                 "lstm": (57.3, "Shen et al. 2019, Table 1 (AWD-LSTM, 24M parameters, PTB test)")}
+PUBLISHED_PPL = {
+    "onlstm": (56.17, "Shen et al. 2019, Table 1 (ON-LSTM, 25M parameters, PTB test)"),
+    "lstm": (57.3, "Shen et al. 2019, Table 1 (AWD-LSTM, 24M parameters, PTB test)"),
+}
 _TABLE2 = "Shen et al. 2019, Table 2"
 # Tree F1 on real WSJ trees (Penn Treebank .mrg), suffix "" = WSJ test (section 23), "_wsj10" = WSJ10.
 # The paper's baselines were carried over from earlier work, evaluated differently from the paper's own
@@ -63,14 +85,24 @@ _TABLE2 = "Shen et al. 2019, Table 2"
 PUBLISHED_F1 = {
     ("best_layer", ""): (47.7, f"{_TABLE2} (2nd layer, mean of 5 seeds)"),
     ("best_layer", "_wsj10"): (65.1, f"{_TABLE2} (2nd layer, mean of 5 seeds)"),
-    ("right_branching", ""): (16.5, (f"{_TABLE2}: 16.5 is a baseline quoted from earlier work, scored with "
-                                     "punctuation kept (nyu-mll/PRPN-Analysis issue #3); the paper's own protocol "
-                                     "(ours) gives 39.87 on WSJ test with the official test script "
-                                     "(yikangshen/Ordered-Neurons issue #4, 2019; the author confirmed the baseline "
-                                     "came from a previous paper)")),
-    ("right_branching", "_wsj10"): (61.7, (f"{_TABLE2}: 61.7 is a corpus-level (EVALB) F1 from earlier work; the "
-                                           "mean sentence-level F1 used here gives 56.68 on WSJ10 "
-                                           "(yikangshen/PRPN issue #3, 2019)")),
+    ("right_branching", ""): (
+        16.5,
+        (
+            f"{_TABLE2}: 16.5 is a baseline quoted from earlier work, scored with "
+            "punctuation kept (nyu-mll/PRPN-Analysis issue #3); the paper's own protocol "
+            "(ours) gives 39.87 on WSJ test with the official test script "
+            "(yikangshen/Ordered-Neurons issue #4, 2019; the author confirmed the baseline "
+            "came from a previous paper)"
+        ),
+    ),
+    ("right_branching", "_wsj10"): (
+        61.7,
+        (
+            f"{_TABLE2}: 61.7 is a corpus-level (EVALB) F1 from earlier work; the "
+            "mean sentence-level F1 used here gives 56.68 on WSJ10 "
+            "(yikangshen/PRPN issue #3, 2019)"
+        ),
+    ),
     ("left_branching", ""): (13.1, f"{_TABLE2} (a baseline quoted from earlier work, see right_branching)"),
     ("left_branching", "_wsj10"): (28.7, f"{_TABLE2} (a baseline quoted from earlier work)"),
     ("random", ""): (21.3, f"{_TABLE2} (random trees, mean of 5 seeds)"),
@@ -137,25 +169,55 @@ class ONLSTMTrainSettings:
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python callers.
-        check_settings(self, integers={"emb": 1, "hidden": 1, "layers": 1, "chunk": 1, "steps": 1, "batch_size": 1,
-                                       "bptt": 1, "seed": 0, "grammar_sentences": 1, "eval_every": 0,
-                                       "ckpt_every": 0, "max_valid_tokens": 1},
-                       fractions={k: "[0,1)" for k in ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")},
-                       numbers={"alpha": ">=0", "beta": ">=0", "lr": ">0", "weight_decay": ">=0", "clip": ">=0"},
-                       choices={"cell": ("onlstm", "lstm"), "master_input": ("paper", "su")})
-        check(self.cell != "onlstm" or (self.hidden % self.chunk == 0 and self.emb % self.chunk == 0),
-              f"--settings.hidden {self.hidden} and --settings.emb {self.emb} must be multiples of "
-              f"--settings.chunk {self.chunk}")
-        check(self.max_valid_tokens is None or self.max_valid_tokens >= MIN_PERPLEXITY_TOKENS,
-              f"--settings.max_valid_tokens {self.max_valid_tokens}: a perplexity needs at least "
-              f"{MIN_PERPLEXITY_TOKENS} tokens")
+        check_settings(
+            self,
+            integers={
+                "emb": 1,
+                "hidden": 1,
+                "layers": 1,
+                "chunk": 1,
+                "steps": 1,
+                "batch_size": 1,
+                "bptt": 1,
+                "seed": 0,
+                "grammar_sentences": 1,
+                "eval_every": 0,
+                "ckpt_every": 0,
+                "max_valid_tokens": 1,
+            },
+            fractions={k: "[0,1)" for k in ("dropout", "dropouth", "dropouti", "dropoute", "wdrop")},
+            numbers={"alpha": ">=0", "beta": ">=0", "lr": ">0", "weight_decay": ">=0", "clip": ">=0"},
+            choices={"cell": ("onlstm", "lstm"), "master_input": ("paper", "su")},
+        )
+        check(
+            self.cell != "onlstm" or (self.hidden % self.chunk == 0 and self.emb % self.chunk == 0),
+            f"--settings.hidden {self.hidden} and --settings.emb {self.emb} must be multiples of "
+            f"--settings.chunk {self.chunk}",
+        )
+        check(
+            self.max_valid_tokens is None or self.max_valid_tokens >= MIN_PERPLEXITY_TOKENS,
+            f"--settings.max_valid_tokens {self.max_valid_tokens}: a perplexity needs at least "
+            f"{MIN_PERPLEXITY_TOKENS} tokens",
+        )
 
     def model_config(self, vocab_size: int) -> ONLSTMConfig:
         """The architecture these settings train, for a vocabulary of ``vocab_size`` words."""
-        return ONLSTMConfig(vocab_size=vocab_size, emb=self.emb, hidden=self.hidden, layers=self.layers,
-                            chunk=self.chunk, cell=self.cell, master_input=self.master_input, dropout=self.dropout,
-                            dropouth=self.dropouth, dropouti=self.dropouti, dropoute=self.dropoute, wdrop=self.wdrop,
-                            alpha=self.alpha, beta=self.beta)
+        return ONLSTMConfig(
+            vocab_size=vocab_size,
+            emb=self.emb,
+            hidden=self.hidden,
+            layers=self.layers,
+            chunk=self.chunk,
+            cell=self.cell,
+            master_input=self.master_input,
+            dropout=self.dropout,
+            dropouth=self.dropouth,
+            dropouti=self.dropouti,
+            dropoute=self.dropoute,
+            wdrop=self.wdrop,
+            alpha=self.alpha,
+            beta=self.beta,
+        )
 
 
 @dataclass
@@ -182,8 +244,10 @@ def onlstm_perplexity(model: torch.nn.Module, stream: torch.Tensor) -> float:
 
 
 def _check_perplexity_stream(stream: torch.Tensor, what: str) -> None:
-    check(len(stream) >= MIN_PERPLEXITY_TOKENS,
-          f"{what} has {len(stream)} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}")
+    check(
+        len(stream) >= MIN_PERPLEXITY_TOKENS,
+        f"{what} has {len(stream)} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}",
+    )
 
 
 def _corpus_key(corpus: str) -> str:
@@ -197,9 +261,15 @@ def perplexity_figure(corpus: str, cell: str, ppl: float, command: str) -> Figur
     return Figure(f"onlstm.{name}.{'ppl' if cell == 'onlstm' else 'lstm_ppl'}", ppl, published, source, command)
 
 
-def train_onlstm(corpus: str = "ptb", settings: ONLSTMTrainSettings = ONLSTMTrainSettings(),
-                 threads: PositiveInt | None = None, results: Path | None = None, resume: bool = False,
-                 overwrite: bool = False, out: Path | None = None) -> ONLSTMRun:
+def train_onlstm(
+    corpus: str = "ptb",
+    settings: ONLSTMTrainSettings = ONLSTMTrainSettings(),
+    threads: PositiveInt | None = None,
+    results: Path | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> ONLSTMRun:
     """Train an ON-LSTM (or LSTM baseline) language model into a run folder.
 
     Everything is checked (settings, output paths, the corpus) before the run folder is made. The
@@ -230,44 +300,77 @@ def train_onlstm(corpus: str = "ptb", settings: ONLSTMTrainSettings = ONLSTMTrai
     set_threads(threads)
     train_s = corpus_sentences(corpus, "train", s.grammar_sentences, s.seed)
     vocab = Vocab.build(train_s)
-    streams = {split: token_stream(train_s if split == "train" else
-                                   corpus_sentences(corpus, split, s.grammar_sentences, s.seed), vocab)
-               for split in ("train", "valid", "test")}
+    streams = {
+        split: token_stream(
+            train_s if split == "train" else corpus_sentences(corpus, split, s.grammar_sentences, s.seed), vocab
+        )
+        for split in ("train", "valid", "test")
+    }
     for split in ("valid", "test"):
         _check_perplexity_stream(streams[split], f"the {split} split of {corpus}")
-    valid = streams["valid"][:s.max_valid_tokens]
+    valid = streams["valid"][: s.max_valid_tokens]
     data = ResettingBatches(LMBatches(streams["train"], s.batch_size, s.bptt))
     cfg = s.model_config(len(vocab))
     if resume:
         check_resumable(out)
     config = {"corpus": corpus, "settings": asdict(s), "threads": threads, "results": results}
-    out = make_run_dir(out, TRAIN_COMMAND, config, resume=resume, overwrite=overwrite,
-                       may_change=RESUME_MAY_CHANGE_ONLSTM)
+    out = make_run_dir(
+        out, TRAIN_COMMAND, config, resume=resume, overwrite=overwrite, may_change=RESUME_MAY_CHANGE_ONLSTM
+    )
     torch.manual_seed(s.seed)
     model = LanguageModel(cfg)
-    tcfg = TrainConfig(steps=s.steps, lr=s.lr, weight_decay=s.weight_decay, optimizer="adam", schedule="cosine",
-                       warmup_steps=min(100, s.steps // 10), min_lr_ratio=0.1, clip_norm=s.clip,
-                       eval_every=s.eval_every, ckpt_every=s.ckpt_every, log_every=max(1, min(50, s.steps // 10)),
-                       seed=s.seed)
-    print(f"[onlstm] {s.cell}: {model.num_parameters() / 1e6:.2f}M parameters, vocab {len(vocab)}, "
-          f"{len(streams['train'])} training tokens, {data.inner.per_epoch} windows per epoch", flush=True)
+    tcfg = TrainConfig(
+        steps=s.steps,
+        lr=s.lr,
+        weight_decay=s.weight_decay,
+        optimizer="adam",
+        schedule="cosine",
+        warmup_steps=min(100, s.steps // 10),
+        min_lr_ratio=0.1,
+        clip_norm=s.clip,
+        eval_every=s.eval_every,
+        ckpt_every=s.ckpt_every,
+        log_every=max(1, min(50, s.steps // 10)),
+        seed=s.seed,
+    )
+    print(
+        f"[onlstm] {s.cell}: {model.num_parameters() / 1e6:.2f}M parameters, vocab {len(vocab)}, "
+        f"{len(streams['train'])} training tokens, {data.inner.per_epoch} windows per epoch",
+        flush=True,
+    )
     t0 = time.perf_counter()
-    result = fit(model, StatefulLMLoss(), data, tcfg, out,
-                 eval_fn=lambda m: {"valid_ppl": onlstm_perplexity(m, valid)}, resume=resume, desc=f"onlstm {s.cell}")
-    summary = {"cell": s.cell, "steps": result.step, "epochs": result.step / data.inner.per_epoch,
-               "valid_ppl": onlstm_perplexity(model, streams["valid"]),
-               "test_ppl": onlstm_perplexity(model, streams["test"]),
-               "seconds": time.perf_counter() - t0, "parameters": model.num_parameters()}
+    result = fit(
+        model,
+        StatefulLMLoss(),
+        data,
+        tcfg,
+        out,
+        eval_fn=lambda m: {"valid_ppl": onlstm_perplexity(m, valid)},
+        resume=resume,
+        desc=f"onlstm {s.cell}",
+    )
+    summary = {
+        "cell": s.cell,
+        "steps": result.step,
+        "epochs": result.step / data.inner.per_epoch,
+        "valid_ppl": onlstm_perplexity(model, streams["valid"]),
+        "test_ppl": onlstm_perplexity(model, streams["test"]),
+        "seconds": time.perf_counter() - t0,
+        "parameters": model.num_parameters(),
+    }
     bad = [k for k in ("valid_ppl", "test_ppl") if not math.isfinite(summary[k])]
     if bad:
-        raise KexueError(f"training diverged: the final {bad[0]} is {summary[bad[0]]} (try a lower --settings.lr); "
-                         f"last checkpoint: {latest_checkpoint(out / 'checkpoints')}")
+        raise KexueError(
+            f"training diverged: the final {bad[0]} is {summary[bad[0]]} (try a lower --settings.lr); "
+            f"last checkpoint: {latest_checkpoint(out / 'checkpoints')}"
+        )
     save_weights(model, out / "model.safetensors")
     write_json(out / "model.json", asdict(cfg))
     vocab.save(out / "vocab.json")
     write_json(out / "summary.json", summary)
-    figures = [perplexity_figure(corpus, s.cell, summary["test_ppl"],
-                                 command_line("onlstm train", train_onlstm, arguments))]
+    figures = [
+        perplexity_figure(corpus, s.cell, summary["test_ppl"], command_line("onlstm train", train_onlstm, arguments))
+    ]
     write_results(out / "results.json", figures)
     if results is not None:
         write_results(results, figures, merge=True)
@@ -285,8 +388,10 @@ def check_run(run: str | Path, flag: str = "--model") -> tuple[ONLSTMConfig, Voc
     run = check_trained_run(run, TRAIN_COMMAND, label)
     cfg = read_model_config(run / "model.json", ONLSTMConfig, TRAIN_COMMAND)
     vocab = Vocab.load(run / "vocab.json")
-    check(len(vocab) == cfg.vocab_size,
-          f"{label}: vocab.json ({len(vocab)} words) does not match model.json (vocab_size {cfg.vocab_size})")
+    check(
+        len(vocab) == cfg.vocab_size,
+        f"{label}: vocab.json ({len(vocab)} words) does not match model.json (vocab_size {cfg.vocab_size})",
+    )
     return cfg, vocab
 
 
@@ -301,13 +406,14 @@ def load_onlstm(run: str | Path, flag: str = "--model") -> tuple[LanguageModel, 
     return model.eval(), vocab
 
 
-def induce(model: LanguageModel, vocab: Vocab, sentences: list[list[str]],
-           layers: list[int | str]) -> dict[str, list]:
+def induce(model: LanguageModel, vocab: Vocab, sentences: list[list[str]], layers: list[int | str]) -> dict[str, list]:
     """Trees induced from each requested layer (``0..L-1``, ``"middle"``, ``"mean"``) for each sentence."""
     ids = [vocab.encode(s) for s in sentences]
     dists = sentence_distances(model, ids, boundary=vocab.eos)
-    return {str(layer): [build_tree(select_distances(d, layer).tolist(), s) for d, s in zip(dists, sentences)]
-            for layer in layers}
+    return {
+        str(layer): [build_tree(select_distances(d, layer).tolist(), s) for d, s in zip(dists, sentences)]
+        for layer in layers
+    }
 
 
 def score_trees(model: LanguageModel, vocab: Vocab, gold: list[GoldSentence], seed: int = 0) -> dict:
@@ -323,8 +429,10 @@ def score_trees(model: LanguageModel, vocab: Vocab, gold: list[GoldSentence], se
         if not idx:
             continue
         golds = [gold[i].tree for i in idx]
-        row = {f"layer{k + 1}" if isinstance(k, int) else k: 100 * mean_f1([trees[str(k)][i] for i in idx], golds)
-               for k in layers}
+        row = {
+            f"layer{k + 1}" if isinstance(k, int) else k: 100 * mean_f1([trees[str(k)][i] for i in idx], golds)
+            for k in layers
+        }
         row.update({k: 100 * v for k, v in baseline_scores(golds, seed).items()})
         row["depth_layer_middle"] = sum(tree_depth(trees[str(model.cfg.layers // 2)][i]) for i in idx) / len(idx)
         result[subset] = row
@@ -347,11 +455,13 @@ def score_figures(scores: dict, name: str, command: str) -> list[Figure]:
         layers = {k: v for k, v in row.items() if k.startswith("layer")}
         best = max(layers, key=layers.get)
 
-        figs += [_f1_figure(name, "best_layer", suffix, layers[best], command, f"; ours: {best}"),
-                 Figure(f"onlstm.{name}.f1_mean_layers{suffix}", row["mean"], None, None, command),
-                 _f1_figure(name, "right_branching", suffix, row["right_branching"], command),
-                 _f1_figure(name, "left_branching", suffix, row["left_branching"], command),
-                 _f1_figure(name, "random", suffix, row["random"], command)]
+        figs += [
+            _f1_figure(name, "best_layer", suffix, layers[best], command, f"; ours: {best}"),
+            Figure(f"onlstm.{name}.f1_mean_layers{suffix}", row["mean"], None, None, command),
+            _f1_figure(name, "right_branching", suffix, row["right_branching"], command),
+            _f1_figure(name, "left_branching", suffix, row["left_branching"], command),
+            _f1_figure(name, "random", suffix, row["random"], command),
+        ]
     return figs
 
 
@@ -361,9 +471,15 @@ def _f1_figure(name: str, metric: str, suffix: str, value: float, command: str, 
     return Figure(f"onlstm.{name}.f1_{metric}{suffix}", value, published, source and f"{source}{note}", command)
 
 
-def parse_sentences(model: Path, sentences: list[str] | None = None, input: Path | None = None,
-                    layer: Literal["middle", "mean"] | int = "middle", draw: bool = False, overwrite: bool = False,
-                    out: Path | None = None) -> list[str]:
+def parse_sentences(
+    model: Path,
+    sentences: list[str] | None = None,
+    input: Path | None = None,
+    layer: Literal["middle", "mean"] | int = "middle",
+    draw: bool = False,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> list[str]:
     """The bracketed tree the LM induces for each sentence (and drawings of them with ``draw``).
 
     Args:
@@ -389,8 +505,10 @@ def parse_sentences(model: Path, sentences: list[str] | None = None, input: Path
     check(bool(texts), "give --sentences or --input")
     cfg, _ = check_run(model)
     _check_parser(cfg, model)
-    check(isinstance(layer, str) or -cfg.layers <= layer < cfg.layers,
-          f"--layer {layer}: the model has {cfg.layers} layers (0 to {cfg.layers - 1}, or middle / mean)")
+    check(
+        isinstance(layer, str) or -cfg.layers <= layer < cfg.layers,
+        f"--layer {layer}: the model has {cfg.layers} layers (0 to {cfg.layers - 1}, or middle / mean)",
+    )
     lm, vocab = load_onlstm(model)
     out_dir = make_run_dir(out, "onlstm-parse", config, overwrite=overwrite) if writes else None
     words = [t.split() for t in texts]
@@ -419,9 +537,17 @@ class ONLSTMEval:
     figures: list[Figure]
 
 
-def evaluate(model: Path, treebank: Path | None = None, grammar: PositiveInt | None = None,
-             grammar_seed: NonNegativeInt = 0, corpus: str | None = None, max_sentences: PositiveInt | None = None,
-             results: Path | None = None, overwrite: bool = False, out: Path | None = None) -> ONLSTMEval:
+def evaluate(
+    model: Path,
+    treebank: Path | None = None,
+    grammar: PositiveInt | None = None,
+    grammar_seed: NonNegativeInt = 0,
+    corpus: str | None = None,
+    max_sentences: PositiveInt | None = None,
+    results: Path | None = None,
+    overwrite: bool = False,
+    out: Path | None = None,
+) -> ONLSTMEval:
     """Score induced trees against gold trees: unlabeled F1 per layer, all and WSJ10, baselines beside.
     With ``corpus`` instead, the test perplexity of the language model.
 
@@ -442,8 +568,10 @@ def evaluate(model: Path, treebank: Path | None = None, grammar: PositiveInt | N
         figures, each with the command that reruns the evaluation, and the run folder.
     """
     arguments = dict(locals())
-    check((treebank is not None) + (grammar is not None) + (corpus is not None) == 1,
-          "give exactly one of --treebank DIR, --grammar N and --corpus ptb|DIR")
+    check(
+        (treebank is not None) + (grammar is not None) + (corpus is not None) == 1,
+        "give exactly one of --treebank DIR, --grammar N and --corpus ptb|DIR",
+    )
     check_output_file(results)
     check_output_dir(out)
     cfg, _ = check_run(model)

@@ -51,8 +51,18 @@ from kexue.results import Figure
 KEY_DECODERS = {"R_sample": "sample", "R_top_p90": "top_p:0.9", "R_top_k10": "top_k:10"}
 SWEEP = ("top_k:2", "top_k:3", "top_k:5", "top_k:20", "top_k:50", "top_p:0.5", "top_p:0.7", "top_p:0.95", "temp:0.7")
 RANDOM_CHAINS_QUICK = [(5, 0.3), (10, 1.0), (20, 0.1), (50, 0.5), (100, 0.05)]
-RANDOM_CHAINS_FULL = [(5, 0.3), (5, 3.0), (10, 1.0), (20, 0.1), (20, 1.0), (50, 0.5), (100, 0.05), (100, 0.3),
-                      (300, 0.1), (1000, 0.05)]
+RANDOM_CHAINS_FULL = [
+    (5, 0.3),
+    (5, 3.0),
+    (10, 1.0),
+    (20, 0.1),
+    (20, 1.0),
+    (50, 0.5),
+    (100, 0.05),
+    (100, 0.3),
+    (300, 0.1),
+    (1000, 0.05),
+]
 
 
 # --------------------------------------------------------------------------- chains and decoders
@@ -82,11 +92,17 @@ def load_chain(path: str | Path, flag: str = "--matrix"):
         raise KexueError(f"{flag} {path}: {e}") from None
 
 
-def corpus_chain(corpus: str, level: str, max_sentences: int | None = None, word_vocab: int | None = None,
-                 encoding: RebalancedEncoding | None = None) -> tuple[BigramChain, dict]:
+def corpus_chain(
+    corpus: str,
+    level: str,
+    max_sentences: int | None = None,
+    word_vocab: int | None = None,
+    encoding: RebalancedEncoding | None = None,
+) -> tuple[BigramChain, dict]:
     """The bigram chain of a corpus's training split at one level (see :func:`kexue.data.levels.level_sentences`)."""
-    sents, info = level_sentences(level, corpus, "train", max_sentences=max_sentences, word_vocab=word_vocab,
-                                  encoding=encoding)
+    sents, info = level_sentences(
+        level, corpus, "train", max_sentences=max_sentences, word_vocab=word_vocab, encoding=encoding
+    )
     return estimate_bigram(sents), info
 
 
@@ -112,8 +128,9 @@ def start_weights(P, by_token: np.ndarray | None) -> np.ndarray:
     return 0.8 * root / root.sum() + 0.2 * q
 
 
-def decoder_table(P, decoders: list[str], tokens: list | None = None, simulate: int = 0, seed: int = 0,
-                  progress: bool = True) -> dict[str, dict]:
+def decoder_table(
+    P, decoders: list[str], tokens: list | None = None, simulate: int = 0, seed: int = 0, progress: bool = True
+) -> dict[str, dict]:
     """R, λ_1(P∘P), its bounds and ζ of the chain ``P`` under each decoder name (see ``named_chain``).
 
     Where R diverges the row gives the share of start tokens whose greedy-like chain cycles and an
@@ -131,10 +148,12 @@ def decoder_table(P, decoders: list[str], tokens: list | None = None, simulate: 
             row["example_cycle"] = [tokens[i] for i in (a.deterministic_cycle or [])][:20]
         elif simulate > 0 and a.R > 0:
             K = cycle_length_for(C, R=a.R, lam=a.lambda_1)
-            mc = simulate_repetition(C, simulate, K, seed=seed, start_weights=start_weights(C, a.by_token),
-                                     lam=a.lambda_1)
-            row.update(R_mc=mc.value, R_mc_stderr=mc.stderr, mc_rel_error=mc.value / a.R - 1,
-                       mc_z=mc.z_score(a.R), mc_k_max=K)
+            mc = simulate_repetition(
+                C, simulate, K, seed=seed, start_weights=start_weights(C, a.by_token), lam=a.lambda_1
+            )
+            row.update(
+                R_mc=mc.value, R_mc_stderr=mc.stderr, mc_rel_error=mc.value / a.R - 1, mc_z=mc.z_score(a.R), mc_k_max=K
+            )
         rows[name] = row
     return rows
 
@@ -142,8 +161,9 @@ def decoder_table(P, decoders: list[str], tokens: list | None = None, simulate: 
 # --------------------------------------------------------------------------- text metrics of decoders
 
 
-def chain_and_held_out(corpus: str, level: str, held_out: int, max_sentences: int | None = None,
-                       word_vocab: int | None = None) -> tuple[BigramChain, list[list[str]]]:
+def chain_and_held_out(
+    corpus: str, level: str, held_out: int, max_sentences: int | None = None, word_vocab: int | None = None
+) -> tuple[BigramChain, list[list[str]]]:
     """The bigram chain of the training split at ``level`` and the first ``held_out`` validation
     sentences in the same units (at rebalanced level, one encoding learned on the training
     characters serves both)."""
@@ -162,8 +182,15 @@ def chain_and_held_out(corpus: str, level: str, held_out: int, max_sentences: in
     return chain, held
 
 
-def metrics_table(chain: BigramChain, decoders: list[str], samples: int, max_length: int, seed: int = 0,
-                  held_out: list | None = None, progress: bool = True) -> dict[str, dict]:
+def metrics_table(
+    chain: BigramChain,
+    decoders: list[str],
+    samples: int,
+    max_length: int,
+    seed: int = 0,
+    held_out: list | None = None,
+    progress: bool = True,
+) -> dict[str, dict]:
     """Repetition metrics (:func:`kexue.analysis.text.repetition_metrics`) of ``samples`` sentences
     drawn from ``chain`` under each decoder, after those of ``held_out`` text when given."""
     table: dict[str, dict] = {}
@@ -183,12 +210,18 @@ def units(sentences: list[list[str]], level: str) -> list[list[str]]:
     return characters(sentences) if level == "char" else sentences
 
 
-def learn_encoding(train: list[list[str]], level: str, threshold: float = 0.1, iterations: int = 10,
-                   progress: bool = True) -> RebalancedEncoding:
+def learn_encoding(
+    train: list[list[str]], level: str, threshold: float = 0.1, iterations: int = 10, progress: bool = True
+) -> RebalancedEncoding:
     """Learn a rebalanced encoding of ``train`` units (joiner "" for characters, "_" for words)."""
     bar = progress_bar(total=iterations, desc="merge rounds", enabled=progress)
-    enc = RebalancedEncoding.learn(train, threshold, iterations, joiner="" if level == "char" else "_",
-                                   progress=lambda r, v: (bar.update(1), bar.set_postfix(vocab=v)))
+    enc = RebalancedEncoding.learn(
+        train,
+        threshold,
+        iterations,
+        joiner="" if level == "char" else "_",
+        progress=lambda r, v: (bar.update(1), bar.set_postfix(vocab=v)),
+    )
     bar.close()
     return enc
 
@@ -199,10 +232,16 @@ def rebalance_summary(enc: RebalancedEncoding, train: list[list[str]], valid: li
     exact = sum(enc.decode(c) == v for c, v in zip(coded, valid))
     before = analyze(estimate_bigram(train).P)
     after = analyze(estimate_bigram(enc.encode_corpus(train)).P)
-    return {"rounds": [len(r) for r in enc.rounds], "merged_tokens": len(enc.parts),
-            "valid_round_trips": exact, "valid_sentences": len(valid),
-            "tokens_per_unit": sum(map(len, coded)) / max(sum(map(len, valid)), 1),
-            "example": coded[0][:12] if coded else [], "before": before.as_dict(), "after": after.as_dict()}
+    return {
+        "rounds": [len(r) for r in enc.rounds],
+        "merged_tokens": len(enc.parts),
+        "valid_round_trips": exact,
+        "valid_sentences": len(valid),
+        "tokens_per_unit": sum(map(len, coded)) / max(sum(map(len, valid)), 1),
+        "example": coded[0][:12] if coded else [],
+        "before": before.as_dict(),
+        "after": after.as_dict(),
+    }
 
 
 # --------------------------------------------------------------------------- the corpus study
@@ -219,9 +258,13 @@ def study_level(sentences: list[list[str]], decoders: list[str], progress: Calla
         if name == "greedy":
             g = greedy_cycles(chain.P)
             start_cycles = float(chain.start[g.start_cycles].sum())  # from a sentence start (bos)
-            row = {"cycle_fraction": g.cycle_fraction, "bos_cycle_probability": start_cycles,
-                   "cycles": len(g.cycles), "cycle_lengths": sorted({len(c) for c in g.cycles}),
-                   "example_cycles": [[chain.tokens[i] for i in c] for c in g.cycles[:5]]}
+            row = {
+                "cycle_fraction": g.cycle_fraction,
+                "bos_cycle_probability": start_cycles,
+                "cycles": len(g.cycles),
+                "cycle_lengths": sorted({len(c) for c in g.cycles}),
+                "example_cycles": [[chain.tokens[i] for i in c] for c in g.cycles[:5]],
+            }
         a = analyze(C)
         row.update(decoder_row(a))
         row["R_per_token"] = a.R / a.n if math.isfinite(a.R) else None
@@ -243,9 +286,16 @@ def random_chain(rng: np.random.Generator, n: int, concentration: float) -> np.n
     return rng.dirichlet(np.full(n + 1, concentration), size=n)[:, :n]
 
 
-def monte_carlo_check(P, R: float, lam: float, seed: int, by_token: np.ndarray | None = None,
-                      target_rel_se: float = 0.0125, min_chains: int = 1_000_000,
-                      max_chains: int = 40_000_000) -> dict:
+def monte_carlo_check(
+    P,
+    R: float,
+    lam: float,
+    seed: int,
+    by_token: np.ndarray | None = None,
+    target_rel_se: float = 0.0125,
+    min_chains: int = 1_000_000,
+    max_chains: int = 40_000_000,
+) -> dict:
     """Simulate the chain and compare the repeat count with the exact R.
 
     Chains are added (in chunks) until the relative standard error reaches ``target_rel_se``
@@ -257,17 +307,32 @@ def monte_carlo_check(P, R: float, lam: float, seed: int, by_token: np.ndarray |
     K = cycle_length_for(P, R=R, lam=lam)
     q = start_weights(P, by_token)
     t0 = time.perf_counter()
-    mc = simulate_repetition(P, max_chains, K, seed=seed, start_weights=q, lam=lam,
-                             rel_stderr=target_rel_se, min_chains=min_chains)
-    return {"R": R, "R_mc": mc.value, "stderr": mc.stderr, "rel_error": mc.value / R - 1,
-            "rel_stderr": mc.stderr / R, "z": mc.z_score(R), "chains": mc.n_chains, "k_max": K,
-            "bias_bound": mc.bias_bound,
-            "start_weights": "sqrt(r) mixture" if by_token is not None and by_token.sum() > 0 else "proxy",
-            "seconds": time.perf_counter() - t0}
+    mc = simulate_repetition(
+        P, max_chains, K, seed=seed, start_weights=q, lam=lam, rel_stderr=target_rel_se, min_chains=min_chains
+    )
+    return {
+        "R": R,
+        "R_mc": mc.value,
+        "stderr": mc.stderr,
+        "rel_error": mc.value / R - 1,
+        "rel_stderr": mc.stderr / R,
+        "z": mc.z_score(R),
+        "chains": mc.n_chains,
+        "k_max": K,
+        "bias_bound": mc.bias_bound,
+        "start_weights": "sqrt(r) mixture" if by_token is not None and by_token.sum() > 0 else "proxy",
+        "seconds": time.perf_counter() - t0,
+    }
 
 
-def run_study(quick: bool = False, seed: int = 0, corpus: str = "ptb", log: Callable[[str], None] = print,
-              random_sizes: list[tuple[int, float]] | None = None, chains: tuple[int, int] | None = None) -> dict:
+def run_study(
+    quick: bool = False,
+    seed: int = 0,
+    corpus: str = "ptb",
+    log: Callable[[str], None] = print,
+    random_sizes: list[tuple[int, float]] | None = None,
+    chains: tuple[int, int] | None = None,
+) -> dict:
     """The whole study (analytic per level and decoder, Monte-Carlo checks); returns a JSON-able dict.
 
     ``quick``: the first 5k sentences, a 2k-word vocabulary, fewer decoders and random chains.
@@ -300,12 +365,21 @@ def run_study(quick: bool = False, seed: int = 0, corpus: str = "ptb", log: Call
             a = analyze(C)
             if not math.isfinite(a.R) or a.R <= 0:
                 continue
-            row = monte_carlo_check(C, a.R, a.lambda_1, seed=seed + 10 * i, by_token=a.by_token,
-                                    max_chains=max_chains, min_chains=min_chains)
+            row = monte_carlo_check(
+                C,
+                a.R,
+                a.lambda_1,
+                seed=seed + 10 * i,
+                by_token=a.by_token,
+                max_chains=max_chains,
+                min_chains=min_chains,
+            )
             row.update(n=n, concentration=conc, decoder=dec)
             detail["mc"]["random"].append(row)
-            log(f"[repetition] mc random n={n} a={conc} {dec}: R={a.R:.4g} mc={row['R_mc']:.4g} "
-                f"rel={row['rel_error']:+.3%} z={row['z']:+.2f}")
+            log(
+                f"[repetition] mc random n={n} a={conc} {dec}: R={a.R:.4g} mc={row['R_mc']:.4g} "
+                f"rel={row['rel_error']:+.3%} z={row['z']:+.2f}"
+            )
     # ... and the corpus chains
     for level in LEVELS:
         for dec in KEY_DECODERS.values():
@@ -313,12 +387,21 @@ def run_study(quick: bool = False, seed: int = 0, corpus: str = "ptb", log: Call
             if a["R"] is None or a["R"] <= 0:
                 continue
             C = named_chain(bigrams[level].P, dec)
-            row = monte_carlo_check(C, a["R"], a["lambda_1"], seed=seed + 1000 + len(detail["mc"]["corpus"]),
-                                    by_token=by_token[level].get(dec), max_chains=max_chains, min_chains=min_chains)
+            row = monte_carlo_check(
+                C,
+                a["R"],
+                a["lambda_1"],
+                seed=seed + 1000 + len(detail["mc"]["corpus"]),
+                by_token=by_token[level].get(dec),
+                max_chains=max_chains,
+                min_chains=min_chains,
+            )
             row.update(level=level, decoder=dec)
             detail["mc"]["corpus"].append(row)
-            log(f"[repetition] mc {level} {dec}: R={a['R']:.4g} mc={row['R_mc']:.4g} "
-                f"rel={row['rel_error']:+.3%} z={row['z']:+.2f}")
+            log(
+                f"[repetition] mc {level} {dec}: R={a['R']:.4g} mc={row['R_mc']:.4g} "
+                f"rel={row['rel_error']:+.3%} z={row['z']:+.2f}"
+            )
     detail["claims"] = check_claims(detail)
     detail["seconds"] = time.perf_counter() - t_start
     return detail
@@ -336,8 +419,8 @@ def check_claims(detail: dict) -> dict:
             "truncation_raises_R": all(R[dec] > R["sample"] for dec in ("top_k:10", "top_p:0.9") if dec in R),
             "R_decreases_with_k": all(a[1] >= b[1] for a, b in pairwise(ks)),
             "R_decreases_with_p": all(a[1] >= b[1] for a, b in pairwise(ps)),
-            "greedy_worst": d["greedy"]["cycle_fraction"] > 0 or d["greedy"]["lambda_1"]
-            >= max(v["lambda_1"] for k, v in d.items() if k != "greedy"),
+            "greedy_worst": d["greedy"]["cycle_fraction"] > 0
+            or d["greedy"]["lambda_1"] >= max(v["lambda_1"] for k, v in d.items() if k != "greedy"),
         }
     lv = detail["levels"]
     for other in ("word", "rebalanced"):
@@ -364,8 +447,9 @@ def figures_of(detail: dict, command: str) -> list[Figure]:
         for key, dec in KEY_DECODERS.items():
             if d[dec]["R"] is not None:
                 figs.append(Figure(f"repetition.ptb.{level}.{key}", d[dec]["R"], None, None, command))
-        figs.append(Figure(f"repetition.ptb.{level}.greedy_cycle_fraction", d["greedy"]["cycle_fraction"],
-                           None, None, command))
+        figs.append(
+            Figure(f"repetition.ptb.{level}.greedy_cycle_fraction", d["greedy"]["cycle_fraction"], None, None, command)
+        )
     return figs
 
 
@@ -397,22 +481,28 @@ def plot_study(detail: dict, path: Path) -> Path:
         names = sorted((k for k in d if k != "greedy"), key=order)
         axes[2].plot(range(len(names)), [d[k]["lambda_1"] for k in names], "o", label=level)
         axes[2].set_xticks(range(len(names)), names, rotation=60, fontsize=7)
-    all_k = sorted({int(k.split(":")[1]) for res in detail["levels"].values() for k in res["decoders"]
-                    if k.startswith("top_k:")})
+    all_k = sorted(
+        {int(k.split(":")[1]) for res in detail["levels"].values() for k in res["decoders"] if k.startswith("top_k:")}
+    )
     axes[0].set_xscale("log")
     axes[0].set_xticks(all_k, [str(k) for k in all_k])
     axes[0].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-    axes[0].set(yscale="log", xlabel="top-k  (dotted: sampling, no truncation)", ylabel="R = Σ Tr((P∘P)^k)",
-                title="Harsher truncation (small k) raises R")
+    axes[0].set(
+        yscale="log",
+        xlabel="top-k  (dotted: sampling, no truncation)",
+        ylabel="R = Σ Tr((P∘P)^k)",
+        title="Harsher truncation (small k) raises R",
+    )
     axes[1].set(yscale="log", xlabel="top-p  (p = 1: sampling)", ylabel="R", title="R against nucleus mass p")
     axes[2].set(ylabel="λ_1(P∘P)", title="Largest eigenvalue of P∘P per decoder")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle("Repetition of PTB bigram decoders (kexue.fm/archives/8128); greedy cycles: "
-                 + ", ".join(f"{lv} {detail['levels'][lv]['decoders']['greedy']['cycle_fraction']:.0%}"
-                             for lv in levels),
-                 fontsize=10)
+    fig.suptitle(
+        "Repetition of PTB bigram decoders (kexue.fm/archives/8128); greedy cycles: "
+        + ", ".join(f"{lv} {detail['levels'][lv]['decoders']['greedy']['cycle_fraction']:.0%}" for lv in levels),
+        fontsize=10,
+    )
     return save_figure(fig, path)
 
 

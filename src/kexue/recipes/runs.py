@@ -42,14 +42,18 @@ def check_trained_run(run: str | Path, command: str, label: str) -> Path:
     if not run.is_dir():
         raise KexueError(f"{label}: {'not found' if not run.exists() else 'is not a folder'}")
     if not (run / "config.yaml").is_file():
-        raise KexueError(f"{label} is not a kexue run folder (no config.yaml); "
-                         f"train one with `kexue {cli_name(command)} --out {run}`")
+        raise KexueError(
+            f"{label} is not a kexue run folder (no config.yaml); "
+            f"train one with `kexue {cli_name(command)} --out {run}`"
+        )
     found, _ = run_config(run)
     if found != command:
         raise KexueError(f"{label} was written by {found or 'an unknown command'}, not by {command}")
     if not (run / "model.json").is_file() or not (run / "model.safetensors").is_file():
-        raise KexueError(f"{label} holds no trained model yet (model.json or model.safetensors missing); "
-                         f"finish it with `kexue {cli_name(command)} --resume --out {run}`")
+        raise KexueError(
+            f"{label} holds no trained model yet (model.json or model.safetensors missing); "
+            f"finish it with `kexue {cli_name(command)} --resume --out {run}`"
+        )
     return run
 
 
@@ -62,8 +66,14 @@ def read_model_config(path: Path, config_type: type[Config], command: str) -> Co
     fields = {f.name for f in dataclasses.fields(config_type)}
     unknown, missing = sorted(set(data) - fields), sorted(fields - set(data))
     if unknown or missing:
-        what = "; ".join(part for part in (unknown and f"unknown key(s) {', '.join(unknown)}",
-                                           missing and f"missing key(s) {', '.join(missing)}") if part)
+        what = "; ".join(
+            part
+            for part in (
+                unknown and f"unknown key(s) {', '.join(unknown)}",
+                missing and f"missing key(s) {', '.join(missing)}",
+            )
+            if part
+        )
         raise KexueError(f"model config {path} does not describe a `{cli_name(command)}` model ({what})")
     try:
         return config_type(**data)
@@ -75,15 +85,25 @@ def check_resumable(out: str | Path | None) -> None:
     """Before anything is written: ``--resume`` needs a complete checkpoint in an existing run folder."""
     if out is None or not (Path(out) / "config.yaml").is_file():
         return  # make_run_dir explains what is wrong with the folder
-    found = [p for p in (Path(out) / "checkpoints").glob("step-*")
-             if (p / "model.safetensors").is_file() and (p / "state.pt").is_file()]
-    check(bool(found), f"--resume: no checkpoint to resume from in {Path(out) / 'checkpoints'}; "
-                       "start again with --overwrite")
+    found = [
+        p
+        for p in (Path(out) / "checkpoints").glob("step-*")
+        if (p / "model.safetensors").is_file() and (p / "state.pt").is_file()
+    ]
+    check(
+        bool(found),
+        f"--resume: no checkpoint to resume from in {Path(out) / 'checkpoints'}; start again with --overwrite",
+    )
 
 
-def check_settings(settings: object, integers: dict[str, int] | None = None, fractions: dict[str, str] | None = None,
-                   numbers: dict[str, str] | None = None, choices: dict[str, tuple] | None = None,
-                   flag: str = "--settings") -> None:
+def check_settings(
+    settings: object,
+    integers: dict[str, int] | None = None,
+    fractions: dict[str, str] | None = None,
+    numbers: dict[str, str] | None = None,
+    choices: dict[str, tuple] | None = None,
+    flag: str = "--settings",
+) -> None:
     """Type and range checks of a settings dataclass for Python callers (the parser checks the CLI).
 
     Args:
@@ -98,14 +118,20 @@ def check_settings(settings: object, integers: dict[str, int] | None = None, fra
         value = getattr(settings, name)
         if value is None:
             continue
-        check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
-              f"{flag}.{name} must be an integer >= {low}, got {value!r}")
+        check(
+            isinstance(value, int) and not isinstance(value, bool) and value >= low,
+            f"{flag}.{name} must be an integer >= {low}, got {value!r}",
+        )
         setattr(settings, name, int(value))
     for name, rule in {**(fractions or {}), **(numbers or {})}.items():
         value = getattr(settings, name)
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-        ok = ok and {"[0,1)": lambda v: 0 <= v < 1, "(0,1)": lambda v: 0 < v < 1,
-                     ">0": lambda v: v > 0, ">=0": lambda v: v >= 0}[rule](value)
+        ok = ok and {
+            "[0,1)": lambda v: 0 <= v < 1,
+            "(0,1)": lambda v: 0 < v < 1,
+            ">0": lambda v: v > 0,
+            ">=0": lambda v: v >= 0,
+        }[rule](value)
         check(ok, f"{flag}.{name} must be a finite number in {rule}, got {value!r}")
         setattr(settings, name, float(value))
     for name, allowed in (choices or {}).items():

@@ -67,8 +67,8 @@ from kexue.params import (
 )
 from kexue.provenance import command_line
 from kexue.results import Figure, check_results_file, write_results
-from kexue.training import distributed as dist
 from kexue.training import TensorBatches, TrainConfig, fit
+from kexue.training import distributed as dist
 from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
 
 # (value, source) of the published numbers we stand beside (other settings: see docs/vae_cluster.md)
@@ -81,7 +81,7 @@ METRICS = ("acc_hungarian", "acc_majority", "nmi", "ari")
 TRAIN_COMMAND = "vae-cluster-train"  # the command named in a run folder's config.yaml
 STUDY_COMMAND = "vae-cluster-study"
 GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
-MAX_PER_CLASS = 100     # images per row of a PNG grid
+MAX_PER_CLASS = 100  # images per row of a PNG grid
 
 
 @dataclass
@@ -139,26 +139,40 @@ class VAEClusterConfig:
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
         # callers. Values become plain int/float/str (the parser hands in subclasses of them).
-        least = {"epochs": 1, "batch_size": 1, "latent_dim": 1, "num_classes": 2, "pretrain_epochs": 0,
-                 "gmm_restarts": 1, "classifier_fit_steps": 0, "spectral_neighbors": 0, "seed": 0,
-                 "eval_every_epochs": 0}
+        least = {
+            "epochs": 1,
+            "batch_size": 1,
+            "latent_dim": 1,
+            "num_classes": 2,
+            "pretrain_epochs": 0,
+            "gmm_restarts": 1,
+            "classifier_fit_steps": 0,
+            "spectral_neighbors": 0,
+            "seed": 0,
+            "eval_every_epochs": 0,
+        }
         for name, low in least.items():
             value = getattr(self, name)
-            check(isinstance(value, int) and not isinstance(value, bool) and value >= low,
-                  f"settings.{name} must be an integer >= {low}, got {value!r}")
+            check(
+                isinstance(value, int) and not isinstance(value, bool) and value >= low,
+                f"settings.{name} must be an integer >= {low}, got {value!r}",
+            )
             setattr(self, name, int(value))
-        for name, positive in (("lr", True), ("recon_weight", True), ("batch_balance", False),
-                               ("consistency", False)):
+        for name, positive in (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False)):
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            check(number and (value > 0 if positive else value >= 0),
-                  f"settings.{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+            check(
+                number and (value > 0 if positive else value >= 0),
+                f"settings.{name} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}",
+            )
             setattr(self, name, float(value))
         for name in ("balance", "gmm_init", "augment"):
             check(isinstance(getattr(self, name), bool), f"settings.{name} must be true or false")
         check(self.kl in ("sampled", "closed"), f"settings.kl must be 'sampled' or 'closed', got {self.kl!r}")
-        check(self.backbone in ("auto", "conv", "mlp"),
-              f"settings.backbone must be auto, conv or mlp, got {self.backbone!r}")
+        check(
+            self.backbone in ("auto", "conv", "mlp"),
+            f"settings.backbone must be auto, conv or mlp, got {self.backbone!r}",
+        )
         self.kl, self.backbone = str(self.kl), str(self.backbone)
 
 
@@ -174,24 +188,39 @@ def check_settings(cfg: VAEClusterConfig, images: ImageSet) -> None:
     """
     n, (h, w) = len(images.train_x), images.image_size
     points = min(n, GMM_MAX_POINTS)
-    check(cfg.backbone != "conv" or (h, w) == (28, 28),
-          f"--settings.backbone conv needs 28×28 images, {images.name} has {h}×{w}; use --settings.backbone mlp")
-    check(cfg.batch_size <= n,
-          f"--settings.batch_size {cfg.batch_size} exceeds the {n} training images of {images.name}")
-    check(not cfg.gmm_init or cfg.num_classes < points,
-          f"--settings.num_classes {cfg.num_classes}: the mixture initialisation needs more training images "
-          f"than clusters ({images.name} has {n})")
-    check(cfg.spectral_neighbors < points,
-          f"--settings.spectral_neighbors {cfg.spectral_neighbors} must be below the number of training images "
-          f"entering the mixture initialisation ({points})")
+    check(
+        cfg.backbone != "conv" or (h, w) == (28, 28),
+        f"--settings.backbone conv needs 28×28 images, {images.name} has {h}×{w}; use --settings.backbone mlp",
+    )
+    check(
+        cfg.batch_size <= n, f"--settings.batch_size {cfg.batch_size} exceeds the {n} training images of {images.name}"
+    )
+    check(
+        not cfg.gmm_init or cfg.num_classes < points,
+        f"--settings.num_classes {cfg.num_classes}: the mixture initialisation needs more training images "
+        f"than clusters ({images.name} has {n})",
+    )
+    check(
+        cfg.spectral_neighbors < points,
+        f"--settings.spectral_neighbors {cfg.spectral_neighbors} must be below the number of training images "
+        f"entering the mixture initialisation ({points})",
+    )
 
 
 # ---- the recipe: pre-train -> initialise -> train --------------------------------------------
 
+
 @torch.no_grad()
-def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int, fit_steps: int,
-                   lr: float = 1e-3, spectral_neighbors: int = 0,
-                   max_points: int = GMM_MAX_POINTS) -> dict[str, float]:
+def gmm_initialise(
+    model: ClusterVAE,
+    x: torch.Tensor,
+    restarts: int,
+    seed: int,
+    fit_steps: int,
+    lr: float = 1e-3,
+    spectral_neighbors: int = 0,
+    max_points: int = GMM_MAX_POINTS,
+) -> dict[str, float]:
     """Initialise μ_y and p(y|z) from a Gaussian mixture on the codes μ(x) (no labels).
 
     The mixture is fitted on μ(x) itself, or, with ``spectral_neighbors`` > 0, on a spectral
@@ -210,24 +239,35 @@ def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int,
     device = next(model.parameters()).device
     if len(x) > max_points:
         x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:max_points]]
-    codes = model.embed(x.to(device)).cpu().double()                  # (N, d)
+    codes = model.embed(x.to(device)).cpu().double()  # (N, d)
     features = codes.numpy()
     if spectral_neighbors:
         from sklearn.manifold import SpectralEmbedding
 
-        features = SpectralEmbedding(n_components=model.num_classes, affinity="nearest_neighbors",
-                                     n_neighbors=spectral_neighbors, random_state=seed).fit_transform(features)
+        features = SpectralEmbedding(
+            n_components=model.num_classes,
+            affinity="nearest_neighbors",
+            n_neighbors=spectral_neighbors,
+            random_state=seed,
+        ).fit_transform(features)
     features = features / features.std()  # one global scale, so reg_covar means the same everywhere
-    gmm = GaussianMixture(model.num_classes, covariance_type="full" if spectral_neighbors else "diag",
-                          n_init=restarts, random_state=seed, reg_covar=1e-4).fit(features)
-    resp = torch.as_tensor(gmm.predict_proba(features))               # (N, K) soft assignments
+    gmm = GaussianMixture(
+        model.num_classes,
+        covariance_type="full" if spectral_neighbors else "diag",
+        n_init=restarts,
+        random_state=seed,
+        reg_covar=1e-4,
+    ).fit(features)
+    resp = torch.as_tensor(gmm.predict_proba(features))  # (N, K) soft assignments
     weights = resp / resp.sum(0, keepdim=True).clamp_min(1e-12)
-    means = weights.T @ codes                                          # (K, d)
+    means = weights.T @ codes  # (K, d)
     spread = (resp.unsqueeze(-1) * (codes.unsqueeze(1) - means.unsqueeze(0)).pow(2)).sum((0, 1)) / len(codes)
-    scale = float(spread.mean().sqrt())                                # within-class std of μ(x)
+    scale = float(spread.mean().sqrt())  # within-class std of μ(x)
     if not (math.isfinite(scale) and scale > 0):
-        raise KexueError(f"the mixture initialisation found codes without spread (scale {scale}); are the "
-                         "training images all alike? Try --settings.gmm_init false")
+        raise KexueError(
+            f"the mixture initialisation found codes without spread (scale {scale}); are the "
+            "training images all alike? Try --settings.gmm_init false"
+        )
     # Exact reparameterisation: μ'(x) = μ(x)/s and G'(z') = G(s·z'), so the AE is unchanged.
     enc_out: torch.nn.Linear = model.encoder[-1]
     d = model.latent_dim
@@ -252,8 +292,11 @@ def gmm_initialise(model: ClusterVAE, x: torch.Tensor, restarts: int, seed: int,
 
 
 def _phase_has_checkpoint(phase_dir: Path | None) -> bool:
-    return phase_dir is not None and (phase_dir / "checkpoints").is_dir() \
+    return (
+        phase_dir is not None
+        and (phase_dir / "checkpoints").is_dir()
         and latest_checkpoint(phase_dir / "checkpoints") is not None
+    )
 
 
 def has_checkpoint(run: Path) -> bool:
@@ -261,8 +304,14 @@ def has_checkpoint(run: Path) -> bool:
     return _phase_has_checkpoint(Path(run) / "pretrain") or _phase_has_checkpoint(Path(run) / "vae")
 
 
-def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | None = None,
-                      resume: bool = False, device: str | torch.device = "auto", progress: bool = True) -> ClusterVAE:
+def train_cluster_vae(
+    images: ImageSet,
+    cfg: VAEClusterConfig,
+    out_dir: Path | None = None,
+    resume: bool = False,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+) -> ClusterVAE:
     """Train the clustering VAE on ``images.train_x`` (no labels) and return it.
 
     With ``out_dir``, writes ``pretrain/`` and ``vae/`` folders (metrics.jsonl, checkpoints),
@@ -283,8 +332,10 @@ def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | N
     pre_dir, vae_dir = (out_dir / "pretrain", out_dir / "vae") if out_dir is not None else (None, None)
     resume_pre, resume_vae = resume and _phase_has_checkpoint(pre_dir), resume and _phase_has_checkpoint(vae_dir)
     if resume and not (resume_pre or resume_vae):
-        raise KexueError(f"--resume: {out_dir if out_dir is not None else 'a run without a folder'} holds no "
-                         "checkpoint to resume from")
+        raise KexueError(
+            f"--resume: {out_dir if out_dir is not None else 'a run without a folder'} holds no "
+            "checkpoint to resume from"
+        )
     for phase_dir, resumed in ((pre_dir, resume_pre or resume_vae), (vae_dir, resume_vae)):
         if phase_dir is not None and not resumed and dist.is_main():  # under DDP rank 0 owns the folder
             shutil.rmtree(phase_dir, ignore_errors=True)  # a phase starting afresh: no stale metrics lines
@@ -300,43 +351,75 @@ def train_cluster_vae(images: ImageSet, cfg: VAEClusterConfig, out_dir: Path | N
 
     # 1. autoencoder pre-training (a finished one resumes as a no-op: its last checkpoint holds the weights)
     if cfg.pretrain_epochs and not resume_vae:
-        pre = TrainConfig(steps=cfg.pretrain_epochs * per_epoch, lr=cfg.lr, seed=cfg.seed, clip_norm=None,
-                          log_every=per_epoch, ckpt_every=5 * per_epoch, progress=progress,
-                          find_unused_parameters=True)  # under DDP: the classifier and μ_y wait for the VAE phase
+        pre = TrainConfig(
+            steps=cfg.pretrain_epochs * per_epoch,
+            lr=cfg.lr,
+            seed=cfg.seed,
+            clip_norm=None,
+            log_every=per_epoch,
+            ckpt_every=5 * per_epoch,
+            progress=progress,
+            find_unused_parameters=True,
+        )  # under DDP: the classifier and μ_y wait for the VAE phase
 
         def pre_loss(m, batch, g):
             return autoencoder_loss(m, random_affine(batch, g) if cfg.augment else batch)
 
-        fit(model, pre_loss, TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed),
-            pre, pre_dir, resume=resume_pre, desc="pretrain AE")
+        fit(
+            model,
+            pre_loss,
+            TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed),
+            pre,
+            pre_dir,
+            resume=resume_pre,
+            desc="pretrain AE",
+        )
     # 2. mixture initialisation (a resume in the VAE phase reads its scores back)
     init = {}
     if cfg.gmm_init and resume_vae:
         init_path = out_dir / "init.json"
         init = read_json(init_path, "initialisation scores") if init_path.is_file() else {}
     elif cfg.gmm_init:
-        init = gmm_initialise(model, x, cfg.gmm_restarts, cfg.seed, cfg.classifier_fit_steps,
-                              spectral_neighbors=cfg.spectral_neighbors)
+        init = gmm_initialise(
+            model, x, cfg.gmm_restarts, cfg.seed, cfg.classifier_fit_steps, spectral_neighbors=cfg.spectral_neighbors
+        )
         init.update({f"init_{k}": v for k, v in eval_fn(model).items()})  # labels score only
         if out_dir is not None:
             write_json(out_dir / "init.json", init)
         print(f"after GMM initialisation: test Hungarian acc {init['init_acc_hungarian']:.4f}", flush=True)
     # 3. the VAE loss of archives/5887 (plus the label-free extensions of cfg)
-    main = TrainConfig(steps=cfg.epochs * per_epoch, lr=cfg.lr, seed=cfg.seed + 1, clip_norm=None,
-                       log_every=per_epoch, eval_every=cfg.eval_every_epochs * per_epoch,
-                       ckpt_every=5 * per_epoch, progress=progress)
+    main = TrainConfig(
+        steps=cfg.epochs * per_epoch,
+        lr=cfg.lr,
+        seed=cfg.seed + 1,
+        clip_norm=None,
+        log_every=per_epoch,
+        eval_every=cfg.eval_every_epochs * per_epoch,
+        ckpt_every=5 * per_epoch,
+        progress=progress,
+    )
 
     def loss_fn(m, batch, g):
         view = random_affine(batch, g) if cfg.augment else batch
         target = cluster_probs(m, batch) if cfg.consistency else None
-        return cluster_vae_loss(m, view, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance,
-                                target, cfg.consistency)
+        return cluster_vae_loss(
+            m, view, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance, target, cfg.consistency
+        )
 
-    fit(model, loss_fn, TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed + 1), main, vae_dir,
-        eval_fn=eval_fn, resume=resume_vae, desc="train VAE")
+    fit(
+        model,
+        loss_fn,
+        TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed + 1),
+        main,
+        vae_dir,
+        eval_fn=eval_fn,
+        resume=resume_vae,
+        desc="train VAE",
+    )
     if out_dir is not None:
-        save_model(model, cfg, out_dir,
-                   extra={"data": images.name, "data_source": images.source or images.name, **init})
+        save_model(
+            model, cfg, out_dir, extra={"data": images.name, "data_source": images.source or images.name, **init}
+        )
     return model
 
 
@@ -357,10 +440,13 @@ def evaluate_model(model: ClusterVAE, x: torch.Tensor, y: torch.Tensor) -> dict[
 
 # ---- a trained model on disk ------------------------------------------------------------------
 
+
 def save_model(model: ClusterVAE, cfg: VAEClusterConfig, folder: Path, extra: dict | None = None) -> None:
     """``model.safetensors`` + ``model.json`` (everything needed to rebuild the model)."""
-    write_json(folder / "model.json", {"config": asdict(cfg), "image_size": list(model.image_size),
-                                       "backbone": model.backbone, **(extra or {})})
+    write_json(
+        folder / "model.json",
+        {"config": asdict(cfg), "image_size": list(model.image_size), "backbone": model.backbone, **(extra or {})},
+    )
     save_weights(model, folder / "model.safetensors")
 
 
@@ -385,8 +471,10 @@ def load_model(run: Path, device: str | torch.device = "cpu") -> tuple[ClusterVA
     run = check_train_run(run)
     meta_path = run / "model.json"
     if not meta_path.is_file():
-        raise KexueError(f"no trained model in {run} (missing model.json); run `kexue vae-cluster train` first "
-                         "or finish it with --resume")
+        raise KexueError(
+            f"no trained model in {run} (missing model.json); run `kexue vae-cluster train` first "
+            "or finish it with --resume"
+        )
     meta = read_json(meta_path, "model file")
     try:
         unknown = sorted(set(meta["config"]) - {f.name for f in fields(VAEClusterConfig)})
@@ -439,6 +527,7 @@ def _load_run_and_data(run: Path, data: str | None, device: str | torch.device =
 
 # ---- runs: what `kexue vae-cluster train / eval / sample` do ------------------------------------
 
+
 def check_run_flags(out: Path | None, resume: bool, overwrite: bool, what: str = "run") -> None:
     """``--resume`` / ``--overwrite`` / ``--out`` rules, before any data is read."""
     check(not (resume and overwrite), "choose one of --resume and --overwrite")
@@ -455,8 +544,14 @@ def figures_for(data: str, scores: dict[str, float], command: str) -> list[Figur
     return out
 
 
-def train_run(data: str = "mnist5k", out: Path | None = None, settings: VAEClusterConfig = DEFAULT_SETTINGS,
-              device: str = "auto", resume: bool = False, overwrite: bool = False) -> tuple[Path, dict]:
+def train_run(
+    data: str = "mnist5k",
+    out: Path | None = None,
+    settings: VAEClusterConfig = DEFAULT_SETTINGS,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+) -> tuple[Path, dict]:
     """Train in a run folder and score the test split: ``kexue vae-cluster train`` from Python.
 
     Writes the run folder (see the module docstring), ``eval.json`` and ``results.json`` (whose
@@ -470,17 +565,26 @@ def train_run(data: str = "mnist5k", out: Path | None = None, settings: VAEClust
     check_run_flags(out, resume, overwrite, "run")
     if resume and not has_checkpoint(Path(out)):
         started = Path(out).is_dir() and any(Path(out).iterdir())
-        raise KexueError(f"--resume: {out} holds no checkpoint to resume from; start it again with --overwrite"
-                         if started else f"--resume: {out} holds no run to resume")
+        raise KexueError(
+            f"--resume: {out} holds no checkpoint to resume from; start it again with --overwrite"
+            if started
+            else f"--resume: {out} holds no run to resume"
+        )
     images = load_images(data)
     check_settings(cfg, images)
-    run = make_run_dir(out, TRAIN_COMMAND, {"data": data, "settings": asdict(cfg), "device": device},
-                       resume=resume, overwrite=overwrite)
+    run = make_run_dir(
+        out,
+        TRAIN_COMMAND,
+        {"data": data, "settings": asdict(cfg), "device": device},
+        resume=resume,
+        overwrite=overwrite,
+    )
     model = train_cluster_vae(images, cfg, run, resume=resume, device=device)
     record = {"data": images.name, **evaluate_model(model, images.test_x, images.test_y)}
     write_json(run / "eval.json", record)
-    write_results(run / "results.json",
-                  figures_for(images.name, record, command_line("vae-cluster train", train_run, arguments)))
+    write_results(
+        run / "results.json", figures_for(images.name, record, command_line("vae-cluster train", train_run, arguments))
+    )
     return run, record
 
 
@@ -495,8 +599,9 @@ def evaluate_run(run: Path, data: str | None = None, device: str = "cpu") -> tup
     return write_json(eval_file(Path(run), images, meta), record), record
 
 
-def sample_run(run: Path, out: Path | None = None, per_class: int = 10, seed: int = 0,
-               data: str | None = None) -> list[Path]:
+def sample_run(
+    run: Path, out: Path | None = None, per_class: int = 10, seed: int = 0, data: str | None = None
+) -> list[Path]:
     """``clusters.png`` (real test images per cluster) and ``samples.png`` (z ~ N(μ_y, I)) of a run.
 
     Written into ``out`` (default: the run folder). Returns their paths.
@@ -505,12 +610,13 @@ def sample_run(run: Path, out: Path | None = None, per_class: int = 10, seed: in
     check_output_dir(out)
     model, _, images = _load_run_and_data(run, data)
     folder = Path(out) if out is not None else Path(run)
-    return [plot_clusters(model, images.test_x, folder / "clusters.png", per_class, seed),
-            plot_samples(model, folder / "samples.png", per_class, seed)]
+    return [
+        plot_clusters(model, images.test_x, folder / "clusters.png", per_class, seed),
+        plot_samples(model, folder / "samples.png", per_class, seed),
+    ]
 
 
-def plot_clusters(model: ClusterVAE, x: torch.Tensor, path: Path, per_cluster: int = 10,
-                  seed: int = 0) -> Path:
+def plot_clusters(model: ClusterVAE, x: torch.Tensor, path: Path, per_cluster: int = 10, seed: int = 0) -> Path:
     """A grid: row k holds up to ``per_cluster`` real images the model puts in cluster k."""
     import matplotlib
 
@@ -553,6 +659,7 @@ def plot_samples(model: ClusterVAE, path: Path, per_class: int = 10, seed: int =
 
 
 # ---- seed studies: what `kexue vae-cluster study` does ---------------------------------------
+
 
 def parse_seeds(seeds: str) -> list[int]:
     """``"0,1,2"`` -> ``[0, 1, 2]``; anything but distinct integers >= 0 is a KexueError."""
@@ -600,8 +707,15 @@ def finished_scores(run: Path, cfg: VAEClusterConfig, images: ImageSet) -> dict[
     return scores
 
 
-def run_seeds(data: str, cfg: VAEClusterConfig, seeds: list[int], out: Path, device: str = "auto",
-              progress: bool = True, images: ImageSet | None = None) -> dict[str, list[float]]:
+def run_seeds(
+    data: str,
+    cfg: VAEClusterConfig,
+    seeds: list[int],
+    out: Path,
+    device: str = "auto",
+    progress: bool = True,
+    images: ImageSet | None = None,
+) -> dict[str, list[float]]:
     """Train one model per seed under ``out/seed-<s>/``; returns metric -> [test score per seed].
 
     A seed already finished with these settings is read back, one with a checkpoint resumes, one
@@ -618,16 +732,25 @@ def run_seeds(data: str, cfg: VAEClusterConfig, seeds: list[int], out: Path, dev
         if scores is None:
             resume = has_checkpoint(run)
             stale = run.is_dir() and any(run.iterdir()) and not resume
-            make_run_dir(run, TRAIN_COMMAND, {"data": data, "settings": asdict(seed_cfg), "device": str(device)},
-                         resume=resume, overwrite=stale)
+            make_run_dir(
+                run,
+                TRAIN_COMMAND,
+                {"data": data, "settings": asdict(seed_cfg), "device": str(device)},
+                resume=resume,
+                overwrite=stale,
+            )
             model = train_cluster_vae(images, seed_cfg, run, resume=resume, device=device, progress=progress)
             scores = evaluate_model(model, images.test_x, images.test_y)
             write_json(run / "eval.json", {"data": images.name, **scores})
-        print(f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
-              flush=True)
+        print(
+            f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
+            flush=True,
+        )
         meta = read_json(run / "model.json", "model file")  # the scores right after the mixture initialisation
-        scores = {**scores, **{k: v for k, v in _scores_only(meta).items()
-                               if k in ("init_acc_hungarian", "init_acc_majority")}}
+        scores = {
+            **scores,
+            **{k: v for k, v in _scores_only(meta).items() if k in ("init_acc_hungarian", "init_acc_majority")},
+        }
         for k, v in scores.items():
             per_seed.setdefault(k, []).append(float(v))
     return per_seed
@@ -640,20 +763,31 @@ def seed_figures(data: str, per_seed: dict[str, list[float]], command: str) -> l
     for metric in METRICS:
         s = seed_summary(per_seed[metric])
         published, source = PUBLISHED.get((data, metric), (None, None))
-        figures += [Figure(f"vae.{data}.{metric}", s["mean"], published, source, command),
-                    Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command),
-                    Figure(f"vae.{data}.{metric}_best", s["best"], published, source, command)]
+        figures += [
+            Figure(f"vae.{data}.{metric}", s["mean"], published, source, command),
+            Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command),
+            Figure(f"vae.{data}.{metric}_best", s["best"], published, source, command),
+        ]
     for metric in ("init_acc_hungarian", "init_acc_majority"):  # the mixture initialisation alone
         if len(per_seed.get(metric, [])) == len(per_seed["acc_hungarian"]):
             s = seed_summary(per_seed[metric])
-            figures += [Figure(f"vae.{data}.{metric}", s["mean"], None, None, command),
-                        Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command)]
+            figures += [
+                Figure(f"vae.{data}.{metric}", s["mean"], None, None, command),
+                Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command),
+            ]
     return figures
 
 
-def run_study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None = None,
-              results: Path | None = None, settings: VAEClusterConfig = DEFAULT_SETTINGS, device: str = "auto",
-              resume: bool = False, overwrite: bool = False) -> tuple[Path, dict[str, list[float]]]:
+def run_study(
+    data: str = "mnist5k",
+    seeds: str = "0,1,2,3,4",
+    out: Path | None = None,
+    results: Path | None = None,
+    settings: VAEClusterConfig = DEFAULT_SETTINGS,
+    device: str = "auto",
+    resume: bool = False,
+    overwrite: bool = False,
+) -> tuple[Path, dict[str, list[float]]]:
     """Train and score one model per seed in a study folder: ``kexue vae-cluster study`` from Python.
 
     Writes ``out/seed-<s>/`` (one run folder per seed), ``per_seed.json`` and ``results.json``
@@ -672,8 +806,9 @@ def run_study(data: str = "mnist5k", seeds: str = "0,1,2,3,4", out: Path | None 
     images = load_images(data)
     check_settings(settings, images)
     config = {"data": data, "seeds": seeds, "results": results, "settings": asdict(settings), "device": device}
-    folder = make_run_dir(out, STUDY_COMMAND, config, resume=resume, overwrite=overwrite,
-                          may_change=RESUME_MAY_CHANGE | {"seeds"})
+    folder = make_run_dir(
+        out, STUDY_COMMAND, config, resume=resume, overwrite=overwrite, may_change=RESUME_MAY_CHANGE | {"seeds"}
+    )
     per_seed = run_seeds(data, settings, seed_list, folder, device, images=images)
     command = command_line("vae-cluster study", run_study, arguments, keep=("data", "seeds"))
     figures = seed_figures(images.name, per_seed, command)

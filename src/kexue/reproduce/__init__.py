@@ -26,8 +26,9 @@ SECTIONS = {
 }
 
 
-def reproduce(quick: bool = False, full: bool = False, only: str | None = None, out: Path | None = None,
-              overwrite: bool = False) -> Path:
+def reproduce(
+    quick: bool = False, full: bool = False, only: str | None = None, out: Path | None = None, overwrite: bool = False
+) -> Path:
     """Run the article sections and write report.md, figures/*.png, results.json and machine.json
     (the measured machine facts the report prints).
 

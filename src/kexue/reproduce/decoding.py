@@ -14,12 +14,22 @@ from kexue.recipes.lm import DECODERS, LMTrainSettings, termination_study, train
 from kexue.reproduce.report import SectionResult
 from kexue.results import Figure
 
-SOURCE = ("Welleck et al. 2020 (EMNLP, arXiv 2002.02492), LSTM on WikiText-2, L = 1500, mean over 10 seeds "
-          "(our transcription, not re-checked against the paper's table)")
+SOURCE = (
+    "Welleck et al. 2020 (EMNLP, arXiv 2002.02492), LSTM on WikiText-2, L = 1500, mean over 10 seeds "
+    "(our transcription, not re-checked against the paper's table)"
+)
 # Published non-termination ratios (fractions) of the paper's LSTM, for the decoders we run.
 PUBLISHED = {
-    "vanilla": {"greedy": 0.0153, "beam2": 0.0007, "beam4": 0.0, "topk": 0.0001, "topp": 0.0013,
-                "consistent_topk": 0.0, "consistent_topp": 0.0, "ancestral": 0.0},
+    "vanilla": {
+        "greedy": 0.0153,
+        "beam2": 0.0007,
+        "beam4": 0.0,
+        "topk": 0.0001,
+        "topp": 0.0013,
+        "consistent_topk": 0.0,
+        "consistent_topp": 0.0,
+        "ancestral": 0.0,
+    },
     "st": {"greedy": 0.0, "consistent_topk": 0.0, "consistent_topp": 0.0},
 }
 SETTINGS = {  # quick: minutes on 2 cores; full: the committed benchmarks/results/termination.json run
@@ -38,8 +48,12 @@ def plot(values: dict[str, float], decoders: list[str], path: Path) -> None:
     width = 0.4
     for i, model in enumerate(("vanilla", "st")):
         ys = [100 * values.get(f"termination.{model}.{d}.nonterminating", 0.0) for d in decoders]
-        ax.bar([x + (i - 0.5) * width for x in range(len(decoders))], ys, width,
-               label="vanilla LSTM" if model == "vanilla" else "self-terminating LSTM")
+        ax.bar(
+            [x + (i - 0.5) * width for x in range(len(decoders))],
+            ys,
+            width,
+            label="vanilla LSTM" if model == "vanilla" else "self-terminating LSTM",
+        )
     ax.set_xticks(range(len(decoders)), decoders, rotation=30, ha="right")
     ax.set_ylabel("non-terminating (%)")
     ax.legend()
@@ -51,8 +65,18 @@ def run(out: Path, quick: bool = True) -> SectionResult:
     s = SETTINGS[quick]
     runs = {}
     for model, head in (("vanilla", "softmax"), ("st", "st")):
-        settings = LMTrainSettings(head=head, eps=5e-4, dim=s["dim"], layers=2, dropout=0.1, steps=s["steps"],
-                                   batch_size=s["batch_size"], lr=3e-3, eval_every=0, max_vocab=s["max_vocab"])
+        settings = LMTrainSettings(
+            head=head,
+            eps=5e-4,
+            dim=s["dim"],
+            layers=2,
+            dropout=0.1,
+            steps=s["steps"],
+            batch_size=s["batch_size"],
+            lr=3e-3,
+            eval_every=0,
+            max_vocab=s["max_vocab"],
+        )
         runs[model] = train_lm(corpus="ptb", settings=settings, out=out / "runs" / f"lm-{model}")
     models = ",".join(f"{k}={v.out}" for k, v in runs.items())
     study = termination_study(models=models, prefixes=s["prefixes"], cap=s["cap"], out=out / "runs" / "termination")
@@ -64,13 +88,19 @@ def run(out: Path, quick: bool = True) -> SectionResult:
         for dec in DECODERS:
             key = f"termination.{model}.{dec}.nonterminating"
             pub = PUBLISHED[model].get(dec)
-            figures.append(Figure(key, flat[key], published=pub, source=SOURCE if pub is not None else None,
-                                  command=by_key[key].command))
+            figures.append(
+                Figure(
+                    key,
+                    flat[key],
+                    published=pub,
+                    source=SOURCE if pub is not None else None,
+                    command=by_key[key].command,
+                )
+            )
     gap = flat["termination.st.ppl"] / flat["termination.vanilla.ppl"] - 1
     path = out / "figures" / "decoding_termination.png"
     plot(flat, list(DECODERS), path)
-    train_commands = "; ".join(f"`{run.figures[0].command}` (into {run.out.relative_to(out)})"
-                               for run in runs.values())
+    train_commands = "; ".join(f"`{run.figures[0].command}` (into {run.out.relative_to(out)})" for run in runs.values())
     notes = (
         f"Setting: 2-layer LSTM LMs of width {s['dim']} on PTB with a {s['max_vocab']}-word vocabulary "
         f"({s['steps']} steps on {describe_machine()}; the paper uses WikiText-2, larger models trained to "
@@ -83,8 +113,16 @@ def run(out: Path, quick: bool = True) -> SectionResult:
         "only in ordering (greedy/beam/top-p inconsistent; ancestral and consistent samplers terminate). "
         f"The two models: {train_commands}."
     )
-    return SectionResult(name="decoding", title="5. Decoding that stops (kexue.fm/archives/7500)",
-                         figures=figures, notes=notes, images=[str(path.relative_to(out))],
-                         headline=["termination.*.ppl", "termination.vanilla.greedy.nonterminating",
-                                   "termination.vanilla.consistent_topp.nonterminating",
-                                   "termination.st.greedy.nonterminating"])
+    return SectionResult(
+        name="decoding",
+        title="5. Decoding that stops (kexue.fm/archives/7500)",
+        figures=figures,
+        notes=notes,
+        images=[str(path.relative_to(out))],
+        headline=[
+            "termination.*.ppl",
+            "termination.vanilla.greedy.nonterminating",
+            "termination.vanilla.consistent_topp.nonterminating",
+            "termination.st.greedy.nonterminating",
+        ],
+    )

@@ -83,9 +83,11 @@ def write_report(out: Path, sections: list[SectionResult], mode: str, machine: d
     parts = [
         "# kexue reproduction report",
         "",
-        (f"Mode: `{mode}`. Written {time.strftime('%Y-%m-%d %H:%M:%S')}. "
-         "Each row puts our measured figure beside the published one; see each section's notes "
-         "for the setting and for what falls short."),
+        (
+            f"Mode: `{mode}`. Written {time.strftime('%Y-%m-%d %H:%M:%S')}. "
+            "Each row puts our measured figure beside the published one; see each section's notes "
+            "for the setting and for what falls short."
+        ),
         "",
         f"Machine (measured at the start): {describe_machine(machine)}; Python {machine.get('python', '?')}.",
         "",

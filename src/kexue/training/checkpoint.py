@@ -71,9 +71,15 @@ def _finite(module: torch.nn.Module) -> bool:
     return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
 
-def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    step: int, extra: dict | None = None, keep: int = 2,
-                    tensors: dict[str, torch.Tensor] | None = None) -> Path:
+def save_checkpoint(
+    folder: str | Path,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    extra: dict | None = None,
+    keep: int = 2,
+    tensors: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Write ``folder/step-XXXXXX/`` completely, then point ``folder/latest`` at it.
 
     Keeps the one just written and the ``keep - 1`` newest older ones. Checkpoints of later
@@ -99,7 +105,7 @@ def save_checkpoint(folder: str | Path, model: torch.nn.Module, optimizer: torch
     write_text(folder / "latest", name + "\n")
     others = sorted((p for p in folder.glob("step-*") if p.is_dir() and p != final), key=_step_of)
     older = [p for p in others if _step_of(p) < step]
-    stale = [p for p in others if _step_of(p) > step] + older[:max(0, len(older) - (keep - 1))]
+    stale = [p for p in others if _step_of(p) > step] + older[: max(0, len(older) - (keep - 1))]
     for old in stale:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -130,13 +136,14 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
             return named
     found = sorted((p for p in folder.glob("step-*") if p.is_dir() and _complete(p)), key=_step_of)
     if named is not None and found:
-        print(f"kexue: warning: {pointer} names {named.name}, which is missing or incomplete; "
-              f"using {found[-1].name}", file=sys.stderr)
+        print(
+            f"kexue: warning: {pointer} names {named.name}, which is missing or incomplete; using {found[-1].name}",
+            file=sys.stderr,
+        )
     return found[-1] if found else None
 
 
-def load_checkpoint(path: str | Path, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer | None = None) -> dict:
+def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None) -> dict:
     """Restore weights (and optimizer state) from a checkpoint folder; returns its state dict."""
     path = Path(path)
     load_weights(model, path / "model.safetensors")
@@ -150,8 +157,10 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module,
         if optimizer is not None:
             optimizer.load_state_dict(state["optimizer"])
     except Exception:  # torch.load raises many types, with long messages, on a corrupt or foreign file
-        raise KexueError(f"cannot read checkpoint state {state_path}: corrupt, truncated, or not written by "
-                         "kexue (delete that checkpoint folder to resume from the one before)") from None
+        raise KexueError(
+            f"cannot read checkpoint state {state_path}: corrupt, truncated, or not written by "
+            "kexue (delete that checkpoint folder to resume from the one before)"
+        ) from None
     extra_path = path / "extra.safetensors"
     if extra_path.is_file():
         try:

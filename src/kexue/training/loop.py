@@ -15,18 +15,18 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import torch
-from kexue.progress import progress
 
 from kexue.errors import KexueError
-from kexue.training import distributed as dist
 from kexue.io import read_text, write_text
-from kexue.training.checkpoint import (clean_checkpoint_temporaries, latest_checkpoint, load_checkpoint,
-                                       save_checkpoint)
+from kexue.progress import progress
+from kexue.training import distributed as dist
+from kexue.training.checkpoint import clean_checkpoint_temporaries, latest_checkpoint, load_checkpoint, save_checkpoint
 from kexue.training.logging import MetricsLogger
 
 LossFn = Callable[[torch.nn.Module, Any, torch.Generator], "tuple[torch.Tensor, dict[str, float]]"]
@@ -103,8 +103,9 @@ class TensorBatches:
     Example: ``TensorBatches(x, y, batch_size=100, seed=0).batch(7)`` -> ``(x[idx], y[idx])``.
     """
 
-    def __init__(self, *tensors: torch.Tensor, batch_size: int, seed: int = 0,
-                 rank: int | None = None, world: int | None = None):
+    def __init__(
+        self, *tensors: torch.Tensor, batch_size: int, seed: int = 0, rank: int | None = None, world: int | None = None
+    ):
         if not tensors:
             raise ValueError("TensorBatches needs at least one tensor")
         n = len(tensors[0])
@@ -125,7 +126,7 @@ class TensorBatches:
         if epoch != self._perm_epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._perm, self._perm_epoch = torch.randperm(self.n, generator=g), epoch
-        idx = self._perm[i * self.batch_size:(i + 1) * self.batch_size][self.rank::self.world]
+        idx = self._perm[i * self.batch_size : (i + 1) * self.batch_size][self.rank :: self.world]
         out = tuple(t[idx] for t in self.tensors)
         return out if len(out) > 1 else out[0]
 
@@ -212,9 +213,17 @@ def _rewind_metrics(out_dir: Path, step: int) -> dict:
     return last
 
 
-def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainConfig,
-        out_dir: str | Path | None = None, eval_fn: EvalFn | None = None, resume: bool = False,
-        desc: str = "train", until: int | None = None) -> FitResult:
+def fit(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    data: BatchSource,
+    cfg: TrainConfig,
+    out_dir: str | Path | None = None,
+    eval_fn: EvalFn | None = None,
+    resume: bool = False,
+    desc: str = "train",
+    until: int | None = None,
+) -> FitResult:
     """Train ``model`` for ``cfg.steps`` optimizer steps.
 
     Args:
@@ -242,8 +251,9 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
     if dist.is_distributed():
         ids = [device.index] if device.type == "cuda" else None
         # every loss calls the model through this wrapper, so gradients are averaged over ranks
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids,
-                                                          find_unused_parameters=cfg.find_unused_parameters)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=ids, find_unused_parameters=cfg.find_unused_parameters
+        )
     optimizer = make_optimizer(raw_model.parameters(), cfg)
     ckpt_dir = Path(out_dir) / "checkpoints" if out_dir is not None else None
     stateful_loss = hasattr(loss_fn, "state_dict") and hasattr(loss_fn, "load_state_dict")
@@ -278,8 +288,9 @@ def fit(model: torch.nn.Module, loss_fn: LossFn, data: BatchSource, cfg: TrainCo
     def checkpoint(step: int) -> None:
         if ckpt_dir is not None and dist.is_main():
             tensors = loss_fn.state_dict() if stateful_loss else None
-            save_checkpoint(ckpt_dir, raw_model, optimizer, step, extra={"log_sums": sums, "log_count": count},
-                            tensors=tensors)
+            save_checkpoint(
+                ckpt_dir, raw_model, optimizer, step, extra={"log_sums": sums, "log_count": count}, tensors=tensors
+            )
         dist.barrier()
 
     def evaluate(step: int) -> None:

@@ -149,7 +149,14 @@ def analyze(P) -> Analysis:
     r = None if cycle is not None else repetition_by_token(P)
     R = math.inf if r is None else float(r.sum())
     return Analysis(
-        n=P.shape[0], zeta=density(P), lambda_1=lam, lambda_lower=lo, lambda_upper=hi, R=R,
-        R_upper=spectral_upper_bound(P, lam), mean_concentration=float(row_concentration(P).mean()),
-        deterministic_cycle=cycle, by_token=r,
+        n=P.shape[0],
+        zeta=density(P),
+        lambda_1=lam,
+        lambda_lower=lo,
+        lambda_upper=hi,
+        R=R,
+        R_upper=spectral_upper_bound(P, lam),
+        mean_concentration=float(row_concentration(P).mean()),
+        deterministic_cycle=cycle,
+        by_token=r,
     )

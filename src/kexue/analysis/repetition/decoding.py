@@ -18,8 +18,9 @@ from kexue.analysis.repetition.matrix import as_transition, row_sums
 from kexue.errors import KexueError
 
 
-def decoding_chain(P, top_k: int | None = None, top_p: float | None = None, temperature: float = 1.0,
-                   renormalize: bool = True):
+def decoding_chain(
+    P, top_k: int | None = None, top_p: float | None = None, temperature: float = 1.0, renormalize: bool = True
+):
     """The chain a decoder follows when it samples from ``P`` after its logits processors.
 
     Each row is taken over the n tokens plus eos (eos = 1 − row sum). In the decoding engine's

@@ -109,9 +109,18 @@ def importance_weights(P) -> np.ndarray:
     return u if short.sum() == 0 else 0.5 * u + 0.5 * short / short.sum()
 
 
-def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weights: np.ndarray | None = None,
-                        chunk: int = 250_000, progress=None, lam: float | None = None,
-                        rel_stderr: float | None = None, min_chains: int = 0) -> MonteCarlo:
+def simulate_repetition(
+    P,
+    n_chains: int,
+    k_max: int,
+    seed: int = 0,
+    start_weights: np.ndarray | None = None,
+    chunk: int = 250_000,
+    progress=None,
+    lam: float | None = None,
+    rel_stderr: float | None = None,
+    min_chains: int = 0,
+) -> MonteCarlo:
     """Estimate R = Σ_i Σ_k ((P∘P)^k)_ii by simulating the chain and counting immediate repeats.
 
     A start token s is drawn from ``start_weights`` q (default uniform), the chain runs 2·k_max
@@ -160,12 +169,14 @@ def simulate_repetition(P, n_chains: int, k_max: int, seed: int = 0, start_weigh
     mean = total / done
     var = max(total_sq / done - mean**2, 0.0) * done / max(done - 1, 1)
     lam = largest_eigenvalue(P) if lam is None else lam
-    return MonteCarlo(value=mean, stderr=math.sqrt(var / done), n_chains=done, k_max=k_max,
-                      bias_bound=tail_bound(P, k_max, lam))
+    return MonteCarlo(
+        value=mean, stderr=math.sqrt(var / done), n_chains=done, k_max=k_max, bias_bound=tail_bound(P, k_max, lam)
+    )
 
 
-def cycle_length_for(P, rel_tail: float = 1e-3, cap: int = 400, R: float | None = None,
-                     lam: float | None = None) -> int:
+def cycle_length_for(
+    P, rel_tail: float = 1e-3, cap: int = 400, R: float | None = None, lam: float | None = None
+) -> int:
     """The smallest k_max whose tail bound n λ_1^(k+1)/(1 − λ_1) is below ``rel_tail``·R (at most ``cap``).
 
     ``R`` and ``lam`` may be passed when already known (they cost a solve and an eigenvalue).
