@@ -132,6 +132,10 @@ def _one_line(message: str) -> str:
     value = given.group(1) if given else (rule.group(1) if rule and rule.group(1) else None)
     if rule:
         return f"--{key} {value}: must satisfy {rule.group(2)}" if value else f"--{key}: must satisfy {rule.group(2)}"
+    regex = re.match(r"(\S+) does not match regular expression", reason)
+    if regex:
+        forms = "auto, cpu, cuda, cuda:N or mps" if key.split(".")[-1] == "device" else "the documented forms"
+        return f"--{key} {regex.group(1)}: use {forms}"
     if re.match(r"Expected a typing.Literal\[", reason):
         choices = re.search(r"Literal\[(.*?)\]", reason).group(1)
         got = re.search(r"Got value: (.*)$", reason)
