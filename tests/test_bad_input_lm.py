@@ -2,7 +2,7 @@
 
 Every row runs the CLI in-process and must end in one line `kexue: error: ...` (exit 2), with no
 traceback and nothing left in the output folder (the `cli_error` fixture). Rows start from the
-lm / onlstm rows of findings/bad-input.md, then cover every constrained parameter, bad corpus
+bad inputs first found by hand, then cover every constrained parameter, bad corpus
 folders, bad run folders (missing / malformed / extra-key model.json, a run of another command,
 corrupt checkpoints with --resume), bad --out / --results and bad --config files.
 
@@ -212,7 +212,7 @@ def paths(tmp_path_factory):
 
 # (id, args, what the error line must contain)
 CASES = [
-    # ---- lm train: findings/bad-input.md ----
+    # ---- lm train: the bad inputs first found by hand ----
     ("lm-bptt-0", LM + ["--settings.bptt", "0"], "--settings.bptt"),
     ("lm-batch-0", LM + ["--settings.batch_size", "0"], "--settings.batch_size"),
     ("lm-config-steps-ten", LM + ["--config", "{bad}/cfg_badtype.yaml"], "steps"),

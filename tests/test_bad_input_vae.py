@@ -1,6 +1,6 @@
 """Bad input to `kexue vae-cluster train / eval / sample / study`: always one line, exit 2, nothing written.
 
-The table starts from the vae-cluster rows of findings/bad-input.md (issue 10) and adds every
+The table starts from the bad inputs first found by hand (the rows under that comment) and adds every
 constrained parameter, bad --config files, bad data files, bad run folders and bad output paths.
 One tiny trained run (digits, one epoch) is built once for the module.
 """
@@ -150,7 +150,7 @@ def _args(files, out, row):
 
 T = ["vae-cluster", "train", "--data", "digits"]
 BAD_TRAIN = [
-    # findings/bad-input.md
+    # the bad inputs first found by hand
     ("config epochs: many", [*T, "--config", "{cfg_badtype}", *TINY[2:], "--out", "OUT"], "settings.epochs"),
     ("config malformed YAML", [*T, "--config", "{cfg_malformed}", *TINY, "--out", "OUT"], "cfg_malformed.yaml"),
     ("config is a folder", [*T, "--config", "{cfg_dir}", *TINY, "--out", "OUT"], "is a folder"),

@@ -1,4 +1,4 @@
-"""`kexue bench decoding` at toy size: same tokens as HF generate, the JSON keys the issue names, the
+"""`kexue bench decoding` at toy size: same tokens as HF generate, the documented JSON keys, the
 command derived from the call and the machine facts beside the figures."""
 
 import json

@@ -100,7 +100,7 @@ def _other_data(path):
 
 
 def test_eval_on_other_data_keeps_the_runs_own_scores(tmp_path, capsys):
-    """Fault 2 of issue 10: `eval --data OTHER` overwrote eval.json, which `study` then reported."""
+    """`eval --data OTHER` used to overwrite eval.json, which `study` then reported."""
     study = tmp_path / "study"
     main(["vae-cluster", "study", "--data", "digits", "--seeds", "0", *TINY, "--out", str(study)])
     seed = study / "seed-0"

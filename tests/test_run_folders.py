@@ -1,4 +1,4 @@
-"""Faults of issue 10 at the level of the shared pieces: run folders, checkpoints, the loop, the CLI."""
+"""Faults found at the level of the shared pieces: run folders, checkpoints, the loop, the CLI."""
 
 import os
 import subprocess
@@ -356,7 +356,7 @@ def test_no_cli_number_is_unconstrained():
     bare = [f"{cmd} --{name}: {hint}" for cmd, name, hint in params if hint in (int, float, int | None, float | None)]
     assert not bare, "give these a kexue.params type: " + "; ".join(bare)
     constrained = [p for p in params if "jsonargparse.typing" in str(p[2]) or "Literal" in str(p[2])]
-    assert len(constrained) >= 150  # 153 of 252 when issue 10 closed; the rest are flags, paths and names
+    assert len(constrained) >= 150  # 153 of 252 when this was written; the rest are flags, paths and names
 
 
 def test_the_core_imports_without_the_extras_and_a_missing_extra_is_one_line():

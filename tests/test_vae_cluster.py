@@ -214,7 +214,7 @@ def _interrupt(monkeypatch, loss_name, after_calls):
 @pytest.mark.parametrize("phase", ["autoencoder_loss", "cluster_vae_loss"])
 def test_interrupted_training_resumes_bit_identically(tmp_path, monkeypatch, phase):
     """Stopped mid-phase (after the step-30 checkpoint), `resume` ends with exactly the weights, model.json
-    (with the initialisation scores, fault 7 of issue 10) and metrics of an uninterrupted run."""
+    (with the initialisation scores) and metrics of an uninterrupted run."""
     import json
 
     from safetensors.torch import load_file
@@ -238,7 +238,7 @@ def test_interrupted_training_resumes_bit_identically(tmp_path, monkeypatch, pha
 
 
 def test_resume_in_the_vae_phase_keeps_the_initialisation_scores(tmp_path):
-    """Fault 7 of issue 10: a resume that skips the mixture initialisation dropped init_acc_* from model.json."""
+    """A resume that skips the mixture initialisation used to drop init_acc_* from model.json."""
     import json
     from dataclasses import replace
 

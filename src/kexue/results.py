@@ -1,4 +1,4 @@
-"""Measured figures in the ``results.json`` schema of DESIGN.md.
+"""Measured figures in the one ``results.json`` schema that every command writes.
 
 A results file is a flat JSON object: one key per figure, ``<article>.<metric>``, each
 ``{"value": float, "published": float | null, "source": str | null, "command": str}``.

@@ -1,7 +1,7 @@
 """Logits processors: tiny pure rules ``(tokens (N, T), scores (N, V)) -> scores (N, V)``.
 
 Each rule is validated in ``__init__`` and never edits its input. :class:`Processors` applies a
-list of them in one fixed, documented order (DESIGN.md, "Decoding engine"):
+list of them in one fixed, documented order (docs/decoding.md, "Processors and their fixed order"):
 
 1. hard constraints (stage 0): :class:`MinLength`, :class:`ForceEosAtMaxLength`, :class:`NoRepeatNGram`
 2. penalties (stage 1): :class:`RepetitionPenalty`, :class:`EosLengthBoost`

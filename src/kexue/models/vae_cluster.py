@@ -1,8 +1,8 @@
 """Clustering VAE with a Gaussian-mixture prior (Su, kexue.fm/archives/5887).
 
 Inference p(z|x) = N(μ(x), diag σ²(x)) and a classifier p(y|z); generation q(z|y) = N(μ_y, I)
-with learnable class means, uniform q(y), and a decoder G(z). Per-example loss (eq. in §1 of
-METHODS.md):
+with learnable class means, uniform q(y), and a decoder G(z). Per-example loss (Su's post,
+kexue.fm/archives/5887):
 
     L(x) = λ·Σ_pixels ½(x − G(z))²  +  Σ_y p(y|z)·log[p(z|x)/q(z|y)]  +  KL(p(y|z) ‖ q(y))
 
