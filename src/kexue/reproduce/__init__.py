@@ -13,14 +13,17 @@ from kexue.checks import check_new_run_dir, comma_names
 from kexue.io import make_run_dir, write_json
 from kexue.params import check
 from kexue.provenance import describe_machine, machine_facts
-from kexue.reproduce import decoding, nystrom, onlstm, repetition, vae_cluster
+from kexue.reproduce import decoding, gibbs, nystrom, onlstm, repetition, seq2seq, simbert, vae_cluster
 from kexue.reproduce.report import SectionResult, write_report
 
 # Ordered as the articles are numbered.
 SECTIONS = {
     "vae": vae_cluster.run,
     "onlstm": onlstm.run,
+    "seq2seq": seq2seq.run,
+    "simbert": simbert.run,
     "decoding": decoding.run,
+    "gibbs": gibbs.run,
     "repetition": repetition.run,
     "nystrom": nystrom.run,
 }
@@ -35,7 +38,8 @@ def reproduce(
     Args:
         quick: small settings that finish in minutes on 2 CPU cores (the default).
         full: the paper-like settings (hours; several seeds).
-        only: comma-separated section names to run (default: all): vae, onlstm, decoding, repetition, nystrom.
+        only: comma-separated section names to run (default: all): vae, onlstm, seq2seq, simbert, decoding,
+            gibbs, repetition, nystrom.
         out: run folder (default runs/reproduce-<timestamp>/).
         overwrite: replace an existing run folder ``out``.
     Returns:

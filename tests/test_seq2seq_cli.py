@@ -1,0 +1,244 @@
+"""`kexue seq2seq train / generate / eval` end to end on tiny corpora: the run folder (tokenizer + three
+models), every decoding mode (Chinese text with the character tokenizer too), the documented evaluation
+keys, a run's config.yaml rerunning it, resume, pseudo histories, and the recipes' metrics."""
+
+import json
+import shutil
+
+import pytest
+
+pytest.importorskip("tokenizers")
+pytest.importorskip("rouge_score")
+pytest.importorskip("sacrebleu")
+
+from kexue.cli import main
+from kexue.data.pairs import load_pairs
+from kexue.io import run_config
+from kexue.recipes import seq2seq as recipe
+
+TINY = [
+    "--threads",
+    "1",
+    "--device",
+    "cpu",
+    "--settings.dim",
+    "16",
+    "--settings.heads",
+    "2",
+    "--settings.encoder_layers",
+    "1",
+    "--settings.decoder_layers",
+    "1",
+    "--settings.ff_mult",
+    "2",
+    "--settings.batch_size",
+    "8",
+    "--settings.eval_every",
+    "2",
+    "--settings.eval_pairs",
+    "8",
+    "--settings.max_source_tokens",
+    "32",
+]
+ISSUE_KEYS = [
+    "seq2seq.rougeL.l2r",
+    "seq2seq.rougeL.r2l",
+    "seq2seq.rougeL.bidirectional",
+    "seq2seq.bleu.l2r",
+    "seq2seq.bleu.r2l",
+    "seq2seq.bleu.bidirectional",
+    "seq2seq.latency_ratio_bidir_vs_l2r",
+]
+
+
+def write_tsv(path, pairs, cut=200):
+    path.write_text("".join(f"{p.source[:cut]}\t{p.target}\t{p.group}\n" for p in pairs), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("s2s")
+    en, zh = load_pairs("debian-en"), load_pairs("debian-zh")
+    return {
+        "root": root,
+        "en": write_tsv(root / "en.tsv", en.train[:160] + en.test[:30]),
+        "zh": write_tsv(root / "zh.tsv", zh.train[:120], cut=60),
+    }
+
+
+def kexue(*args):
+    main([str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def run(data):
+    out = data["root"] / "run"
+    kexue(
+        "seq2seq",
+        "train",
+        "--corpus",
+        data["en"],
+        *TINY,
+        "--settings.steps",
+        "4",
+        "--settings.vocab_size",
+        "300",
+        "--out",
+        out,
+    )
+    return out
+
+
+@pytest.fixture(scope="module")
+def zh_run(data):
+    """Chinese pairs, tokenizer auto -> characters, pseudo histories for the bidirectional model."""
+    out = data["root"] / "zh-run"
+    kexue(
+        "seq2seq",
+        "train",
+        "--corpus",
+        data["zh"],
+        *TINY,
+        "--settings.steps",
+        "3",
+        "--settings.cross_history",
+        "pseudo",
+        "--settings.max_target_tokens",
+        "24",
+        "--out",
+        out,
+    )
+    return out
+
+
+def test_train_writes_the_tokenizer_and_three_models(run):
+    assert (run / "tokenizer.json").is_file()
+    for name in recipe.MODELS:
+        assert (run / name / "model.safetensors").is_file() and (run / name / "checkpoints").is_dir()
+        cfg = json.loads((run / name / "model.json").read_text())
+        assert cfg["directions"] == ("both" if name == "bidirectional" else name)
+        assert cfg["tokenizer"] == "bpe" and cfg["dim"] == 16
+    command, config = run_config(run)
+    assert command == "seq2seq-train" and config["settings"]["steps"] == 4
+    res = json.loads((run / "results.json").read_text())
+    assert set(res) == {f"seq2seq.valid_ce.{m}" for m in recipe.MODELS}
+    assert all(r["command"].startswith("kexue seq2seq train --corpus ") for r in res.values())
+
+
+@pytest.mark.parametrize("decoding", ["l2r", "r2l", "bidirectional"])
+def test_generate_in_each_mode(run, decoding, capsys):
+    titles = recipe.generate(run, text="A small tool to convert images between formats.", decoding=decoding, beam=2)
+    assert len(titles) == 1 and isinstance(titles[0].text, str)
+    assert (titles[0].l2r_ids is not None) == (decoding == "bidirectional")
+    capsys.readouterr()
+    kexue("seq2seq", "generate", "--run", run, "--text", "An editor.", "--decoding", decoding, "--beam", "2")
+    assert f"[{decoding}" in capsys.readouterr().out or decoding == "bidirectional"
+
+
+def test_generate_from_a_file_with_processors_and_half_beam(run, data, capsys):
+    texts = data["root"] / "texts.txt"
+    texts.write_text("A game of chess.\n\nA library for JSON parsing.\nA text editor.\n", encoding="utf-8")
+    capsys.readouterr()
+    kexue(
+        "seq2seq",
+        "generate",
+        "--run",
+        run,
+        "--file",
+        texts,
+        "--scoring",
+        "half",
+        "--beam",
+        "2",
+        "--no_repeat_ngram",
+        "2",
+        "--min_length",
+        "2",
+        "--repetition_penalty",
+        "1.2",
+        "--batch_size",
+        "2",
+    )
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3  # blank lines skipped, one title a text
+
+
+def test_chinese_run_uses_characters_and_pseudo_histories(zh_run, capsys):
+    assert json.loads((zh_run / "bidirectional" / "model.json").read_text())["tokenizer"] == "char"
+    assert (zh_run / "pseudo.pt").is_file()
+    for decoding in ("l2r", "bidirectional"):
+        titles = recipe.generate(zh_run, text="一个用于管理软件包的命令行工具。", decoding=decoding, beam=2)
+        assert titles[0].text == "".join(titles[0].text.split()) or titles[0].text  # characters, decoded
+    capsys.readouterr()
+    kexue("seq2seq", "generate", "--run", zh_run, "--text", "国际象棋游戏", "--beam", "2")
+    assert capsys.readouterr().out.strip()
+
+
+def test_eval_writes_the_issue_keys_and_merges_results(run, data, tmp_path, capsys):
+    results = tmp_path / "seq2seq.json"
+    kexue(
+        "seq2seq",
+        "eval",
+        "--run",
+        run,
+        "--beam",
+        "2",
+        "--max_pairs",
+        "6",
+        "--batch_size",
+        "3",
+        "--latency_pairs",
+        "3",
+        "--max_new_tokens",
+        "5",
+        "--examples",
+        "2",
+        "--results",
+        results,
+    )
+    out = capsys.readouterr().out
+    assert "ROUGE-L" in out and "reference:" in out
+    merged = json.loads(results.read_text())
+    for key in ISSUE_KEYS + ["seq2seq.latency_ratio_bidir_vs_l2r.su", "seq2seq.latency_ratio_bidir_vs_l2r.half"]:
+        assert key in merged and merged[key]["value"] >= 0
+        assert merged[key]["command"].startswith(f"kexue seq2seq eval --run {run} --beam 2")
+    for d in ("l2r", "r2l", "bidirectional", "bidirectional_l2r", "bidirectional_r2l"):
+        assert 0 <= merged[f"seq2seq.first4_acc.{d}"]["value"] <= 1
+    in_run = json.loads((run / "results.json").read_text())
+    assert set(ISSUE_KEYS) <= set(in_run) and "seq2seq.valid_ce.l2r" in in_run  # merged, not replaced
+    details = json.loads((run / "eval-test.json").read_text())
+    assert details["pairs"] == 6 and len(details["examples"]) == 2
+
+
+def test_config_yaml_reruns_the_run(run, tmp_path):
+    again = tmp_path / "again"
+    kexue("seq2seq", "train", "--config", run / "config.yaml", "--out", again)
+    first = json.loads((run / "results.json").read_text())
+    second = json.loads((again / "results.json").read_text())
+    for m in recipe.MODELS:
+        assert second[f"seq2seq.valid_ce.{m}"]["value"] == pytest.approx(first[f"seq2seq.valid_ce.{m}"]["value"])
+    assert (again / "tokenizer.json").read_text() == (run / "tokenizer.json").read_text()
+
+
+def test_resume_continues_every_model(run, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(run, copy)
+    kexue("seq2seq", "train", "--config", run / "config.yaml", "--settings.steps", "6", "--resume", "--out", copy)
+    for name in recipe.MODELS:
+        steps = [json.loads(ln)["step"] for ln in (copy / name / "metrics.jsonl").read_text().splitlines()]
+        assert max(steps) == 6 and (copy / name / "checkpoints" / "step-000006").is_dir()
+    _, config = run_config(copy)
+    assert config["settings"]["steps"] == 6
+    kexue("seq2seq", "train", "--config", copy / "config.yaml", "--resume", "--out", copy)  # finished: a no-op
+
+
+def test_metrics_by_hand():
+    assert recipe.edge_accuracy([[1, 2, 3, 4, 5]], [[1, 9, 3, 4, 5]], 2) == (0.5, 1.0)
+    assert recipe.edge_accuracy([[]], [[1, 2]], 4) == (0.0, 0.0)
+    en = recipe.rouge(["real time strategy games"], ["real-time strategy game"], chinese=False)
+    assert en["rouge1"] == pytest.approx(100.0)  # stemmed words, punctuation dropped
+    zh = recipe.rouge(["国际象棋"], ["国际象棋游戏"], chinese=True)  # characters: 4 of 6 recalled
+    assert zh["rouge1"] == pytest.approx(100 * 2 * (1 * 4 / 6) / (1 + 4 / 6))
+    assert recipe.bleu(["a b c d"], ["a b c d"], chinese=False) == pytest.approx(100.0)
+    assert recipe.tokenizer_kind(["古代战争游戏", "a"], "auto") == "char"
+    assert recipe.tokenizer_kind(["a strategy game"], "auto") == "bpe"
