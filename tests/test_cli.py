@@ -146,7 +146,7 @@ def test_resume_continues_and_needs_a_checkpoint(tmp_path, capsys):
     main(
         ["vae-cluster", "train", "--data", "digits", *TINY, "--settings.epochs", "2", "--resume", "--out", str(resumed)]
     )
-    assert "resume changes settings.epochs: 1 -> 2" in capsys.readouterr().err
+    assert "resume changes settings.epochs: 1 -> 2" in capsys.readouterr().out
     main(["vae-cluster", "train", "--data", "digits", *TINY, "--settings.epochs", "2", "--out", str(straight)])
     assert (resumed / "model.safetensors").read_bytes() == (straight / "model.safetensors").read_bytes()
     assert run_config(resumed)[1]["settings"]["epochs"] == 2

@@ -156,7 +156,7 @@ def test_reuse_overwrite_then_resume_continues_from_the_new_checkpoint(corpus, t
     _kexue(_tiny(corpus, out, "--settings.steps", "10", "--overwrite"), capsys)
     assert sorted(p.name for p in (out / "checkpoints").glob("step-*")) == ["step-000009", "step-000010"]
     io = _kexue(_tiny(corpus, out, "--settings.steps", "15", "--resume"), capsys)
-    assert "resume changes settings.steps: 10 -> 15" in io.err
+    assert "resume changes settings.steps: 10 -> 15" in io.out
     assert "lm lstm/softmax: 15 steps" in io.out
     # continued from step 10: the evaluations of the first 10 steps are not repeated
     assert _records(out, "eval") == [3, 6, 9, 10, 12, 15]
@@ -209,7 +209,7 @@ def test_resume_refuses_a_model_change_and_names_an_allowed_one(corpus, tmp_path
     )
     assert "resume" in line and (out / "config.yaml").read_bytes() == config
     io = _kexue(_tiny(corpus, out, "--settings.steps", "9", "--resume", "--settings.lr", "0.01"), capsys)
-    assert "resume changes settings.lr: 0.002 -> 0.01" in io.err
+    assert "resume changes settings.lr: 0.002 -> 0.01" in io.out
     assert "lr: 0.01" in (out / "config.yaml").read_text()
 
 

@@ -111,8 +111,8 @@ def test_resume_refuses_a_model_change_and_leaves_config_untouched(tmp_path, cap
     with pytest.raises(KexueError, match="is a `lm-train` run, not `onlstm-train`"):
         make_run_dir(run, "onlstm-train", {"dim": 16, "lr": 0.01, "steps": 10}, resume=True)
     make_run_dir(run, "lm-train", {"dim": 16, "lr": 0.02, "steps": 20}, resume=True)
-    err = capsys.readouterr().err
-    assert "resume changes lr: 0.01 -> 0.02" in err and "resume changes steps: 10 -> 20" in err
+    said = capsys.readouterr().out  # a note on stdout: a later failure stays one line on stderr
+    assert "resume changes lr: 0.01 -> 0.02" in said and "resume changes steps: 10 -> 20" in said
     assert run_config(run) == ("lm-train", {"dim": 16, "lr": 0.02, "steps": 20})
 
 
@@ -373,3 +373,35 @@ def test_the_core_imports_without_the_extras_and_a_missing_extra_is_one_line():
     assert done.stderr.strip() == (
         "kexue: error: this needs the package 'sklearn', which is not installed: pip install 'kexue[vae]'"
     )
+
+
+def test_overwrite_never_deletes_a_folder_with_someone_elses_config(tmp_path):
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "config.yaml").write_text("database: postgres\n")
+    (project / "src" / "main.py").write_text("print('mine')\n")
+    with pytest.raises(KexueError, match="not deleting"):
+        make_run_dir(project, "lm-train", {}, overwrite=True)
+    with pytest.raises(KexueError, match="not a kexue run folder"):
+        make_run_dir(project, "lm-train", {}, resume=True)
+    assert (project / "src" / "main.py").read_text() == "print('mine')\n"
+
+
+def test_a_failed_resume_puts_the_config_back(tmp_path, capsys):
+    run = make_run_dir(tmp_path / "r", "fit", {"steps": 10})
+    _fit(run, steps=10, ckpt_every=5)
+    before = (run / "config.yaml").read_text()
+    make_run_dir(run, "fit", {"steps": 5}, resume=True)  # allowed change, written ...
+    with pytest.raises(KexueError, match="at step 10, beyond the 5 steps"):
+        _fit(run, steps=5, resume=True)  # ... but the checkpoint is past it: refused
+    discard_failed_runs()  # what the CLI does when a command fails
+    assert (run / "config.yaml").read_text() == before
+
+
+def test_commands_not_ready_for_ddp_refuse_it_in_one_line(monkeypatch):
+    from kexue.training import distributed
+
+    distributed.require_single_process("kexue mlm train")  # one process: fine
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    with pytest.raises(KexueError, match="does not run under torchrun with 2 processes"):
+        distributed.require_single_process("kexue mlm train")

@@ -269,6 +269,9 @@ RESUME_MAY_CHANGE = frozenset(
 )
 
 _created_runs: list[Path] = []
+# (config.yaml, its text before a resume rewrote it): put back if the resumed command fails, so that
+# the config keeps describing the weights.
+_resumed_configs: list[tuple[Path, str]] = []
 
 
 def _plain(value: Any) -> Any:
@@ -322,7 +325,13 @@ def clean_temporaries(folder: str | os.PathLike) -> int:
 
 
 def _is_run_folder(folder: Path) -> bool:
-    return (folder / "config.yaml").is_file()
+    """A folder kexue wrote: its ``config.yaml`` names a kexue command (a stranger's config.yaml does not)."""
+    if not (folder / "config.yaml").is_file():
+        return False
+    try:
+        return run_config(folder)[0] is not None
+    except KexueError:
+        return False
 
 
 def _compare_for_resume(folder: Path, command: str, config: dict, may_change: Iterable[str]) -> None:
@@ -341,7 +350,8 @@ def _compare_for_resume(folder: Path, command: str, config: dict, may_change: It
             "resume with the saved settings or start a new --out"
         )
     for k in changed:
-        print(f"kexue: resume changes {k}: {old.get(k)!r} -> {new.get(k)!r}", file=sys.stderr)
+        # stdout: a note on what happens, not an error (a failure later stays one line on stderr)
+        print(f"kexue: resume changes {k}: {old.get(k)!r} -> {new.get(k)!r}")
 
 
 def make_run_dir(
@@ -405,11 +415,12 @@ def _make_run_dir(
         if not exists:
             raise KexueError(f"--resume: {out} holds no run to resume")
         if not _is_run_folder(out):
-            raise KexueError(f"--resume: {out} is not a kexue run folder (no config.yaml)")
+            raise KexueError(f"--resume: {out} is not a kexue run folder (no kexue config.yaml)")
         if not _holds_work(out):
             raise KexueError(f"--resume: {out} holds no checkpoint or weights to resume from")
         _compare_for_resume(out, command, plain, may_change)
         clean_temporaries(out)
+        _resumed_configs.append((out / "config.yaml", read_text(out / "config.yaml", "run config")))
     elif exists:
         if not overwrite:
             raise KexueError(
@@ -417,7 +428,7 @@ def _make_run_dir(
                 "replace it, or choose another folder"
             )
         if not _is_run_folder(out):
-            raise KexueError(f"--overwrite: {out} is not a kexue run folder (no config.yaml); not deleting it")
+            raise KexueError(f"--overwrite: {out} is not a kexue run folder (no kexue config.yaml); not deleting it")
         shutil.rmtree(out)
         created = True
     try:
@@ -436,7 +447,15 @@ def _holds_work(folder: Path) -> bool:
 
 
 def discard_failed_runs() -> None:
-    """Remove the run folders this process created that hold no weights (called when a command fails)."""
+    """Undo what a failed command did to run folders (called by the CLI when a command fails).
+
+    Removes the run folders this process created that hold no weights, and puts back the
+    ``config.yaml`` of a resumed run as it was before the resume.
+    """
+    while _resumed_configs:
+        path, text = _resumed_configs.pop()
+        if path.parent.is_dir():
+            write_text(path, text)
     while _created_runs:
         folder = _created_runs.pop()
         if folder.is_dir() and not _holds_work(folder):
@@ -446,3 +465,4 @@ def discard_failed_runs() -> None:
 def forget_created_runs() -> None:
     """Forget the run folders created so far (a command finished: they are its results)."""
     _created_runs.clear()
+    _resumed_configs.clear()

@@ -9,7 +9,7 @@ machine load; rate = redrawn positions per second, median over repeats.
 Figures: ``gibbs.speedup_vs_naive`` (ours, ``chains`` batched, vs naive), ``gibbs.speedup_head_only``
 (ours with one chain vs naive: the head alone), ``gibbs.speedup_batched16`` (ours with ``chains``
 chains vs ours with one chain, looped), ``gibbs.positions_per_s.<naive|single|batched>``.
-Issue 14's targets (project goals, not published figures): speedup_vs_naive >= 3 on CPU;
+The project's targets (goals, not published figures): speedup_vs_naive >= 3 on CPU;
 speedup_batched16 >= 8 on a GPU.
 """
 

@@ -67,7 +67,7 @@ from kexue.progress import progress
 from kexue.provenance import command_line
 from kexue.recipes.runs import check_resumable, check_settings
 from kexue.results import Figure, write_results
-from kexue.training import TensorBatches, TrainConfig, fit
+from kexue.training import TensorBatches, TrainConfig, distributed, fit
 from kexue.training.checkpoint import latest_checkpoint, save_weights
 
 TRAIN_COMMAND = "mlm-train"
@@ -244,6 +244,7 @@ def train_mlm(
     Returns:
         An :class:`MLMRun`.
     """
+    distributed.require_single_process("kexue mlm train")  # not DDP-ready yet: batches are not sharded by rank
     arguments = dict(locals())
     check_output_file(results)
     check_output_dir(out)

@@ -70,7 +70,7 @@ from kexue.progress import progress
 from kexue.provenance import command_line
 from kexue.recipes.runs import check_resumable, check_settings, cli_name, read_model_config
 from kexue.results import Figure, check_results_file, load_results, write_results
-from kexue.training import TensorBatches, TrainConfig, fit
+from kexue.training import TensorBatches, TrainConfig, distributed, fit
 from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
 
 TRAIN_COMMAND = "seq2seq-train"  # the command named in a run folder's config.yaml
@@ -474,6 +474,7 @@ def train_seq2seq(
     Raises:
         KexueError: a bad setting, corpus or folder (before any work), or training diverged.
     """
+    distributed.require_single_process("kexue seq2seq train")  # not DDP-ready yet: batches are not sharded by rank
     arguments = dict(locals())
     check_results_file(results)
     check_output_dir(out)

@@ -61,7 +61,7 @@ from kexue.progress import progress
 from kexue.provenance import command_line
 from kexue.recipes.runs import check_resumable, check_settings, check_trained_run, read_model_config
 from kexue.results import Figure, write_results
-from kexue.training import TrainConfig, fit
+from kexue.training import TrainConfig, distributed, fit
 from kexue.training.checkpoint import load_weights, save_weights
 
 TRAIN_COMMAND = "simbert-train"
@@ -454,6 +454,7 @@ def train(
         A :class:`SimBERTRun`; the folder holds model.safetensors, model.json, the BERT
         config.json and the tokenizer, so ``--model OUT`` works for every simbert command.
     """
+    distributed.require_single_process("kexue simbert train")  # not DDP-ready yet: batches are not sharded by rank
     check_output_dir(out)
     folder = check_model(model)
     check(not _is_run(folder), f"--model {folder}: start from a BERT folder, not a simbert run (use --resume)")

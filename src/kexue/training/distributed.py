@@ -49,6 +49,14 @@ def shutdown(barrier: bool = True) -> None:
         dist.destroy_process_group()
 
 
+def require_single_process(what: str) -> None:
+    """Refuse to run ``what`` under ``torchrun`` with more than one process (not DDP-ready yet)."""
+    if world_size() > 1:
+        from kexue.errors import KexueError
+
+        raise KexueError(f"{what} does not run under torchrun with {world_size()} processes yet; run it as one process")
+
+
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     """``obj`` of rank ``src`` on every rank (a picklable object; the identity in one process)."""
     if not is_distributed():

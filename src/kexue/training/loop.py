@@ -270,6 +270,11 @@ def fit(
             raise KexueError(f"--resume: no checkpoint to resume from in {where}")
         state = load_checkpoint(path, raw_model, optimizer)
         start = int(state["step"])
+        if start > cfg.steps:
+            raise KexueError(
+                f"--resume: the checkpoint {path} is at step {start}, beyond the {cfg.steps} steps asked "
+                "for; resume with at least that many steps"
+            )
         extra = state.get("extra") or {}
         sums, count = dict(extra.get("log_sums", {})), int(extra.get("log_count", 0))
         if stateful_loss:
@@ -323,7 +328,10 @@ def fit(
                 batch = to_device(data.batch(step * cfg.grad_accum + micro), device)
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                     loss, metrics = loss_fn(model, batch, generator)
-                if not torch.isfinite(loss):
+                finite = torch.isfinite(loss.detach()).float()
+                if dist.is_distributed():  # every rank decides together, or the others would wait forever
+                    finite = dist.all_reduce_mean(finite.reshape(1)).squeeze(0)
+                if finite.item() < 1.0:
                     raise _diverged(f"loss is {loss.item()}", step, ckpt_dir)
                 (loss / cfg.grad_accum).backward()
                 for k, v in {"loss": loss.item(), **metrics}.items():
