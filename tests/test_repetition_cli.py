@@ -187,3 +187,38 @@ def test_saved_configs_rerun_and_encodings_load(corpus_dir, tmp_path):
     )
     one, two = (json.loads((tmp_path / r / "summary.json").read_text()) for r in ("r1", "r2"))
     assert one["rounds"] == two["rounds"] and two["valid_round_trips"] == len(CORPUS)
+
+
+@pytest.mark.parametrize("name", ["theory", "measure", "rebalance"])
+def test_each_command_takes_the_arguments_of_its_recipe(name):
+    """The CLI parses the command's signature and the recipe makes the run folder from its own: they agree."""
+    import inspect
+
+    from kexue.commands import repetition as command
+    from kexue.recipes import repetition as recipe
+
+    def params(fn):
+        return [(p.name, p.default, p.annotation) for p in inspect.signature(fn).parameters.values()]
+
+    assert params(getattr(command, name)) == params(getattr(recipe, name))
+
+
+def test_recipes_write_the_run_folder_without_printing(corpus_dir, tmp_path, capsys):
+    """Python callers get the run folder and its files from the recipes; only the commands print."""
+    from kexue.io import run_config
+    from kexue.recipes import repetition as recipe
+
+    np.save(tmp_path / "u.npy", np.full((3, 3), 0.25))
+    theory = recipe.theory(tmp_path / "u.npy", decoders="sample", out=tmp_path / "theory")
+    assert theory.path == tmp_path / "theory" / "theory.json" and theory.n == 3
+    assert theory.rows["sample"]["R"] == pytest.approx(json.loads(theory.path.read_text())["decoders"]["sample"]["R"])
+    assert run_config(tmp_path / "theory")[0] == "repetition-theory"
+    (tmp_path / "t.txt").write_text("a b a b\nc d\n")
+    measured = recipe.measure(tmp_path / "t.txt", out=tmp_path / "measure")
+    assert json.loads(measured.path.read_text()) == measured.table
+    (tmp_path / "apply.txt").write_text("the cat\n")
+    rebalanced = recipe.rebalance(str(corpus_dir), apply=tmp_path / "apply.txt", out=tmp_path / "rebalance")
+    assert rebalanced.path == tmp_path / "rebalance" / "encoding.json"
+    assert rebalanced.encoded == tmp_path / "rebalance" / "encoded.jsonl" and rebalanced.encoded_lines == 1
+    assert json.loads((tmp_path / "rebalance" / "summary.json").read_text()) == rebalanced.summary
+    assert capsys.readouterr().out == ""

@@ -1,33 +1,17 @@
 """``kexue repetition theory / measure / rebalance`` (kexue.fm/archives/8128).
 
-Entry points only: validate the flags, call :mod:`kexue.recipes.repetition`, print a table.
+Thin entry points: each has the signature the CLI parses, calls the recipe of the same name in
+:mod:`kexue.recipes.repetition` with its arguments (the recipe validates them, makes the run folder
+and writes its files) and prints a table. Python callers use the recipes directly.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Literal
 
-from kexue.analysis.text import repetition_metrics
-from kexue.checks import check_new_run_dir
-from kexue.data.levels import check_corpus_folder
-from kexue.data.text import load_corpus
-from kexue.data.tokenization import RebalancedEncoding
-from kexue.errors import KexueError
-from kexue.io import make_run_dir, read_text, write_json, write_text
 from kexue.params import NonNegativeInt, OpenUnitInterval, PositiveInt
-from kexue.recipes.repetition import (
-    chain_and_held_out,
-    corpus_chain,
-    decoder_names,
-    decoder_table,
-    learn_encoding,
-    load_chain,
-    metrics_table,
-    rebalance_summary,
-    units,
-)
+from kexue.recipes import repetition as recipe
 
 
 def theory(
@@ -59,22 +43,10 @@ def theory(
     Returns:
         The path of theory.json.
     """
-    config = dict(locals())
-    names = decoder_names(decoders)
-    check_new_run_dir(out, overwrite)
-    if matrix is None:
-        check_corpus_folder(corpus, ("train",))
-        chain, info = corpus_chain(corpus, level, max_sentences, word_vocab)
-        P, tokens = chain.P, chain.tokens
-    else:
-        P = load_chain(matrix)
-        tokens, info = [str(i) for i in range(P.shape[0])], {"matrix": str(matrix)}
-    run = make_run_dir(out, "repetition-theory", config, overwrite=overwrite)
-    rows = decoder_table(P, names, tokens, simulate=simulate, seed=seed)
-    path = write_json(run / "theory.json", {"source": info, "n": P.shape[0], "decoders": rows})
-    print(f"bigram chain: {info}, n = {P.shape[0]}")
+    result = recipe.theory(matrix, corpus, level, decoders, max_sentences, word_vocab, simulate, seed, out, overwrite)
+    print(f"bigram chain: {result.source}, n = {result.n}")
     print(f"{'decoder':>16} {'zeta':>9} {'lambda_1':>9} {'bounds':>19} {'R':>11}  simulated")
-    for name, r in rows.items():
+    for name, r in result.rows.items():
         R = f"{r['R']:.5g}" if r["R"] is not None else "diverges"
         extra = f"{r['R_mc']:.5g} ± {r['R_mc_stderr']:.2g} ({r['mc_rel_error']:+.2%})" if "R_mc" in r else ""
         if "cycle_fraction" in r:
@@ -83,17 +55,8 @@ def theory(
             f"{name:>16} {r['zeta']:9.3g} {r['lambda_1']:9.4g} [{r['lambda_lower']:.3g}, {r['lambda_upper']:.3g}]"
             f"{R:>12}  {extra}"
         )
-    print(f"wrote {path}")
-    return path
-
-
-def _read_texts(path: Path, unit: str, flag: str) -> list[list[str]]:
-    """Non-empty lines of a user's UTF-8 text file, split into words or characters."""
-    lines = read_text(path, f"{flag} file").splitlines()
-    texts = [line.split() if unit == "word" else list(line) for line in lines if line.strip()]
-    if not texts:
-        raise KexueError(f"{flag} {path} holds no text (no non-empty line)")
-    return texts
+    print(f"wrote {result.path}")
+    return result.path
 
 
 def measure(
@@ -129,25 +92,15 @@ def measure(
     Returns:
         The path of metrics.json.
     """
-    config = dict(locals())
-    names = decoder_names(decoders) if texts is None else []
-    check_new_run_dir(out, overwrite)
-    if texts is not None:
-        lines = _read_texts(texts, unit, "--texts")
-        run = make_run_dir(out, "repetition-measure", config, overwrite=overwrite)
-        table = {str(texts): repetition_metrics(lines)}
-    else:
-        check_corpus_folder(corpus, ("train", "valid"))
-        chain, held = chain_and_held_out(corpus, level, samples, max_sentences, word_vocab)
-        run = make_run_dir(out, "repetition-measure", config, overwrite=overwrite)
-        table = metrics_table(chain, names, samples, max_length, seed=seed, held_out=held)
-    path = write_json(run / "metrics.json", table)
+    result = recipe.measure(
+        texts, unit, corpus, level, decoders, samples, max_length, max_sentences, word_vocab, seed, out, overwrite
+    )
     cols = ["rep_w", "rep_r", "seq_rep_4", "distinct_2", "loop_fraction", "loop_at_end_fraction", "mean_length"]
     print(f"{'':>16} " + " ".join(f"{c:>12}" for c in cols))
-    for name, m in table.items():
+    for name, m in result.table.items():
         print(f"{name[-16:]:>16} " + " ".join(f"{m[c]:12.4g}" for c in cols))
-    print(f"wrote {path}")
-    return path
+    print(f"wrote {result.path}")
+    return result.path
 
 
 def rebalance(
@@ -176,24 +129,10 @@ def rebalance(
     Returns:
         The path of encoding.json.
     """
-    config = dict(locals())
-    check_new_run_dir(out, overwrite)
-    enc = RebalancedEncoding.load(encoding) if encoding is not None else None
-    lines = _read_texts(apply, level, "--apply") if apply is not None else None
-    check_corpus_folder(corpus, ("train", "valid"))
-    train = units(load_corpus(corpus, "train")[:max_sentences], level)
-    valid = units(load_corpus(corpus, "valid"), level)
-    if not train or not valid:
-        raise KexueError(f"--corpus {corpus}: {'train' if not train else 'valid'}.txt holds no sentence")
-    run = make_run_dir(out, "repetition-rebalance", config, overwrite=overwrite)
-    if enc is None:
-        enc = learn_encoding(train, level, threshold, iterations)
-    path = enc.save(run / "encoding.json")
-    summary = rebalance_summary(enc, train, valid)
-    write_json(run / "summary.json", summary)
-    if lines is not None:
-        write_text(run / "encoded.jsonl", "".join(json.dumps(enc.encode(s)) + "\n" for s in lines))
-        print(f"encoded {len(lines)} lines into {run / 'encoded.jsonl'}")
+    result = recipe.rebalance(corpus, level, threshold, iterations, encoding, apply, max_sentences, out, overwrite)
+    summary = result.summary
+    if result.encoded is not None:
+        print(f"encoded {result.encoded_lines} lines into {result.encoded}")
     before, after = summary["before"], summary["after"]
     print(
         f"merge rounds: {summary['rounds']} -> {summary['merged_tokens']} merged tokens; "
@@ -206,5 +145,5 @@ def rebalance(
             f"sampling chain {when} n={a['n']} λ_1={a['lambda_1']:.4g} mean Σ_j P_ij²={a['mean_concentration']:.4g} "
             f"R={a['R']:.4g}"
         )
-    print(f"wrote {path}")
-    return path
+    print(f"wrote {result.path}")
+    return result.path

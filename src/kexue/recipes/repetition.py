@@ -1,5 +1,8 @@
 """Article 7, theory of repetition (kexue.fm/archives/8128): the procedures behind its commands.
 
+- :func:`theory`, :func:`measure`, :func:`rebalance`: the recipes of ``kexue repetition theory /
+  measure / rebalance``, with the same parameters as the commands: they validate, make the run
+  folder and write its files;
 - :func:`decoder_table`: R, λ_1(P∘P) and its bounds for a chain under each decoder, optionally
   checked by simulation (``kexue repetition theory``);
 - :func:`metrics_table`: text metrics of sentences sampled from a bigram chain under each decoder,
@@ -16,11 +19,14 @@ Example::
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -38,12 +44,14 @@ from kexue.analysis.repetition import (
     simulate_repetition,
 )
 from kexue.analysis.text import repetition_metrics
-from kexue.checks import comma_names
-from kexue.data.levels import LEVELS, characters, level_sentences
+from kexue.checks import check_new_run_dir, comma_names
+from kexue.data.levels import LEVELS, characters, check_corpus_folder, level_sentences
 from kexue.data.matrices import read_matrix
 from kexue.data.text import load_corpus
 from kexue.data.tokenization import RebalancedEncoding
 from kexue.errors import KexueError
+from kexue.io import make_run_dir, read_text, write_json, write_text
+from kexue.params import NonNegativeInt, OpenUnitInterval, PositiveInt
 from kexue.progress import progress as progress_bar
 from kexue.results import Figure
 
@@ -242,6 +250,143 @@ def rebalance_summary(enc: RebalancedEncoding, train: list[list[str]], valid: li
         "before": before.as_dict(),
         "after": after.as_dict(),
     }
+
+
+# --------------------------------------------------------------------------- the recipes of the commands
+
+
+@dataclass
+class TheoryRun:
+    """What :func:`theory` wrote: ``path`` (theory.json), the chain's ``source`` and size ``n``, the decoder rows."""
+
+    path: Path
+    source: dict
+    n: int
+    rows: dict[str, dict]
+
+
+@dataclass
+class MeasureRun:
+    """What :func:`measure` wrote: ``path`` (metrics.json) and its table (one row of metrics per text / decoder)."""
+
+    path: Path
+    table: dict[str, dict]
+
+
+@dataclass
+class RebalanceRun:
+    """What :func:`rebalance` wrote: ``path`` (encoding.json), the summary (summary.json) and, with
+    ``apply``, the encoded lines (``encoded``: encoded.jsonl, ``encoded_lines``: how many)."""
+
+    path: Path
+    summary: dict
+    encoded: Path | None = None
+    encoded_lines: int = 0
+
+
+def theory(
+    matrix: Path | None = None,
+    corpus: str = "ptb",
+    level: Literal["char", "word", "rebalanced"] = "char",
+    decoders: str = "sample,top_p:0.9,top_k:10,greedy",
+    max_sentences: PositiveInt | None = None,
+    word_vocab: PositiveInt | None = None,
+    simulate: NonNegativeInt = 0,
+    seed: NonNegativeInt = 0,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> TheoryRun:
+    """``kexue repetition theory``: R of a matrix's (or a corpus's bigram) chain under each decoder,
+    written to theory.json in the run folder ``out`` (see the command for the parameters)."""
+    config = dict(locals())
+    names = decoder_names(decoders)
+    check_new_run_dir(out, overwrite)
+    if matrix is None:
+        check_corpus_folder(corpus, ("train",))
+        chain, info = corpus_chain(corpus, level, max_sentences, word_vocab)
+        P, tokens = chain.P, chain.tokens
+    else:
+        P = load_chain(matrix)
+        tokens, info = [str(i) for i in range(P.shape[0])], {"matrix": str(matrix)}
+    run = make_run_dir(out, "repetition-theory", config, overwrite=overwrite)
+    rows = decoder_table(P, names, tokens, simulate=simulate, seed=seed)
+    path = write_json(run / "theory.json", {"source": info, "n": P.shape[0], "decoders": rows})
+    return TheoryRun(path, info, P.shape[0], rows)
+
+
+def read_texts(path: Path, unit: str, flag: str) -> list[list[str]]:
+    """Non-empty lines of a user's UTF-8 text file, split into words or characters."""
+    lines = read_text(path, f"{flag} file").splitlines()
+    texts = [line.split() if unit == "word" else list(line) for line in lines if line.strip()]
+    if not texts:
+        raise KexueError(f"{flag} {path} holds no text (no non-empty line)")
+    return texts
+
+
+def measure(
+    texts: Path | None = None,
+    unit: Literal["word", "char"] = "word",
+    corpus: str = "ptb",
+    level: Literal["char", "word", "rebalanced"] = "word",
+    decoders: str = "sample,top_p:0.9,top_k:10,top_k:3,greedy",
+    samples: PositiveInt = 500,
+    max_length: PositiveInt = 100,
+    max_sentences: PositiveInt | None = None,
+    word_vocab: PositiveInt | None = None,
+    seed: NonNegativeInt = 0,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> MeasureRun:
+    """``kexue repetition measure``: repetition metrics of ``texts`` or of sentences sampled from a
+    bigram chain under each decoder, written to metrics.json in the run folder ``out``."""
+    config = dict(locals())
+    names = decoder_names(decoders) if texts is None else []
+    check_new_run_dir(out, overwrite)
+    if texts is not None:
+        lines = read_texts(texts, unit, "--texts")
+        run = make_run_dir(out, "repetition-measure", config, overwrite=overwrite)
+        table = {str(texts): repetition_metrics(lines)}
+    else:
+        check_corpus_folder(corpus, ("train", "valid"))
+        chain, held = chain_and_held_out(corpus, level, samples, max_sentences, word_vocab)
+        run = make_run_dir(out, "repetition-measure", config, overwrite=overwrite)
+        table = metrics_table(chain, names, samples, max_length, seed=seed, held_out=held)
+    return MeasureRun(write_json(run / "metrics.json", table), table)
+
+
+def rebalance(
+    corpus: str = "ptb",
+    level: Literal["char", "word"] = "char",
+    threshold: OpenUnitInterval = 0.1,
+    iterations: PositiveInt = 10,
+    encoding: Path | None = None,
+    apply: Path | None = None,
+    max_sentences: PositiveInt | None = None,
+    out: Path | None = None,
+    overwrite: bool = False,
+) -> RebalanceRun:
+    """``kexue repetition rebalance``: learn (or load) a rebalanced encoding, write encoding.json,
+    summary.json and, with ``apply``, encoded.jsonl into the run folder ``out``."""
+    config = dict(locals())
+    check_new_run_dir(out, overwrite)
+    enc = RebalancedEncoding.load(encoding) if encoding is not None else None
+    lines = read_texts(apply, level, "--apply") if apply is not None else None
+    check_corpus_folder(corpus, ("train", "valid"))
+    train = units(load_corpus(corpus, "train")[:max_sentences], level)
+    valid = units(load_corpus(corpus, "valid"), level)
+    if not train or not valid:
+        raise KexueError(f"--corpus {corpus}: {'train' if not train else 'valid'}.txt holds no sentence")
+    run = make_run_dir(out, "repetition-rebalance", config, overwrite=overwrite)
+    if enc is None:
+        enc = learn_encoding(train, level, threshold, iterations)
+    path = enc.save(run / "encoding.json")
+    summary = rebalance_summary(enc, train, valid)
+    write_json(run / "summary.json", summary)
+    result = RebalanceRun(path, summary)
+    if lines is not None:
+        text = "".join(json.dumps(enc.encode(s)) + "\n" for s in lines)
+        result.encoded, result.encoded_lines = write_text(run / "encoded.jsonl", text), len(lines)
+    return result
 
 
 # --------------------------------------------------------------------------- the corpus study
