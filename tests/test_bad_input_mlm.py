@@ -91,6 +91,8 @@ ROWS = [
     (with_flag(GIBBS, "--top_k", "0"), "top_k"),
     (with_flag(GIBBS, "--references", "0"), "references"),
     (with_flag(GIBBS, "--seed", "-2"), "seed"),
+    (with_flag(GIBBS, "--label", "a b"), "--label"),
+    (with_flag(GIBBS, "--label", "real_text"), "--label real_text"),
     (with_flag(GIBBS, "--threads", "0"), "threads"),
     (with_flag(GIBBS, "--prompt", ""), "--prompt"),
     (with_flag(GIBBS, "--prompt", " ".join(["the"] * 60)), "--prompt"),

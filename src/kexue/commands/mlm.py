@@ -62,6 +62,7 @@ def gibbs(
     references: PositiveInt = 1000,
     lm: Path | None = None,
     seed: NonNegativeInt = 0,
+    label: str | None = None,
     threads: PositiveInt | None = None,
     results: Path | None = None,
     overwrite: bool = False,
@@ -83,10 +84,12 @@ def gibbs(
         temperature: temperature after burn-in.
         top_k: top-k after burn-in (default: the full distribution).
         prompt: a sentence to start from; only its [MASK] tokens are redrawn when it has any (infilling).
-        corpus: score BLEU against the test split of "ptb" or a corpus folder (default: no BLEU).
+        corpus: score BLEU against the test split of "ptb" or a corpus folder (default: no BLEU);
+            the same metrics on real test sentences of the same lengths go to gibbs.real_text.*.
         references: test sentences used as references.
         lm: a `kexue lm train` run to score the samples' perplexity.
         seed: seed of the lengths and the chains.
+        label: name the figures gibbs.<label>.<metric> (a table of settings in one results file).
         threads: torch CPU threads.
         results: also merge the figures into this results JSON (e.g. benchmarks/results/gibbs.json).
         overwrite: replace what a non-empty --out holds.
@@ -96,14 +99,14 @@ def gibbs(
     """
     run = recipe.sample(
         model, chains, batch, steps, burn_in, thin, order, fraction, min_length, max_length, temperature, top_k,
-        prompt, corpus, references, lm, seed, threads, results, overwrite, out,
+        prompt, corpus, references, lm, seed, label, threads, results, overwrite, out,
     )  # fmt: skip
     for text in run.samples:
         print(text)
     values = run.values()
     print(
         f"gibbs {order}: {len(run.samples)} samples in {run.seconds:.1f} s; "
-        + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in values.items())
+        + ", ".join(f"{k[len('gibbs.') :]} {v:.3g}" for k, v in values.items())
         + f" -> {run.out}"
     )
     return values

@@ -22,6 +22,7 @@ Example::
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -364,8 +365,50 @@ class GibbsRun:
         return {f.key: f.value for f in self.figures}
 
 
+CONTRACTIONS = frozenset({"s", "re", "ve", "ll", "d", "m"})
+INITIALS = re.compile(r"([a-z]\.)+")
+
+
 def sample_words(text: str) -> list[str]:
-    return text.split()
+    """A decoded sample as PTB words, so that it can be scored against PTB sentences.
+
+    The WordPiece decode splits what PTB keeps whole: ``n't`` and ``'s`` come out as ``n ' t`` and
+    ``' s``, ``blue-chip`` as ``blue - chip``, ``cities\\/abc`` as ``cities \\ / abc``, ``u.s.`` as
+    ``u. s.``; and an uncased tokenizer turns PTB's number token ``N`` into ``n``. This puts them
+    back; without it few 4-grams of a sample can match the corpus.
+    """
+    words, out, i = text.split(), [], 0
+    while i < len(words):
+        w, nxt = words[i], words[i + 1 : i + 3]
+        if w == "n" and nxt == ["'", "t"]:
+            out.append("n't")
+            i += 3
+        elif w == "'" and nxt[:1] and nxt[0] in CONTRACTIONS:
+            out.append("'" + nxt[0])
+            i += 2
+        elif w in ("-", "\\") and out:  # glued to both neighbours
+            glue, span = ("\\/", 2) if w == "\\" and nxt[:1] == ["/"] else (w, 1)
+            rest = words[i + span : i + span + 1]
+            if rest:
+                out[-1] += glue + rest[0]
+            else:
+                out.append(glue)
+            i += span + len(rest)
+        elif w == "&" and out and len(out[-1]) == 1 and len(nxt[:1]) == 1 and len(nxt[0]) == 1:  # s&p, p&g
+            out[-1] += w + nxt[0]
+            i += 2
+        elif out and INITIALS.fullmatch(out[-1]) and re.fullmatch(r"[a-z]\.", w):
+            out[-1] += w
+            i += 1
+        else:
+            out.append("N" if w == "n" else "<unk>" if w == "[UNK]" else w)
+            i += 1
+    return out
+
+
+def reference_words(words: list[str]) -> list[str]:
+    """A corpus sentence in the same convention as :func:`sample_words` (lower case, ``N`` kept)."""
+    return [w if w in ("N", "<unk>") else w.lower() for w in words]
 
 
 def quality(samples: list[str], references: list[list[str]] | None, lm_run: Path | None) -> dict[str, float]:
@@ -377,16 +420,31 @@ def quality(samples: list[str], references: list[list[str]] | None, lm_run: Path
     if len(words) >= 2:
         row["self_bleu"] = self_bleu(words)
     if references:
-        row["bleu_vs_corpus"] = corpus_bleu_all_refs(words, references)
+        row["bleu_vs_corpus"] = corpus_bleu_all_refs(words, [reference_words(r) for r in references])
     if lm_run is not None:
         from kexue.data.text import token_stream
         from kexue.recipes.lm import lm_perplexity, load_lm
 
         model, vocab, _ = load_lm(lm_run, f"--lm {lm_run}")
-        stream = token_stream([[w if w != "n" else "N" for w in s] for s in words], vocab)
+        stream = token_stream(words, vocab)
         if len(stream) >= MIN_PPL_TOKENS:
             row["ppl"] = lm_perplexity(model, stream)
     return row
+
+
+def real_text(sentences: list[list[str]], tok: Tokenizer, n: int, min_length: int, max_length: int) -> list[str]:
+    """The first ``n`` corpus sentences whose WordPiece length is within the samples' lengths, as the
+    sampler would print them (encoded and decoded by the same tokenizer): the real-text row."""
+    keep = []
+    for words in sentences:
+        if "<unk>" in words:  # the sampler never draws [UNK]
+            continue
+        ids = tok.tokenizer.encode(" ".join(words)).ids  # with [CLS] and [SEP]
+        if min_length <= len(ids) - 2 <= max_length:
+            keep.append(tok.decode(ids))
+            if len(keep) == n:
+                break
+    return keep
 
 
 def sample(
@@ -407,6 +465,7 @@ def sample(
     references: PositiveInt = 1000,
     lm: Path | None = None,
     seed: NonNegativeInt = 0,
+    label: str | None = None,
     threads: PositiveInt | None = None,
     results: Path | None = None,
     overwrite: bool = False,
@@ -434,10 +493,14 @@ def sample(
         temperature: temperature after burn-in.
         top_k: top-k after burn-in (None: full distribution).
         prompt: a sentence to start from; its [MASK] tokens alone are redrawn when it has any (infilling).
-        corpus: score BLEU against the test split of "ptb" or a corpus folder (None: no BLEU).
+        corpus: score BLEU against the test split of "ptb" or a corpus folder (None: no BLEU). The
+            same metrics are also measured on as many real test sentences of the same WordPiece
+            lengths (not among the references): the ``gibbs.real_text.*`` row.
         references: test sentences used as references.
         lm: a `kexue lm train` run to score the samples' perplexity (None: none).
         seed: seed of the lengths and the chains.
+        label: name the figures ``gibbs.<label>.<metric>`` instead of ``gibbs.<metric>`` (a table of
+            settings in one results file); letters, digits, ``_`` and ``-``.
         threads: torch CPU threads.
         results: also merge the figures into this results JSON (e.g. benchmarks/results/gibbs.json).
         overwrite: replace what a non-empty ``out`` holds.
@@ -451,6 +514,11 @@ def sample(
     check(min_length <= max_length, f"--min_length {min_length} must be <= --max_length {max_length}")
     check(burn_in < steps, f"--burn_in {burn_in} must be < --steps {steps}")
     check(thin is None or thin <= steps - burn_in, f"--thin {thin} exceeds the {steps - burn_in} steps after burn-in")
+    check(
+        label is None or re.fullmatch(r"[A-Za-z0-9_-]+", label) is not None,
+        f"--label {label!r}: use letters, digits, _ and - only",
+    )
+    check(label != "real_text", "--label real_text names the real-text row; choose another label")
     check_output_file(results)
     check_output_dir(out)
     folder = check_model_folder(model)
@@ -458,9 +526,10 @@ def sample(
         from kexue.recipes.lm import check_run
 
         check_run(lm, f"--lm {lm}")
-    refs = None
+    refs, held_out = None, []
     if corpus is not None:
-        refs = [s for s in load_corpus(corpus, "test") if s][:references]
+        test = [s for s in load_corpus(corpus, "test") if s]
+        refs, held_out = test[:references], test[references:]
     set_threads(threads)
     tok = Tokenizer.from_folder(folder)
     positions = model_positions(folder)
@@ -511,7 +580,12 @@ def sample(
     row = quality(texts, refs, lm)
     row["change_rate"] = changed / max(redrawn, 1)
     row["positions_per_s"] = redrawn / seconds
-    figures = [Figure(f"gibbs.{k}", v, command=cmd) for k, v in row.items()]
+    prefix = "gibbs." if label is None else f"gibbs.{label}."
+    figures = [Figure(prefix + k, v, command=cmd) for k, v in row.items()]
+    if refs is not None and start is None:
+        real = real_text(held_out, tok, len(texts), min_length, max_length)
+        if real:
+            figures += [Figure(f"gibbs.real_text.{k}", v, command=cmd) for k, v in quality(real, refs, lm).items()]
     write_results(out / "results.json", figures)
     if results is not None:
         write_results(results, figures, merge=True)

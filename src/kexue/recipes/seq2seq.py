@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors.torch import load_file, save_file
 
 from kexue.checks import require_modules
 from kexue.data.pairs import SNAPSHOTS, PairCorpus, TextPair, load_pairs, read_pairs, split_by_group
@@ -432,6 +433,18 @@ def _greedy_histories(model, src: torch.Tensor, direction: str, cap: int, batch_
     return _pad(rows, pad, cap)
 
 
+def _load_pseudo(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        pseudo = load_file(str(path))
+    except Exception as e:  # safetensors raises several types on a damaged file
+        raise KexueError(
+            f"cannot read the pseudo histories {path} ({e}); delete it and resume to decode them again"
+        ) from None
+    if set(pseudo) != {"l2r", "r2l"}:
+        raise KexueError(f"{path} is not a pseudo-history file (it holds {sorted(pseudo)}); delete it and resume")
+    return pseudo
+
+
 def _specials(tokenizer) -> dict[str, int]:
     return {
         "pad_id": tokenizer.token_to_id(PAD),
@@ -545,16 +558,16 @@ def train_seq2seq(
             cfg, batches, (v_src, v_tgt), settings, out / name, resume, dev, "gold"
         )
     if settings.cross_history == "pseudo":
-        path = out / "pseudo.pt"
+        path = out / "pseudo.safetensors"
         if path.is_file():  # decoded once, after the baselines finished (a resume reuses it)
-            pseudo = torch.load(path)
+            pseudo = _load_pseudo(path)
         else:
             cap = settings.max_target_tokens + 1
             pseudo = {
                 d: _greedy_histories(models[d], src, d, cap, max(64, settings.batch_size), pad) for d in ("l2r", "r2l")
             }
             with atomic_path(path) as tmp:
-                torch.save(pseudo, tmp)
+                save_file({d: h.contiguous() for d, h in pseudo.items()}, str(tmp))
         batches = PairBatches(
             src, tgt, pseudo["l2r"], pseudo["r2l"], batch_size=settings.batch_size, seed=settings.seed, pad=pad
         )
