@@ -1,7 +1,8 @@
-"""Bad input to `kexue simbert train / similar / retrieve / eval`: one error line, exit 2, nothing left behind.
+"""Bad input to `kexue simbert train / similar / index / retrieve / eval`: one error line, exit 2, nothing left behind.
 
 Placeholders: {bert} a tiny BERT folder, {run} a tiny trained simbert run, {pairs} good pairs,
-{corpus} a good sentence file, {bad} broken files and folders, {out} a fresh output path.
+{corpus} a good sentence file, {index} an index of {corpus} built with {run}, {bad} broken files and
+folders, {out} a fresh output path.
 """
 
 import json
@@ -10,13 +11,22 @@ import shutil
 import pytest
 from test_unilm import save_tiny_bert
 
-from kexue.cli import main
+from kexue.cli import GROUPS, main
 
 TRAIN = ["simbert", "train", "--model", "{bert}", "--pairs", "{pairs}", "--settings.steps", "2",
          "--settings.batch_pairs", "2", "--settings.eval_pairs", "4"]  # fmt: skip
 SIMILAR = ["simbert", "similar", "--model", "{run}", "--text", "the cat", "--candidates", "2", "--max_len", "4"]
 RETRIEVE = ["simbert", "retrieve", "--model", "{run}", "--corpus", "{corpus}", "--query", "the cat"]
 EVAL = ["simbert", "eval", "--model", "{run}", "--base", "{bert}", "--pairs", "{pairs}"]
+INDEX = ["simbert", "index", "--model", "{run}", "--corpus", "{corpus}"]
+FROM_INDEX = ["simbert", "retrieve", "--index", "{index}", "--query", "the cat"]
+INDEX_COMMAND = "kexue.commands.simbert:index"
+
+
+@pytest.fixture(autouse=True)
+def _index_command(monkeypatch):
+    """`kexue simbert index` in the CLI registry (a no-op once kexue.cli.GROUPS lists it)."""
+    monkeypatch.setitem(GROUPS["simbert"][1], "index", INDEX_COMMAND)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +67,50 @@ def paths(tmp_path_factory):
     ):
         shutil.copytree(run, bad / name)
         breakage(bad / name)
+    GROUPS["simbert"][1].setdefault("index", INDEX_COMMAND)
+    index = root / "index"
+    main([a.format(run=run, corpus=corpus) for a in INDEX] + ["--backend", "faiss" if _has_faiss() else "exact",
+         "--out", str(index)])  # fmt: skip
+    for name, breakage in (
+        ("index_nojson", lambda i: (i / "index.json").unlink()),
+        ("index_badjson", lambda i: (i / "index.json").write_text('{"model": ')),
+        ("index_list", lambda i: (i / "index.json").write_text("[]")),
+        ("index_missingkey", lambda i: _edit_json(i / "index.json", lambda m: m.pop("fingerprint"))),
+        ("index_extrakey", lambda i: _edit_json(i / "index.json", lambda m: m.update(bogus=1))),
+        ("index_badtype", lambda i: _edit_json(i / "index.json", lambda m: m.update(n="five"))),
+        ("index_wrong_n", lambda i: _edit_json(i / "index.json", lambda m: m.update(n=7))),
+        ("index_gone_model", lambda i: _edit_json(i / "index.json", lambda m: m.update(model=str(root / "gone")))),
+        ("index_novectors", lambda i: (i / "vectors.safetensors").unlink()),
+        ("index_badvectors", lambda i: (i / "vectors.safetensors").write_bytes(b"\x00\xff" * 64)),
+        ("index_nosentences", lambda i: (i / "sentences.txt").unlink()),
+        ("index_fewsentences", lambda i: (i / "sentences.txt").write_text("the cat sat\n")),
+        ("index_latin1sentences", lambda i: (i / "sentences.txt").write_bytes("caf\xe9\nx\n".encode("latin-1"))),
+    ):
+        shutil.copytree(index, bad / name)
+        breakage(bad / name)
+    if _has_faiss():
+        shutil.copytree(index, bad / "index_badfaiss")
+        (bad / "index_badfaiss" / "faiss.index").write_bytes(b"\x00" * 40)
     vae = bad / "vae"
     vae.mkdir()
     (vae / "config.yaml").write_text("# kexue run config: vae-cluster-train\ndata: digits\n")
     (vae / "model.json").write_text("{}")
     (vae / "model.safetensors").write_bytes(b"")
-    return {"bert": bert, "run": run, "pairs": pairs, "corpus": corpus, "bad": bad}
+    return {"bert": bert, "run": run, "pairs": pairs, "corpus": corpus, "bad": bad, "index": index}
+
+
+def _has_faiss():
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _edit_json(path, change):
+    meta = json.loads(path.read_text())
+    change(meta)
+    path.write_text(json.dumps(meta))
 
 
 def _with(base, flag, value):
@@ -143,7 +191,61 @@ ROWS = [
     ("retrieve backend choice", _with(RETRIEVE, "--backend", "annoy"), "--backend"),
     ("retrieve no query", RETRIEVE[:6], "--query"),
     ("retrieve model missing", _with(RETRIEVE, "--model", "{bad}/nope"), "not found"),
+    ("retrieve max_len 0", _with(RETRIEVE, "--max_len", "0"), "--max_len"),
+    # index
+    ("index corpus missing", _with(INDEX, "--corpus", "{bad}/nope.txt"), "nope.txt"),
+    ("index corpus folder", _with(INDEX, "--corpus", "{bad}"), "corpus"),
+    ("index corpus latin1", _with(INDEX, "--corpus", "{bad}/latin1.txt"), "latin1.txt"),
+    ("index corpus empty", _with(INDEX, "--corpus", "{bad}/blank.txt"), "no sentences"),
+    ("index no corpus", INDEX[:4], "--corpus"),
+    ("index backend choice", _with(INDEX, "--backend", "annoy"), "--backend"),
+    ("index max_len 0", _with(INDEX, "--max_len", "0"), "--max_len"),
+    ("index max_len text", _with(INDEX, "--max_len", "long"), "--max_len"),
+    ("index threads 0", _with(INDEX, "--threads", "0"), "--threads"),
+    ("index model missing", _with(INDEX, "--model", "{bad}/nope"), "not found"),
+    ("index model no config", _with(INDEX, "--model", "{bad}/noconfig"), "config.json"),
+    ("index model vae run", _with(INDEX, "--model", "{bad}/vae"), "vae-cluster-train"),
+    ("index model corrupt weights", _with(INDEX, "--model", "{bad}/run_badweights"), "model.safetensors"),
+    ("index model without weights", _with(INDEX, "--model", "{bad}/run_noweights"), "model.safetensors"),
+    ("index out a file", INDEX + ["--out", "{bad}/a_file"], "--out"),
+    ("index out used", INDEX + ["--out", "{index}"], "--overwrite"),
+    ("index out a non-run folder", INDEX + ["--out", "{bad}", "--overwrite"], "not a kexue run folder"),
+    # retrieve --index
+    ("retrieve index and corpus", FROM_INDEX + ["--corpus", "{corpus}"], "one of them"),
+    ("retrieve neither index nor corpus", ["simbert", "retrieve", "--query", "the cat"], "--index"),
+    ("retrieve index missing", _with(FROM_INDEX, "--index", "{bad}/nope"), "not found"),
+    ("retrieve index a file", _with(FROM_INDEX, "--index", "{bad}/a_file"), "not a folder"),
+    ("retrieve index a bert folder", _with(FROM_INDEX, "--index", "{bert}"), "no index.json"),
+    ("retrieve index a run folder", _with(FROM_INDEX, "--index", "{run}"), "no index.json"),
+    ("retrieve index.json missing", _with(FROM_INDEX, "--index", "{bad}/index_nojson"), "no index.json"),
+    ("retrieve index.json garbled", _with(FROM_INDEX, "--index", "{bad}/index_badjson"), "not valid JSON"),
+    ("retrieve index.json a list", _with(FROM_INDEX, "--index", "{bad}/index_list"), "JSON dict"),
+    ("retrieve index.json missing key", _with(FROM_INDEX, "--index", "{bad}/index_missingkey"), "fingerprint"),
+    ("retrieve index.json unknown key", _with(FROM_INDEX, "--index", "{bad}/index_extrakey"), "bogus"),
+    ("retrieve index.json wrong type", _with(FROM_INDEX, "--index", "{bad}/index_badtype"), "wrong type"),
+    ("retrieve index.json wrong n", _with(FROM_INDEX, "--index", "{bad}/index_wrong_n"), "vectors.safetensors"),
+    ("retrieve index model gone", _with(FROM_INDEX, "--index", "{bad}/index_gone_model"), "give --model"),
+    ("retrieve index vectors missing", _with(FROM_INDEX, "--index", "{bad}/index_novectors"), "not found"),
+    ("retrieve index vectors corrupt", _with(FROM_INDEX, "--index", "{bad}/index_badvectors"), "safetensors"),
+    ("retrieve index sentences missing", _with(FROM_INDEX, "--index", "{bad}/index_nosentences"), "sentences.txt"),
+    ("retrieve index sentences short", _with(FROM_INDEX, "--index", "{bad}/index_fewsentences"), "1 lines"),
+    ("retrieve index sentences latin1", _with(FROM_INDEX, "--index", "{bad}/index_latin1sentences"), "UTF-8"),
+    ("retrieve index other model", FROM_INDEX + ["--model", "{bert}"], "rebuild the index"),
+    ("retrieve index model missing", FROM_INDEX + ["--model", "{bad}/nope"], "not found"),
+    ("retrieve index top 0", FROM_INDEX + ["--top", "0"], "--top"),
+    ("retrieve index queries latin1", [*FROM_INDEX[:4], "--queries", "{bad}/latin1.txt"], "latin1.txt"),
+    # train: mining
+    ("train mine_threshold above 1", _with(TRAIN, "--settings.mine_threshold", "1.5"), "--settings.mine_threshold"),
+    ("train mine_threshold negative", _with(TRAIN, "--settings.mine_threshold", "-0.1"), "--settings.mine_threshold"),
+    ("train mine_threshold text", _with(TRAIN, "--settings.mine_threshold", "high"), "--settings.mine_threshold"),
+    ("train mine_max 0", _with(TRAIN, "--settings.mine_max", "0"), "--settings.mine_max"),
+    ("train mine with --pairs", _with(TRAIN, "--settings.mine_threshold", "0.8"), "--pairs"),
     # eval
+    ("eval gen_pairs 0", _with(EVAL, "--gen_pairs", "0"), "--gen_pairs"),
+    ("eval gen_pairs negative", _with(EVAL, "--gen_pairs", "-5"), "--gen_pairs"),
+    ("eval candidates 0", _with(EVAL, "--candidates", "0"), "--candidates"),
+    ("eval candidates text", _with(EVAL, "--candidates", "many"), "--candidates"),
+    ("eval generation not a bool", _with(EVAL, "--generation", "maybe"), "--generation"),
     ("eval split choice", _with(EVAL, "--split", "train"), "--split"),
     ("eval max_pairs 0", _with(EVAL, "--max_pairs", "0"), "--max_pairs"),
     ("eval one pair", _with(EVAL, "--pairs", "{bad}/one.tsv"), "at least 2 pairs"),
@@ -162,6 +264,21 @@ def test_bad_input(cli_error, paths, tmp_path, args, match):
     if args[:2] == ["simbert", "train"] and "--out" not in args:
         filled += ["--out", str(out)]
     cli_error(filled, out=out, match=match.format(**paths) if "{" in match else match)
+
+
+def test_corrupt_faiss_index_is_one_line(cli_error, paths):
+    if not _has_faiss():
+        pytest.skip("faiss-cpu is not installed")
+    bad = str(paths["bad"] / "index_badfaiss")
+    cli_error(["simbert", "retrieve", "--index", bad, "--query", "the cat"], match="faiss index")
+
+
+def test_bad_input_leaves_given_index_unchanged(cli_error, paths):
+    index = paths["index"]
+    before = {p.name: p.read_bytes() for p in index.iterdir()}
+    cli_error([a.format(**paths) for a in INDEX] + ["--max_len", "0", "--out", str(index), "--overwrite"], out=index)
+    cli_error([a.format(**paths) for a in INDEX] + ["--out", str(index)], out=index, match="--overwrite")
+    assert {p.name: p.read_bytes() for p in index.iterdir()} == before
 
 
 def test_bad_input_leaves_given_run_unchanged(cli_error, paths):

@@ -291,3 +291,22 @@ def test_recipes_take_the_commands_parameters():
         ours = [(p.name, p.default) for p in inspect.signature(command).parameters.values()]
         theirs = [(p.name, p.default) for p in inspect.signature(recipe).parameters.values()]
         assert ours == theirs, (command.__name__, recipe.__name__)
+
+
+def test_su2018_preset_runs_from_the_cli_and_its_config_reruns_it(tmp_path, capsys):
+    from kexue.io import run_config
+
+    run = tmp_path / "su"
+    main(["vae-cluster", "train", "--data", "digits", "--preset", "su2018", "--settings.epochs", "1",
+          "--settings.batch_size", "200", "--device", "cpu", "--out", str(run)])  # fmt: skip
+    command, config = run_config(run)
+    assert config["preset"] == "su2018" and config["settings"]["epochs"] == 1
+    used = json.loads((run / "model.json").read_text())["config"]
+    assert used["pretrain_epochs"] == 0 and used["kl"] == "closed" and used["recon_weight"] == 5.0
+    assert used["balance"] is True and used["gmm_init"] is False and used["batch_size"] == 200
+    rows = json.loads((run / "results.json").read_text())
+    assert set(rows) == {f"vae.su2018.digits.{m}" for m in ("acc_hungarian", "acc_majority", "nmi", "ari")}
+    assert "--preset su2018" in rows["vae.su2018.digits.acc_hungarian"]["command"]
+    again = tmp_path / "again"
+    main(["vae-cluster", "train", "--config", str(run / "config.yaml"), "--out", str(again)])
+    assert json.loads((again / "model.json").read_text())["config"] == used

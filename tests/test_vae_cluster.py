@@ -275,3 +275,92 @@ def test_resume_needs_a_checkpoint_and_settings_are_checked(tmp_path):
     ):
         with pytest.raises(KexueError, match=f"settings.{next(iter(bad))}"):
             VAEClusterConfig(**bad)
+
+
+def test_learned_prior_terms_match_hand_computation():
+    """VaDE's prior: σ_0² = 4, σ_1² = 1, q(y) = (1/3, 2/3); same encoder as _hand_model (μ = 1, σ² = 1)."""
+    m, x, eps = _hand_model(), torch.full((1, 1, 1, 1), 0.5), torch.tensor([[0.5]])  # z = 1.5
+    learned = ClusterVAE((1, 1), latent_dim=1, num_classes=2, backbone="mlp", prior="learned")
+    learned.load_state_dict(m.state_dict(), strict=False)
+    learned.encoder, learned.decoder, learned.classifier = m.encoder, m.decoder, m.classifier
+    # at its zero initialisation the learned prior is Su's: the same terms
+    for kl in ("closed", "sampled"):
+        a, b = cluster_vae_terms(m, x, kl=kl, eps=eps), cluster_vae_terms(learned, x, kl=kl, eps=eps)
+        assert all(a[k].item() == pytest.approx(b[k].item(), abs=1e-7) for k in ("recon", "kl_z", "kl_y"))
+    with torch.no_grad():
+        learned.class_logvar.copy_(torch.tensor([[math.log(4.0)], [0.0]]))
+        learned.prior_logits.copy_(torch.tensor([0.0, math.log(2.0)]))
+    closed = cluster_vae_terms(learned, x, kl="closed", eps=eps)
+    sampled = cluster_vae_terms(learned, x, kl="sampled", eps=eps)
+    # KL(N(1,1) || N(0,4)) = ½(log 4 + 2/4 − 1); KL(N(1,1) || N(2,1)) = ½(2 − 1)
+    kl0, kl1 = 0.5 * (math.log(4) + 0.5 - 1), 0.5
+    assert closed["kl_z"].item() == pytest.approx(0.25 * kl0 + 0.75 * kl1)
+    # sampled at z = 1.5: −½(0 − log 4 − 1.5²/4) and −½(0 − 0 − 0.5²)
+    s0, s1 = 0.5 * (math.log(4) + 2.25 / 4), 0.5 * 0.25
+    assert sampled["kl_z"].item() == pytest.approx(0.25 * s0 + 0.75 * s1)
+    # KL(p(y|z) || q(y)) with p = (1/4, 3/4), q = (1/3, 2/3)
+    assert closed["kl_y"].item() == pytest.approx(0.25 * math.log(0.25 * 3) + 0.75 * math.log(0.75 * 1.5), rel=1e-5)
+    with pytest.raises(KexueError, match="prior"):
+        ClusterVAE((1, 1), latent_dim=1, num_classes=2, backbone="mlp", prior="vade")
+
+
+def test_learned_prior_samples_with_the_class_variance():
+    m = ClusterVAE((1, 1), latent_dim=1, num_classes=2, backbone="mlp", prior="learned")
+    m.decoder = nn.Identity()
+    with torch.no_grad():
+        m.class_means.copy_(torch.tensor([[0.0], [10.0]]))
+        m.class_logvar.copy_(torch.tensor([[math.log(9.0)], [math.log(0.01)]]))
+    z = m.sample(torch.tensor([0] * 4000 + [1] * 4000), torch.Generator().manual_seed(0))[:, 0]
+    assert z[:4000].std().item() == pytest.approx(3.0, rel=0.05)
+    assert z[4000:].std().item() == pytest.approx(0.1, rel=0.05) and z[4000:].mean().item() == pytest.approx(
+        10, abs=0.01
+    )
+
+
+def test_sharpen_is_decs_target_distribution():
+    from kexue.models.vae_cluster import sharpen
+
+    p = torch.tensor([[0.5, 0.5], [0.9, 0.1]])
+    # f = (1.4, 0.6); row 0: (0.25/1.4, 0.25/0.6) -> (0.3, 0.7); row 1: (0.81/1.4, 0.01/0.6) -> (0.972, 0.028)
+    assert torch.allclose(sharpen(p), torch.tensor([[0.3, 0.7], [0.972, 0.028]]), atol=1e-6)
+    m, x = _hand_model(), torch.full((1, 1, 1, 1), 0.5)
+    target = torch.tensor([[0.5, 0.5]])  # one row: f = (0.5, 0.5), sharpened stays (0.5, 0.5)
+    base, _ = cluster_vae_loss(m, x, generator=torch.Generator().manual_seed(0), kl="closed")
+    loss, metrics = cluster_vae_loss(
+        m, x, generator=torch.Generator().manual_seed(0), kl="closed", target_probs=target, self_training=2.0
+    )
+    expected = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)  # KL((½, ½) || (¼, ¾))
+    assert metrics["self_training"] == pytest.approx(expected)
+    assert loss.item() == pytest.approx(base.item() + 2.0 * expected, rel=1e-6)
+
+
+def test_su2018_preset_is_the_authors_setting():
+    from dataclasses import replace
+
+    from kexue.recipes.vae_cluster import DEFAULT_SETTINGS, apply_preset, key_prefix
+
+    author = VAEClusterConfig(
+        epochs=50, batch_size=100, lr=1e-3, latent_dim=20, num_classes=10, kl="closed", recon_weight=5.0,
+        balance=True, batch_balance=0.0, pretrain_epochs=0, gmm_init=False, spectral_neighbors=0, consistency=0.0,
+        augment=False, prior="unit", self_training=0.0,
+    )  # fmt: skip
+    assert apply_preset("su2018") == author
+    assert apply_preset("su2018", replace(DEFAULT_SETTINGS, epochs=5, seed=3)) == replace(author, epochs=5, seed=3)
+    assert apply_preset("ours", replace(DEFAULT_SETTINGS, epochs=5)) == replace(DEFAULT_SETTINGS, epochs=5)
+    assert key_prefix("su2018", "mnist5k") == "vae.su2018.mnist5k" and key_prefix("ours", "mnist5k") == "vae.mnist5k"
+    with pytest.raises(KexueError, match="preset"):
+        apply_preset("su2019")
+
+
+def test_umap_without_umap_learn_is_one_clear_error(monkeypatch):
+    import sys
+
+    import numpy as np
+
+    from kexue.recipes.vae_cluster import manifold_embedding
+
+    monkeypatch.setitem(sys.modules, "umap", None)
+    with pytest.raises(KexueError, match=r"umap-learn .*kexue\[umap\]"):
+        manifold_embedding(np.zeros((20, 3)), 2, 5, 0, "umap")
+    spectral = manifold_embedding(np.random.RandomState(0).randn(60, 3), 2, 5, 0, "spectral")
+    assert spectral.shape == (60, 2)

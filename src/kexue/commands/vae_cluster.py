@@ -12,6 +12,7 @@ from kexue.params import Device, NonNegativeInt, PositiveInt
 from kexue.recipes.vae_cluster import (
     DEFAULT_SETTINGS,
     METRICS,
+    Preset,
     VAEClusterConfig,
     evaluate_run,
     run_study,
@@ -28,6 +29,7 @@ def train(
     device: Device = "auto",
     resume: bool = False,
     overwrite: bool = False,
+    preset: Preset = "ours",
 ) -> dict:
     """Train the clustering VAE (labels are never used for training) and evaluate it on the test split.
 
@@ -38,8 +40,11 @@ def train(
         device: auto, cpu, cuda or cuda:N.
         resume: continue from the checkpoints in --out (--settings.epochs and --settings.lr may change).
         overwrite: replace the run in a non-empty --out.
+        preset: ours (our label-free recipe, the defaults) or su2018 (the author's 2018 code: no
+            pre-training, zero-initialised class means, closed-form KL, λ 5, 50 epochs); --settings.*
+            flags that differ from our defaults go on top.
     """
-    run, record = train_run(data, out, settings, str(device), resume, overwrite)
+    run, record = train_run(data, out, settings, str(device), resume, overwrite, preset)
     return _print_scores(record, run)
 
 
@@ -87,6 +92,7 @@ def study(
     device: Device = "auto",
     resume: bool = False,
     overwrite: bool = False,
+    preset: Preset = "ours",
 ) -> dict:
     """Train and evaluate several seeds; report mean ± std and best.
 
@@ -100,8 +106,10 @@ def study(
         resume: continue the study in --out: finished seeds are read back, unfinished ones resume
             from their checkpoints, the others start (--seeds may name more seeds than before).
         overwrite: replace the study in a non-empty --out.
+        preset: ours (the defaults) or su2018 (the author's 2018 settings); --settings.* flags that
+            differ from our defaults go on top.
     """
-    folder, per_seed = run_study(data, seeds, out, results, settings, str(device), resume, overwrite)
+    folder, per_seed = run_study(data, seeds, out, results, settings, str(device), resume, overwrite, preset)
     for metric in METRICS:
         s = seed_summary(per_seed[metric])
         print(f"{data} {metric}: {s['mean']:.4f} ± {s['std']:.4f} (best {s['best']:.4f}, {s['n']} seeds)")

@@ -21,7 +21,7 @@ from kexue.generation.processors import (
     TopP,
     Typical,
 )
-from kexue.generation.search import Beam, DecodeOutput, Greedy, Sample, Search, decode, reorder_batch
+from kexue.generation.search import Beam, DecodeOutput, Greedy, Sample, Search, decode, left_pad, reorder_batch
 from kexue.generation.stopping import EOS, MAX_LENGTH, Stopping
 
 __all__ = [
@@ -48,5 +48,6 @@ __all__ = [
     "TopP",
     "Typical",
     "decode",
+    "left_pad",
     "reorder_batch",
 ]

@@ -2,6 +2,8 @@
 
 ``HFStep(model)`` is a ``step(tokens, state) -> (logits, state)`` callable: the state wraps the
 model's cache object, and beam search reorders it with the cache's own ``reorder_cache``.
+Left-padded prompts (``decode(..., attention_mask=mask)``): the step passes the mask (one column
+more per step) and position ids ``cumsum(mask) - 1`` (0 on padding), as ``generate`` computes them.
 transformers is imported only here (an optional dependency, extra ``hf``).
 """
 
@@ -64,12 +66,22 @@ class HFStep:
         return DynamicCache(config=self.model.config)
 
     @torch.no_grad()
-    def __call__(self, tokens: torch.Tensor, state: HFState | None):
+    def __call__(self, tokens: torch.Tensor, state: HFState | None, attention_mask: torch.Tensor | None = None):
+        """``tokens`` (N, t) new ids; ``attention_mask`` (N, S) 0 on left padding, S = cached + t."""
         if state is None:
             state = HFState(self.new_cache(), 0)
         t = tokens.shape[1]
         positions = torch.arange(state.length, state.length + t, device=tokens.device)
         kw = {"input_ids": tokens, "use_cache": True, "cache_position": positions, self.cache_arg: state.cache}
+        if attention_mask is not None:
+            if attention_mask.shape != (tokens.shape[0], state.length + t):
+                raise KexueError(
+                    f"attention_mask must be (rows, cached + new) = {(tokens.shape[0], state.length + t)}, "
+                    f"got {tuple(attention_mask.shape)}"
+                )
+            kw["attention_mask"] = attention_mask
+            # positions counted from each row's first real token; padding at 0 (generate's rule)
+            kw["position_ids"] = (attention_mask.long().cumsum(-1)[:, -t:] - 1).clamp(min=0)
         state.length += t
         if self.head is None:
             return self.model(**kw, logits_to_keep=1).logits[:, -1], state

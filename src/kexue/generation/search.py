@@ -13,11 +13,18 @@ them):
 :class:`Greedy` (argmax of the processed raw scores), :class:`Sample` (softmax of them, one draw
 from an explicit ``torch.Generator``) and :class:`Beam` (batched beam search on processed
 log-probabilities, with HF ``generate`` semantics for ``length_penalty`` and ``early_stopping``).
+
+Prompts of different lengths: :func:`left_pad` them and pass the ``attention_mask`` to
+:func:`decode`. The step is then called as ``step(tokens, state, attention_mask=mask)`` with
+``mask`` (N, S) covering every position so far (prompt, padding and the new tokens: one column more
+per step), reordered and dropped with the rows; a step that supports padding (``HFStep``, our LMs'
+``step``) masks the padded keys and counts positions from each row's first real token. Without a
+mask, or with an all-ones mask, the step is called exactly as before (``step(tokens, state)``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -311,6 +318,63 @@ class Beam(Search):
         )
 
 
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch prompts of different lengths for :func:`decode`: padding on the left, as ``generate`` wants.
+
+    Args:
+        prompts: token ids per prompt (lists or 1-D tensors), each at least one token long.
+        pad_id: the id written in the padding (the model never attends to it).
+    Returns:
+        ``ids`` (B, T0) long and ``attention_mask`` (B, T0) long (0 on padding, 1 on tokens),
+        T0 the longest prompt.
+    Example:
+        ``ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)`` -> ids ``[[5, 6, 7], [0, 0, 8]]``,
+        mask ``[[1, 1, 1], [0, 0, 1]]``; then ``decode(step, ids, ..., attention_mask=mask)``.
+    """
+    if isinstance(pad_id, bool) or not isinstance(pad_id, int) or pad_id < 0:
+        raise KexueError(f"pad_id must be an integer >= 0, got {pad_id!r}")
+    rows = []
+    for i, p in enumerate(prompts):
+        try:
+            r = torch.as_tensor(p)
+        except (TypeError, ValueError, RuntimeError):
+            raise KexueError(f"prompt {i} is not a sequence of token ids: {p!r}") from None
+        if r.dim() == 1 and len(r) == 0:
+            raise KexueError(f"prompt {i} is empty: every prompt needs at least one token")
+        if r.dim() != 1 or r.is_floating_point() or r.is_complex() or r.dtype == torch.bool:
+            raise KexueError(f"prompt {i} must be a flat sequence of integer token ids, got {p!r}")
+        if bool((r < 0).any()):
+            raise KexueError(f"prompt {i} holds a negative token id")
+        rows.append(r.long())
+    if not rows:
+        raise KexueError("left_pad needs at least one prompt")
+    T0 = max(len(r) for r in rows)
+    ids = torch.full((len(rows), T0), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(rows), T0, dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, T0 - len(r) :] = r
+        mask[i, T0 - len(r) :] = 1
+    return ids, mask
+
+
+def _check_mask(attention_mask: torch.Tensor | None, prompt: torch.Tensor) -> torch.Tensor | None:
+    """The (B, T0) long mask of a left-padded prompt, or None when there is no padding."""
+    if attention_mask is None:
+        return None
+    if not isinstance(attention_mask, torch.Tensor) or attention_mask.shape != prompt.shape:
+        got = tuple(attention_mask.shape) if isinstance(attention_mask, torch.Tensor) else type(attention_mask).__name__
+        raise KexueError(f"attention_mask must be a tensor of the prompt's shape {tuple(prompt.shape)}, got {got}")
+    mask = attention_mask.to(device=prompt.device, dtype=torch.long)
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        raise KexueError("attention_mask must hold only 0 (padding) and 1 (token)")
+    if bool((mask[:, 1:] < mask[:, :-1]).any()) or not bool(mask[:, -1].all()):
+        raise KexueError(
+            "attention_mask must be left padding (zeros, then ones, the last column all ones); "
+            "build the batch with kexue.generation.left_pad"
+        )
+    return None if bool(mask.all()) else mask
+
+
 @torch.no_grad()
 def decode(
     step: StepFn,
@@ -321,18 +385,23 @@ def decode(
     generator: torch.Generator | None = None,
     state: Any = None,
     reorder: Callable[[Any, torch.Tensor], Any] = reorder_batch,
+    attention_mask: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Decode continuations of ``prompt`` with ``step``.
 
     Args:
-        step: ``(new_tokens (N, t), state) -> (logits (N, V), state)``.
-        prompt: (B, T0) token ids (all rows the same length).
+        step: ``(new_tokens (N, t), state) -> (logits (N, V), state)``; with padding also
+            ``attention_mask=`` (N, S), see the module docstring.
+        prompt: (B, T0) token ids; prompts of different lengths left-padded (:func:`left_pad`).
         processors: logits rules, applied in the fixed order of :class:`Processors`.
         search: :class:`Greedy` (default), :class:`Sample` or :class:`Beam`.
         stopping: length cap and eos (default ``Stopping()``: 100 tokens, no eos).
         generator: the one source of randomness for sampling.
         state: initial model state (None: the step builds it from the prompt).
         reorder: ``(state, index) -> state`` for beam search.
+        attention_mask: (B, T0) 1 on prompt tokens, 0 on left padding (None: no padding).
+            Processors see the padded rows, as in HF ``generate`` (e.g. :class:`MinLength`
+            counts the padded width).
     Returns:
         :class:`DecodeOutput` with tokens, per-token log-probs, finished flags and stop reasons.
     Example:
@@ -344,14 +413,23 @@ def decode(
     if prompt.dim() != 2 or prompt.shape[1] < 1:
         raise KexueError(f"prompt must be (batch, length >= 1) token ids, got shape {tuple(prompt.shape)}")
     B, T0 = prompt.shape
+    mask = _check_mask(attention_mask, prompt)
+    if mask is not None and state is not None:
+        raise KexueError("attention_mask with an initial state is not supported: the mask must cover the whole past")
     validate_lengths(procs.processors, T0 + stopping.max_new_tokens)
     K = search.num_beams
     buf = torch.full((B * K, T0 + stopping.max_new_tokens), stopping.pad, dtype=torch.long, device=prompt.device)
     buf[:, :T0] = prompt.repeat_interleave(K, 0) if K > 1 else prompt
+    if mask is not None:  # (B*K, T0 + L): the prompt's mask, then ones for every generated token
+        mbuf = torch.ones_like(buf)
+        mbuf[:, :T0] = mask.repeat_interleave(K, 0) if K > 1 else mask
     run = search.start(B, T0, stopping, prompt.device)
     new = buf[:, :T0]
     for t in range(stopping.max_new_tokens):
-        logits, state = step(new, state)
+        if mask is None:
+            logits, state = step(new, state)
+        else:
+            logits, state = step(new, state, attention_mask=mbuf[:, : T0 + t])
         scores = logits.float()
         if search.log_probs:
             scores = scores.log_softmax(-1)
@@ -363,6 +441,8 @@ def decode(
         if parent is not None:  # beams were reordered, or finished rows left the batch
             buf = buf.index_select(0, parent)
             state = reorder(state, parent)
+            if mask is not None:
+                mbuf = mbuf.index_select(0, parent)
         buf[:, T0 + t] = chosen
         new = buf[:, T0 + t : T0 + t + 1]
     return search.finish(run)

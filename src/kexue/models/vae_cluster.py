@@ -9,7 +9,10 @@ kexue.fm/archives/5887):
 Clustering: y* = argmax_y p(y | μ(x)). Generation: z ~ N(μ_y, I), x = G(z).
 
 The middle term has two variants: ``kl="closed"`` (2018 code, an exact Gaussian KL per class)
-and ``kl="sampled"`` (Su's Dec-2018 revision, a one-sample estimate). The architecture follows
+and ``kl="sampled"`` (Su's Dec-2018 revision, a one-sample estimate). ``prior="learned"`` (an
+option beside Su's, from VaDE, Jiang et al. 2017) makes the prior q(z|y) = N(μ_y, diag σ_y²) with
+a learnable log σ_y² per class (zero-initialised: Su's unit variance at the start) and q(y) =
+softmax(π) with learnable logits π (zero-initialised: uniform). The architecture follows
 the author's Keras code: two conv blocks (32, 64 filters) for 28×28 images, and an MLP for any
 other size (e.g. 8×8 digits).
 """
@@ -93,6 +96,8 @@ class ClusterVAE(nn.Module):
         num_classes: K (author: 10).
         backbone: ``"auto"`` (conv for 28×28, MLP otherwise), ``"conv"`` or ``"mlp"``.
         classifier_hidden: width of the classifier's hidden layer (author: 256).
+        prior: ``"unit"`` (Su: q(z|y) = N(μ_y, I), uniform q(y)) or ``"learned"`` (VaDE's prior:
+            a learnable diagonal variance per class and learnable mixing weights).
     Example: ``ClusterVAE((28, 28)).encode(x)`` -> ``(mu, logvar)``, each (B, 20).
     """
 
@@ -103,8 +108,11 @@ class ClusterVAE(nn.Module):
         num_classes: int = 10,
         backbone: str = "auto",
         classifier_hidden: int = 256,
+        prior: str = "unit",
     ):
         super().__init__()
+        if prior not in ("unit", "learned"):
+            raise KexueError(f"prior must be unit or learned, got {prior!r}")
         image_size = tuple(image_size)
         if backbone == "auto":
             backbone = "conv" if image_size == (28, 28) else "mlp"
@@ -129,6 +137,16 @@ class ClusterVAE(nn.Module):
             nn.Linear(latent_dim, classifier_hidden), nn.ReLU(), nn.Linear(classifier_hidden, num_classes)
         )
         self.class_means = nn.Parameter(torch.zeros(num_classes, latent_dim))  # μ_y, zero-initialised
+        self.prior = prior
+        if prior == "learned":  # log σ_y² and mixing logits π: Su's unit variance and uniform q(y) at the start
+            self.class_logvar = nn.Parameter(torch.zeros(num_classes, latent_dim))
+            self.prior_logits = nn.Parameter(torch.zeros(num_classes))
+
+    def prior_log_weights(self) -> torch.Tensor:
+        """log q(y): (K,); uniform for Su's prior."""
+        if self.prior == "learned":
+            return F.log_softmax(self.prior_logits, -1)
+        return torch.full((self.num_classes,), -math.log(self.num_classes), device=self.class_means.device)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x (B, 1, H, W) -> μ (B, d), log σ² (B, d)."""
@@ -171,6 +189,7 @@ class ClusterVAE(nn.Module):
             "logits": self.classifier(z),
             "z_offsets": z.unsqueeze(1) - means,
             "mu_offsets": mu.unsqueeze(1) - means,
+            **({"prior_logvar": self.class_logvar} if self.prior == "learned" else {}),
         }
 
     def class_logits(self, z: torch.Tensor) -> torch.Tensor:
@@ -193,9 +212,10 @@ class ClusterVAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, classes: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Class-conditional images: z ~ N(μ_y, I), x = G(z); classes (N,) -> (N, 1, H, W)."""
+        """Class-conditional images: z ~ N(μ_y, I) (or N(μ_y, σ_y²)), x = G(z); classes (N,) -> (N, 1, H, W)."""
         mu = self.class_means[classes]
-        z = mu + torch.randn(mu.shape, generator=generator, device=mu.device)
+        std = torch.exp(0.5 * self.class_logvar[classes]) if self.prior == "learned" else torch.ones_like(mu)
+        z = mu + std * torch.randn(mu.shape, generator=generator, device=mu.device)
         return self.decoder(z)
 
 
@@ -225,16 +245,22 @@ def cluster_vae_terms(
     log_probs = F.log_softmax(out["logits"], dim=-1)  # (B, K)
     probs = log_probs.exp()
     sq = out["mu_offsets" if kl == "closed" else "z_offsets"].pow(2)  # (B, K, d): (μ or z − μ_y)²
+    core = getattr(model, "module", model)  # the prior's parameters, through a DDP wrapper
+    if "prior_logvar" in out:  # VaDE's prior: q(z|y) = N(μ_y, diag σ_y²)
+        prior_logvar = out["prior_logvar"].unsqueeze(0)  # (1, K, d)
+    else:
+        prior_logvar = torch.zeros((), device=sq.device, dtype=sq.dtype)  # Su: σ_y² = 1
     if kl == "closed":
-        # KL(N(μ, σ²) ‖ N(μ_y, I)) = −½ Σ_d [1 + log σ² − (μ − μ_y)² − σ²]
-        per_class = -0.5 * (1 + logvar.unsqueeze(1) - sq - logvar.exp().unsqueeze(1)).sum(-1)
+        # KL(N(μ, σ²) ‖ N(μ_y, σ_y²)) = ½ Σ_d [log σ_y² − log σ² + (σ² + (μ − μ_y)²) / σ_y² − 1]
+        var = logvar.exp().unsqueeze(1)
+        per_class = 0.5 * (prior_logvar - logvar.unsqueeze(1) + (var + sq) / prior_logvar.exp() - 1).sum(-1)
     elif kl == "sampled":
-        # log p(z|x) − log q(z|y) ≈ −½ Σ_d [log σ² − (z − μ_y)²]   (Su's revision; constants dropped)
-        per_class = -0.5 * (logvar.unsqueeze(1) - sq).sum(-1)  # (B, K)
+        # log p(z|x) − log q(z|y) ≈ −½ Σ_d [log σ² − log σ_y² − (z − μ_y)² / σ_y²]   (Su's revision; constants dropped)
+        per_class = -0.5 * (logvar.unsqueeze(1) - prior_logvar - sq / prior_logvar.exp()).sum(-1)  # (B, K)
     else:
         raise KexueError(f"kl must be 'closed' or 'sampled', got {kl!r}")
     kl_z = (probs * per_class).sum(-1)  # (B,)
-    kl_y = (probs * log_probs).sum(-1) + math.log(probs.shape[-1])  # KL(p(y|z) ‖ 1/K)
+    kl_y = (probs * (log_probs - core.prior_log_weights())).sum(-1)  # KL(p(y|z) ‖ q(y))
     return {
         "recon": recon.mean(),
         "kl_z": kl_z.mean(),
@@ -255,6 +281,7 @@ def cluster_vae_loss(
     batch_balance: float = 0.0,
     target_probs: torch.Tensor | None = None,
     consistency: float = 0.0,
+    self_training: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """λ·recon + kl_z + kl_y (+ optional extensions); returns (loss, metrics).
 
@@ -266,6 +293,8 @@ def cluster_vae_loss(
         target_probs: (B, K) cluster probabilities of the clean images, see :func:`cluster_probs`.
         consistency: weight of the cross-entropy of p(y|z(x)) against ``target_probs``, when
             ``x`` is an augmented view (an extension: a cluster should survive a small shift).
+        self_training: weight of KL(sharpen(target_probs) ‖ p(y|z)), DEC's self-training towards
+            confident assignments (Xie et al. 2016; :func:`sharpen`). An extension; 0 = off.
     """
     t = cluster_vae_terms(model, x, generator, kl)
     loss = recon_weight * t["recon"] + t["kl_z"] + (t["kl_y"] if balance else 0.0)
@@ -279,7 +308,23 @@ def cluster_vae_loss(
         cross_entropy = -(target_probs * t["log_probs"]).sum(-1).mean()
         loss = loss + consistency * cross_entropy
         metrics["consistency"] = cross_entropy.item()
+    if self_training and target_probs is not None:
+        q = sharpen(target_probs)
+        kl_target = (q * (q.clamp_min(1e-12).log() - t["log_probs"])).sum(-1).mean()
+        loss = loss + self_training * kl_target
+        metrics["self_training"] = kl_target.item()
     return loss, metrics
+
+
+def sharpen(probs: torch.Tensor) -> torch.Tensor:
+    """DEC's target distribution (Xie et al. 2016, eq. 3): q_ik ∝ p_ik² / f_k with f_k = Σ_i p_ik.
+
+    Squaring favours confident assignments; dividing by the soft cluster size f_k keeps large
+    clusters from swallowing the rest. ``probs`` (B, K) rows sum to 1; returns (B, K), no gradient.
+    """
+    p = probs.detach()
+    weight = p.pow(2) / p.sum(0, keepdim=True).clamp_min(1e-12)
+    return weight / weight.sum(1, keepdim=True)
 
 
 @torch.no_grad()

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import re
 import shutil
+import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Literal
@@ -76,6 +77,8 @@ PUBLISHED = {
     ("mnist5k", "acc_hungarian"): (0.9446, "VaDE README, full MNIST, pretrained AE"),
     ("mnist5k", "acc_majority"): (0.845, "kexue.fm/archives/5887 (2018), full MNIST"),
     ("fashion_mnist", "acc_majority"): (0.606, "kexue.fm/archives/5887 (2018)"),
+    ("su2018.mnist5k", "acc_majority"): (0.845, "kexue.fm/archives/5887 (2018), full MNIST, the author's code"),
+    ("su2018.fashion_mnist", "acc_majority"): (0.606, "kexue.fm/archives/5887 (2018), the author's code"),
 }
 METRICS = ("acc_hungarian", "acc_majority", "nmi", "ari")
 TRAIN_COMMAND = "vae-cluster-train"  # the command named in a run folder's config.yaml
@@ -113,6 +116,12 @@ class VAEClusterConfig:
         backbone: auto (conv for 28×28, MLP otherwise), conv (28×28 only) or mlp.
         seed: random seed (>= 0).
         eval_every_epochs: log test-set scores every N epochs (labels score only; 0 = at the end).
+        prior: unit (Su: q(z|y) = N(μ_y, I), uniform q(y)) or learned (VaDE's prior: a learnable
+            diagonal variance per class and learnable mixing weights, initialised from the mixture).
+        self_training: weight of DEC's self-training term KL(sharpened p(y|x) || p(y|z)), an
+            extension (0 = off).
+        manifold: the embedding of the k-NN graph the mixture is fitted on when spectral_neighbors
+            > 0: spectral (scikit-learn's SpectralEmbedding) or umap (UMAP as N2D does; needs umap-learn).
     Example: ``VAEClusterConfig(epochs=5, kl="closed")``.
     """
 
@@ -135,6 +144,9 @@ class VAEClusterConfig:
     backbone: Literal["auto", "conv", "mlp"] = "auto"
     seed: NonNegativeInt = 0
     eval_every_epochs: NonNegativeInt = 5
+    prior: Literal["unit", "learned"] = "unit"
+    self_training: NonNegativeFloat = 0.0
+    manifold: Literal["spectral", "umap"] = "spectral"
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
@@ -158,7 +170,8 @@ class VAEClusterConfig:
                 f"settings.{name} must be an integer >= {low}, got {value!r}",
             )
             setattr(self, name, int(value))
-        for name, positive in (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False)):
+        numbers = (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False))
+        for name, positive in numbers + (("self_training", False),):
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             check(
@@ -173,10 +186,61 @@ class VAEClusterConfig:
             self.backbone in ("auto", "conv", "mlp"),
             f"settings.backbone must be auto, conv or mlp, got {self.backbone!r}",
         )
-        self.kl, self.backbone = str(self.kl), str(self.backbone)
+        check(self.prior in ("unit", "learned"), f"settings.prior must be unit or learned, got {self.prior!r}")
+        check(
+            self.manifold in ("spectral", "umap"), f"settings.manifold must be spectral or umap, got {self.manifold!r}"
+        )
+        self.kl, self.backbone, self.prior, self.manifold = (
+            str(self.kl),
+            str(self.backbone),
+            str(self.prior),
+            str(self.manifold),
+        )
 
 
 DEFAULT_SETTINGS = VAEClusterConfig()  # the signatures' default (one shared, never changed)
+Preset = Literal["ours", "su2018"]
+PRESETS: dict[str, VAEClusterConfig] = {
+    "ours": DEFAULT_SETTINGS,
+    # the author's 2018 code (bojone/vae, METHODS.md §1): no pre-training, μ_y zero-initialised, closed-form
+    # KL, λ = 5, the balance term on, conv architecture for 28×28, Adam 1e-3, batch 100, 50 epochs
+    "su2018": VAEClusterConfig(
+        epochs=50,
+        batch_size=100,
+        lr=1e-3,
+        latent_dim=20,
+        num_classes=10,
+        kl="closed",
+        recon_weight=5.0,
+        balance=True,
+        batch_balance=0.0,
+        pretrain_epochs=0,
+        gmm_init=False,
+        spectral_neighbors=0,
+        consistency=0.0,
+        augment=False,
+        prior="unit",
+        self_training=0.0,
+    ),
+}
+
+
+def apply_preset(preset: str, settings: VAEClusterConfig = DEFAULT_SETTINGS) -> VAEClusterConfig:
+    """The preset's settings, with every field of ``settings`` that differs from our defaults on top.
+
+    ``apply_preset("su2018")`` is exactly the author's setting; ``apply_preset("su2018",
+    VAEClusterConfig(epochs=5))`` is the same for 5 epochs. (A field set to our default value cannot
+    be told from an unset one, so it takes the preset's value.)
+    """
+    check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    changed = {f.name: getattr(settings, f.name) for f in fields(VAEClusterConfig)}
+    changed = {k: v for k, v in changed.items() if v != getattr(DEFAULT_SETTINGS, k)}
+    return replace(PRESETS[preset], **changed)
+
+
+def key_prefix(preset: str, data: str) -> str:
+    """``vae.<data>`` for our recipe, ``vae.<preset>.<data>`` for another preset."""
+    return f"vae.{data}" if preset == "ours" else f"vae.{preset}.{data}"
 
 
 def check_settings(cfg: VAEClusterConfig, images: ImageSet) -> None:
@@ -220,6 +284,7 @@ def gmm_initialise(
     lr: float = 1e-3,
     spectral_neighbors: int = 0,
     max_points: int = GMM_MAX_POINTS,
+    manifold: str = "spectral",
 ) -> dict[str, float]:
     """Initialise μ_y and p(y|z) from a Gaussian mixture on the codes μ(x) (no labels).
 
@@ -242,14 +307,7 @@ def gmm_initialise(
     codes = model.embed(x.to(device)).cpu().double()  # (N, d)
     features = codes.numpy()
     if spectral_neighbors:
-        from sklearn.manifold import SpectralEmbedding
-
-        features = SpectralEmbedding(
-            n_components=model.num_classes,
-            affinity="nearest_neighbors",
-            n_neighbors=spectral_neighbors,
-            random_state=seed,
-        ).fit_transform(features)
+        features = manifold_embedding(features, model.num_classes, spectral_neighbors, seed, manifold)
     features = features / features.std()  # one global scale, so reg_covar means the same everywhere
     gmm = GaussianMixture(
         model.num_classes,
@@ -276,6 +334,10 @@ def gmm_initialise(
     dec_in: torch.nn.Linear = model.decoder[0]
     dec_in.weight *= scale
     model.class_means.copy_((means / scale).to(model.class_means.dtype))
+    if model.prior == "learned":  # VaDE initialises the whole prior from the mixture: σ_y² and π too
+        per_class = (weights.unsqueeze(-1) * (codes.unsqueeze(1) - means.unsqueeze(0)).pow(2)).sum(0)  # (K, d)
+        model.class_logvar.copy_((per_class / scale**2).clamp_min(1e-4).log().to(model.class_logvar.dtype))
+        model.prior_logits.copy_(resp.mean(0).clamp_min(1e-6).log().to(model.prior_logits.dtype))
     resp = resp.float()
     with torch.enable_grad():
         opt = torch.optim.Adam(model.classifier.parameters(), lr=lr)
@@ -289,6 +351,28 @@ def gmm_initialise(
             loss.backward()
             opt.step()
     return {"latent_scale": scale, "gmm_log_likelihood": float(gmm.score(features))}
+
+
+def manifold_embedding(features, dims: int, neighbors: int, seed: int, manifold: str = "spectral"):
+    """``features`` (N, d) -> (N, dims): an embedding of their ``neighbors``-NN graph.
+
+    ``spectral``: scikit-learn's SpectralEmbedding; ``umap``: UMAP with N2D's settings (McConville
+    et al. 2019: min_dist 0, as many dimensions as clusters), from umap-learn (extra ``umap``).
+    """
+    if manifold == "umap":
+        try:
+            import umap
+        except ImportError:
+            raise KexueError("--settings.manifold umap needs umap-learn (pip install 'kexue[umap]')") from None
+        reducer = umap.UMAP(n_components=dims, n_neighbors=neighbors, min_dist=0.0, random_state=seed)
+        with warnings.catch_warnings():  # "n_jobs overridden by setting random_state": seeded on purpose
+            warnings.simplefilter("ignore", UserWarning)
+            return reducer.fit_transform(features)
+    from sklearn.manifold import SpectralEmbedding
+
+    return SpectralEmbedding(
+        n_components=dims, affinity="nearest_neighbors", n_neighbors=neighbors, random_state=seed
+    ).fit_transform(features)
 
 
 def _phase_has_checkpoint(phase_dir: Path | None) -> bool:
@@ -341,7 +425,7 @@ def train_cluster_vae(
             shutil.rmtree(phase_dir, ignore_errors=True)  # a phase starting afresh: no stale metrics lines
     dist.barrier()
     torch.manual_seed(cfg.seed)
-    model = ClusterVAE(images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone).to(dev)
+    model = ClusterVAE(images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone, prior=cfg.prior).to(dev)
     x = images.train_x
     per_epoch = len(x) // cfg.batch_size
     eval_x, eval_y = images.test_x, images.test_y
@@ -381,7 +465,13 @@ def train_cluster_vae(
         init = read_json(init_path, "initialisation scores") if init_path.is_file() else {}
     elif cfg.gmm_init:
         init = gmm_initialise(
-            model, x, cfg.gmm_restarts, cfg.seed, cfg.classifier_fit_steps, spectral_neighbors=cfg.spectral_neighbors
+            model,
+            x,
+            cfg.gmm_restarts,
+            cfg.seed,
+            cfg.classifier_fit_steps,
+            spectral_neighbors=cfg.spectral_neighbors,
+            manifold=cfg.manifold,
         )
         init.update({f"init_{k}": v for k, v in eval_fn(model).items()})  # labels score only
         if out_dir is not None:
@@ -401,9 +491,18 @@ def train_cluster_vae(
 
     def loss_fn(m, batch, g):
         view = random_affine(batch, g) if cfg.augment else batch
-        target = cluster_probs(m, batch) if cfg.consistency else None
+        target = cluster_probs(m, batch) if cfg.consistency or cfg.self_training else None
         return cluster_vae_loss(
-            m, view, g, cfg.kl, cfg.recon_weight, cfg.balance, cfg.batch_balance, target, cfg.consistency
+            m,
+            view,
+            g,
+            cfg.kl,
+            cfg.recon_weight,
+            cfg.balance,
+            cfg.batch_balance,
+            target,
+            cfg.consistency,
+            cfg.self_training,
         )
 
     fit(
@@ -482,7 +581,7 @@ def load_model(run: Path, device: str | torch.device = "cpu") -> tuple[ClusterVA
         cfg = VAEClusterConfig(**meta["config"])
         size = tuple(int(v) for v in meta["image_size"])
         check(len(size) == 2 and min(size) > 0, f"image_size {meta['image_size']!r} is not two sizes")
-        model = ClusterVAE(size, cfg.latent_dim, cfg.num_classes, meta["backbone"])
+        model = ClusterVAE(size, cfg.latent_dim, cfg.num_classes, meta["backbone"], prior=cfg.prior)
     except (KeyError, TypeError, ValueError, KexueError) as e:
         reason = f"it lacks the key {e}" if isinstance(e, KeyError) else str(e)
         raise KexueError(f"model file {meta_path} is malformed: {reason}") from None
@@ -535,12 +634,13 @@ def check_run_flags(out: Path | None, resume: bool, overwrite: bool, what: str =
     check_output_dir(out)
 
 
-def figures_for(data: str, scores: dict[str, float], command: str) -> list[Figure]:
-    """``vae.<data>.<metric>`` results rows of one run, beside the published numbers."""
-    out = []
+def figures_for(data: str, scores: dict[str, float], command: str, preset: str = "ours") -> list[Figure]:
+    """``vae.<data>.<metric>`` (``vae.<preset>.<data>.<metric>``) results rows of one run, beside the
+    published numbers."""
+    out, prefix = [], key_prefix(preset, data)
     for metric in METRICS:
-        published, source = PUBLISHED.get((data, metric), (None, None))
-        out.append(Figure(f"vae.{data}.{metric}", scores[metric], published, source, command))
+        published, source = PUBLISHED.get((prefix[4:], metric), (None, None))
+        out.append(Figure(f"{prefix}.{metric}", scores[metric], published, source, command))
     return out
 
 
@@ -551,8 +651,12 @@ def train_run(
     device: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
+    preset: Preset = "ours",
 ) -> tuple[Path, dict]:
     """Train in a run folder and score the test split: ``kexue vae-cluster train`` from Python.
+
+    ``preset="su2018"`` starts from the author's settings (:data:`PRESETS`); fields of ``settings``
+    that differ from our defaults go on top (:func:`apply_preset`).
 
     Writes the run folder (see the module docstring), ``eval.json`` and ``results.json`` (whose
     rows carry the ``kexue vae-cluster train`` command that reruns them). Returns (run folder,
@@ -560,7 +664,7 @@ def train_run(
     ``run, scores = train_run("digits", "runs/d", VAEClusterConfig(epochs=2))``.
     """
     arguments = dict(locals())
-    cfg, device = settings, str(device)
+    cfg, device = apply_preset(preset, settings), str(device)
     resolve_device(device)
     check_run_flags(out, resume, overwrite, "run")
     if resume and not has_checkpoint(Path(out)):
@@ -575,16 +679,16 @@ def train_run(
     run = make_run_dir(
         out,
         TRAIN_COMMAND,
-        {"data": data, "settings": asdict(cfg), "device": device},
+        {"data": data, "settings": asdict(settings), "device": device}
+        | ({"preset": preset} if preset != "ours" else {}),
         resume=resume,
         overwrite=overwrite,
     )
     model = train_cluster_vae(images, cfg, run, resume=resume, device=device)
     record = {"data": images.name, **evaluate_model(model, images.test_x, images.test_y)}
     write_json(run / "eval.json", record)
-    write_results(
-        run / "results.json", figures_for(images.name, record, command_line("vae-cluster train", train_run, arguments))
-    )
+    command = command_line("vae-cluster train", train_run, arguments)
+    write_results(run / "results.json", figures_for(images.name, record, command, preset))
     return run, record
 
 
@@ -756,24 +860,24 @@ def run_seeds(
     return per_seed
 
 
-def seed_figures(data: str, per_seed: dict[str, list[float]], command: str) -> list[Figure]:
-    """Mean over seeds as ``vae.<data>.<metric>``, plus ``_std`` and ``_best`` keys; ``init_acc_*`` (the
-    scores right after the mixture initialisation) when every seed has them."""
-    figures = []
+def seed_figures(data: str, per_seed: dict[str, list[float]], command: str, preset: str = "ours") -> list[Figure]:
+    """Mean over seeds as ``vae.<data>.<metric>`` (``vae.<preset>.<data>.<metric>``), plus ``_std`` and
+    ``_best`` keys; ``init_acc_*`` (the scores right after the mixture initialisation) when every seed has them."""
+    figures, prefix = [], key_prefix(preset, data)
     for metric in METRICS:
         s = seed_summary(per_seed[metric])
-        published, source = PUBLISHED.get((data, metric), (None, None))
+        published, source = PUBLISHED.get((prefix[4:], metric), (None, None))
         figures += [
-            Figure(f"vae.{data}.{metric}", s["mean"], published, source, command),
-            Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command),
-            Figure(f"vae.{data}.{metric}_best", s["best"], published, source, command),
+            Figure(f"{prefix}.{metric}", s["mean"], published, source, command),
+            Figure(f"{prefix}.{metric}_std", s["std"], None, None, command),
+            Figure(f"{prefix}.{metric}_best", s["best"], published, source, command),
         ]
     for metric in ("init_acc_hungarian", "init_acc_majority"):  # the mixture initialisation alone
         if len(per_seed.get(metric, [])) == len(per_seed["acc_hungarian"]):
             s = seed_summary(per_seed[metric])
             figures += [
-                Figure(f"vae.{data}.{metric}", s["mean"], None, None, command),
-                Figure(f"vae.{data}.{metric}_std", s["std"], None, None, command),
+                Figure(f"{prefix}.{metric}", s["mean"], None, None, command),
+                Figure(f"{prefix}.{metric}_std", s["std"], None, None, command),
             ]
     return figures
 
@@ -787,6 +891,7 @@ def run_study(
     device: str = "auto",
     resume: bool = False,
     overwrite: bool = False,
+    preset: Preset = "ours",
 ) -> tuple[Path, dict[str, list[float]]]:
     """Train and score one model per seed in a study folder: ``kexue vae-cluster study`` from Python.
 
@@ -804,14 +909,21 @@ def run_study(
     check_run_flags(out, resume, overwrite, "study")
     check_results_file(results)
     images = load_images(data)
-    check_settings(settings, images)
-    config = {"data": data, "seeds": seeds, "results": results, "settings": asdict(settings), "device": device}
+    cfg = apply_preset(preset, settings)
+    check_settings(cfg, images)
+    config = {
+        "data": data,
+        "seeds": seeds,
+        "results": results,
+        "settings": asdict(settings),
+        "device": device,
+    } | ({"preset": preset} if preset != "ours" else {})  # runs made before presets existed resume unchanged
     folder = make_run_dir(
         out, STUDY_COMMAND, config, resume=resume, overwrite=overwrite, may_change=RESUME_MAY_CHANGE | {"seeds"}
     )
-    per_seed = run_seeds(data, settings, seed_list, folder, device, images=images)
+    per_seed = run_seeds(data, cfg, seed_list, folder, device, images=images)
     command = command_line("vae-cluster study", run_study, arguments, keep=("data", "seeds"))
-    figures = seed_figures(images.name, per_seed, command)
+    figures = seed_figures(images.name, per_seed, command, preset)
     write_results(folder / "results.json", figures)
     if results is not None:
         write_results(results, figures, merge=True)
