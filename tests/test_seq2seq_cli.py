@@ -242,3 +242,22 @@ def test_metrics_by_hand():
     assert recipe.bleu(["a b c d"], ["a b c d"], chinese=False) == pytest.approx(100.0)
     assert recipe.tokenizer_kind(["古代战争游戏", "a"], "auto") == "char"
     assert recipe.tokenizer_kind(["a strategy game"], "auto") == "bpe"
+
+
+def test_pseudo_histories_follow_the_baselines_on_resume(zh_run, tmp_path, capsys):
+    """Pseudo histories record the baselines' step; a resume that trains the baselines further decodes
+    them again, a resume that does not reuses them."""
+    from safetensors import safe_open
+
+    copy = tmp_path / "zh"
+    shutil.copytree(zh_run, copy)
+    path = copy / "pseudo.safetensors"
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"l2r_step": "3", "r2l_step": "3"}
+    capsys.readouterr()
+    kexue("seq2seq", "train", "--config", copy / "config.yaml", "--resume", "--out", copy)  # finished: reused
+    assert "decoding it again" not in capsys.readouterr().out
+    kexue("seq2seq", "train", "--config", copy / "config.yaml", "--settings.steps", "5", "--resume", "--out", copy)
+    assert "decoding it again" in capsys.readouterr().out
+    with safe_open(str(path), "pt") as f:
+        assert f.metadata() == {"l2r_step": "5", "r2l_step": "5"}

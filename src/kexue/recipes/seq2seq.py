@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from kexue.checks import require_modules
@@ -433,8 +434,11 @@ def _greedy_histories(model, src: torch.Tensor, direction: str, cap: int, batch_
     return _pad(rows, pad, cap)
 
 
-def _load_pseudo(path: Path) -> dict[str, torch.Tensor]:
+def _load_pseudo(path: Path, steps: dict[str, int]) -> dict[str, torch.Tensor] | None:
+    """The saved pseudo histories, or None when the baselines were trained further since they were decoded."""
     try:
+        with safe_open(str(path), "pt") as f:
+            made_at = f.metadata() or {}
         pseudo = load_file(str(path))
     except Exception as e:  # safetensors raises several types on a damaged file
         raise KexueError(
@@ -442,6 +446,8 @@ def _load_pseudo(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     if set(pseudo) != {"l2r", "r2l"}:
         raise KexueError(f"{path} is not a pseudo-history file (it holds {sorted(pseudo)}); delete it and resume")
+    if any(made_at.get(f"{d}_step") != str(steps[d]) for d in ("l2r", "r2l")):
+        return None  # decoded by shorter-trained baselines (or an older kexue): decode again
     return pseudo
 
 
@@ -551,23 +557,27 @@ def train_seq2seq(
         **ids,
     )
     batches = PairBatches(src, tgt, batch_size=settings.batch_size, seed=settings.seed, pad=pad)
-    valid_ce, models, steps = {}, {}, 0
+    valid_ce, models, steps, base_steps = {}, {}, 0, {}
     for name in ("l2r", "r2l"):
         cfg = Seq2SeqModelConfig(directions=name, **base)
         models[name], valid_ce[name], steps = _train_one(
             cfg, batches, (v_src, v_tgt), settings, out / name, resume, dev, "gold"
         )
+        base_steps[name] = steps
     if settings.cross_history == "pseudo":
         path = out / "pseudo.safetensors"
-        if path.is_file():  # decoded once, after the baselines finished (a resume reuses it)
-            pseudo = _load_pseudo(path)
-        else:
+        # decoded once, after the baselines finished; a resume reuses them unless the baselines trained further
+        pseudo = _load_pseudo(path, base_steps) if path.is_file() else None
+        if pseudo is None:
+            if path.is_file():
+                print(f"seq2seq: the baselines trained further since {path.name} was decoded: decoding it again")
             cap = settings.max_target_tokens + 1
             pseudo = {
                 d: _greedy_histories(models[d], src, d, cap, max(64, settings.batch_size), pad) for d in ("l2r", "r2l")
             }
             with atomic_path(path) as tmp:
-                save_file({d: h.contiguous() for d, h in pseudo.items()}, str(tmp))
+                made_at = {f"{d}_step": str(base_steps[d]) for d in ("l2r", "r2l")}
+                save_file({d: h.contiguous() for d, h in pseudo.items()}, str(tmp), metadata=made_at)
         batches = PairBatches(
             src, tgt, pseudo["l2r"], pseudo["r2l"], batch_size=settings.batch_size, seed=settings.seed, pad=pad
         )
