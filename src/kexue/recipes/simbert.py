@@ -313,8 +313,12 @@ INDEX_KEYS = ("model", "pooling", "fingerprint", "max_len", "n", "dim", "faiss")
 WEIGHT_FILES = ("model.safetensors", "model-*-of-*.safetensors", "pytorch_model.bin", "pytorch_model-*-of-*.bin")
 
 
+TOKENIZER_FILES = ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
 def model_fingerprint(folder: str | Path, flag: str = "--model") -> str:
-    """sha256 (hex) of a model folder: config.json, model.json (a run's pooling) when present, and
+    """sha256 (hex) of a model folder: config.json, model.json (a run's pooling), the tokenizer files
+    present (vocabulary, tokenizer.json and its config: lower-casing changes the vectors too) and
     the weight file(s) (model.safetensors, pytorch_model.bin or their shards), names and bytes in order.
 
     Two folders with the same fingerprint give the same sentence vectors; a retrained run does not.
@@ -322,7 +326,8 @@ def model_fingerprint(folder: str | Path, flag: str = "--model") -> str:
     folder = Path(folder)
     weights = sorted({p for pattern in WEIGHT_FILES for p in folder.glob(pattern)})
     check(bool(weights), f"{flag} {folder}: no weights file (model.safetensors or pytorch_model.bin)")
-    files = [folder / "config.json", *([folder / "model.json"] if (folder / "model.json").is_file() else []), *weights]
+    extra = [folder / n for n in TOKENIZER_FILES + ("model.json",) if (folder / n).is_file()]
+    files = [folder / "config.json", *extra, *weights]
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0")
