@@ -264,6 +264,42 @@ CASES = [
     ("lm-resume-changed-dim", LM + ["--settings.dim", "32", "--resume", "--out", "{lm}"], "dim"),
     ("lm-resume-corrupt-weights", LM + ["--resume", "--out", "{bad}/lm_corruptckpt"], "model.safetensors"),
     ("lm-out-under-file", LM + ["--out", "{bad}/a_file/sub"], "a_file"),
+    # ---- lm train: sentence batching and early stopping ----
+    ("lm-batching-choice", LM + ["--settings.batching", "words"], "--settings.batching"),
+    ("lm-max-sentence-len-0", LM + ["--settings.max_sentence_len", "0"], "--settings.max_sentence_len"),
+    ("lm-max-sentence-len-neg", LM + ["--settings.max_sentence_len", "-4"], "--settings.max_sentence_len"),
+    ("lm-max-sentence-len-word", LM + ["--settings.max_sentence_len", "long"], "--settings.max_sentence_len"),
+    ("lm-patience-neg", LM + ["--settings.patience", "-1"], "--settings.patience"),
+    ("lm-length-pool-neg", LM + ["--settings.length_pool", "-1"], "--settings.length_pool"),
+    ("lm-length-pool-word", LM + ["--settings.length_pool", "many"], "--settings.length_pool"),
+    ("lm-resume-changed-length-pool", LM + ["--settings.length_pool", "4", "--resume", "--out", "{lm}"], "length_pool"),
+    ("lm-patience-float", LM + ["--settings.patience", "1.5"], "--settings.patience"),
+    (
+        "lm-patience-without-evals",
+        LM + ["--settings.patience", "2", "--settings.eval_every", "0"],
+        "--settings.eval_every",
+    ),
+    (
+        "lm-sentence-batch-too-big",
+        LM + ["--settings.batching", "sentence", "--settings.batch_size", "500"],
+        "120 sentences is too short",
+    ),
+    (
+        "lm-sentence-short-valid",
+        LM + ["--settings.batching", "sentence", "--corpus", "{bad}/corpus_shortvalid"],
+        "valid split",
+    ),
+    (
+        "lm-sentence-corpus-empty",
+        LM + ["--settings.batching", "sentence", "--corpus", "{bad}/corpus_empty"],
+        "no sentences",
+    ),
+    ("lm-resume-changed-batching", LM + ["--settings.batching", "sentence", "--resume", "--out", "{lm}"], "batching"),
+    (
+        "lm-resume-changed-max-sentence-len",
+        LM + ["--settings.max_sentence_len", "40", "--resume", "--out", "{lm}"],
+        "max_sentence_len",
+    ),
     # ---- lm train: corpus folders ----
     ("lm-corpus-missing", LM + ["--corpus", "{bad}/nope"], "nope"),
     ("lm-corpus-file", LM + ["--corpus", "{bad}/a_file"], "not a folder"),

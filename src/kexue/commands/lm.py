@@ -27,11 +27,12 @@ def train(
 
     Args:
         corpus: "ptb" or a folder with train.txt / valid.txt / test.txt.
-        settings: model and training settings (--settings.head st, --settings.dim 128, --settings.steps 400, ...).
+        settings: model and training settings (--settings.head st, --settings.dim 512, --settings.steps 400,
+            --settings.batching sentence, --settings.patience 3, ...).
         threads: torch CPU threads (default: torch's choice).
         results: also merge the test perplexity into this results JSON.
         resume: continue from the last checkpoint in --out (settings.steps, .lr, .eval_every, .eval_tokens,
-            threads and results may change; anything else is refused).
+            .patience, threads and results may change; anything else is refused).
         overwrite: replace the run in a non-empty --out.
         out: run folder (default runs/lm-train-<time>).
     Returns:
@@ -39,8 +40,9 @@ def train(
     """
     run = recipe.train_lm(corpus, settings, threads, results, resume, overwrite, out)
     loss = f", train loss {run.train_loss:.3f}" if run.train_loss is not None else ""
+    kept = f", kept the weights of step {run.best_step} (best valid)" if run.best_step is not None else ""
     print(
-        f"lm {settings.arch}/{settings.head}: {run.steps} steps in {run.seconds:.0f} s{loss}, "
+        f"lm {settings.arch}/{settings.head}: {run.steps} steps in {run.seconds:.0f} s{loss}{kept}, "
         f"test perplexity {run.test_ppl:.1f} -> {run.out}"
     )
     return run.out

