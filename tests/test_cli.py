@@ -112,7 +112,8 @@ def test_eval_on_other_data_keeps_the_runs_own_scores(tmp_path, capsys):
     elsewhere = json.loads((seed / "eval-other.json").read_text())
     assert elsewhere["data"] == "other" and elsewhere["acc_hungarian"] != json.loads(own)["acc_hungarian"]
     main(["vae-cluster", "eval", "--run", str(seed), "--data", "digits"])  # the training data: eval.json again
-    assert json.loads((seed / "eval.json").read_text()) == json.loads(own)
+    again = json.loads((seed / "eval.json").read_text())
+    assert 0 <= again.pop("sample_self_consistency") <= 1 and again == json.loads(own)  # eval adds the sample check
     # An eval.json an older kexue overwrote with other data's scores is not believed: the seed is re-evaluated.
     (seed / "eval.json").write_text(json.dumps({k: v for k, v in elsewhere.items() if k != "data"}))
     capsys.readouterr()
@@ -300,8 +301,8 @@ def test_su2018_preset_runs_from_the_cli_and_its_config_reruns_it(tmp_path, caps
     main(["vae-cluster", "train", "--data", "digits", "--preset", "su2018", "--settings.epochs", "1",
           "--settings.batch_size", "200", "--device", "cpu", "--out", str(run)])  # fmt: skip
     command, config = run_config(run)
-    assert config["preset"] == "su2018" and config["settings"]["epochs"] == 1
     used = json.loads((run / "model.json").read_text())["config"]
+    assert config["preset"] == "su2018" and config["settings"] == used  # config.yaml holds what was used
     assert used["pretrain_epochs"] == 0 and used["kl"] == "closed" and used["recon_weight"] == 5.0
     assert used["balance"] is True and used["gmm_init"] is False and used["batch_size"] == 200
     rows = json.loads((run / "results.json").read_text())
@@ -310,3 +311,23 @@ def test_su2018_preset_runs_from_the_cli_and_its_config_reruns_it(tmp_path, caps
     again = tmp_path / "again"
     main(["vae-cluster", "train", "--config", str(run / "config.yaml"), "--out", str(again)])
     assert json.loads((again / "model.json").read_text())["config"] == used
+
+
+def test_a_flag_at_our_default_value_still_goes_on_top_of_the_preset(tmp_path, monkeypatch):
+    """--preset su2018 --settings.kl sampled --settings.augment true: both are our defaults, and both
+    must win over the author's closed-form KL and no augmentation (the flags come after the preset's)."""
+    from kexue.cli import _with_preset
+    from kexue.recipes import vae_cluster as recipe
+
+    seen = {}
+    monkeypatch.setattr(recipe, "train_cluster_vae", lambda images, cfg, *a, **k: seen.setdefault("cfg", cfg) and 1 / 0)
+    args = ["vae-cluster", "train", "--data", "digits", "--preset", "su2018", "--settings.kl", "sampled",
+            "--settings.augment", "true", "--settings.epochs", "1", "--device", "cpu",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert _with_preset("vae-cluster", args)[2:4] == ["--settings.kl", "closed"]
+    with pytest.raises(SystemExit):
+        main(args)
+    cfg = seen["cfg"]
+    assert cfg.kl == "sampled" and cfg.augment is True and cfg.epochs == 1
+    assert cfg.pretrain_epochs == 0 and cfg.gmm_init is False and cfg.recon_weight == 5.0  # the rest: the author's
+    assert _with_preset("lm", ["lm", "train", "--preset", "x"]) == ["lm", "train", "--preset", "x"]

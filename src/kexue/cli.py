@@ -135,6 +135,27 @@ def _bare_flags(argv: list[str]) -> list[str]:
     return out
 
 
+# Commands with a ``--preset NAME`` whose settings come before the user's flags (later flags win).
+PRESETS = {("vae-cluster", "train"), ("vae-cluster", "study")}
+
+
+def _with_preset(group: str, argv: list[str]) -> list[str]:
+    """``GROUP CMD ... --preset NAME ...`` -> the preset's ``--settings.*`` flags inserted after CMD."""
+    if len(argv) < 2 or (group, argv[1]) not in PRESETS:
+        return argv
+    name = None
+    for i, arg in enumerate(argv):
+        if arg == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif arg.startswith("--preset="):
+            name = arg.split("=", 1)[1]
+    if name is None:
+        return argv
+    from kexue.recipes.vae_cluster import preset_arguments
+
+    return argv[:2] + preset_arguments(name) + argv[2:]
+
+
 def _collapse(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
@@ -333,7 +354,7 @@ def run(argv: list[str]) -> Any:
     if "" not in commands and len(argv) > 1 and not argv[1].startswith("-") and argv[1] not in commands:
         raise KexueError(f"unknown subcommand {argv[1]!r} of {group}; choose from {', '.join(commands)}")
     parser, components = _build_parser(group)
-    args = _checked_configs(_bare_flags(argv), parser, group)
+    args = _checked_configs(_with_preset(group, _bare_flags(argv)), parser, group)
     sub = "" if "" in commands else (args[1] if len(args) > 1 and args[1] in commands else None)
     if sub is None and not {"-h", "--help"} & set(args):
         raise UsageError(f"choose a subcommand: {', '.join(commands)} (see `kexue {group} --help`)")

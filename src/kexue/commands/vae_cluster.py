@@ -15,6 +15,7 @@ from kexue.recipes.vae_cluster import (
     Preset,
     VAEClusterConfig,
     evaluate_run,
+    run_self_consistency,
     run_study,
     sample_run,
     seed_summary,
@@ -61,6 +62,7 @@ def evaluate(run: Path, data: str | None = None, device: Device = "cpu") -> dict
     """
     path, record = evaluate_run(run, data, str(device))
     scores = _print_scores(record, Path(run))
+    print(f"class-conditional samples assigned back to their own cluster: {record['sample_self_consistency']:.1%}")
     print(f"wrote {path}")
     return scores
 
@@ -69,6 +71,9 @@ def sample(
     run: Path, out: Path | None = None, per_class: PositiveInt = 10, seed: NonNegativeInt = 0, data: str | None = None
 ) -> list[str]:
     """Write PNG grids: real members of each cluster and class-conditional samples z ~ N(μ_y, I).
+
+    Also prints the share of the sampled images that the model assigns back to the class they were
+    drawn from (a label-free check of class-conditional generation).
 
     Args:
         run: the run folder written by `kexue vae-cluster train`.
@@ -80,6 +85,8 @@ def sample(
     paths = sample_run(run, out, per_class, seed, data)
     for p in paths:
         print(f"wrote {p}")
+    score = run_self_consistency(run, per_class, seed)  # the images of samples.png, clustered by the model
+    print(f"samples.png: {score:.1%} of the {per_class} samples per class are assigned back to their own cluster")
     return [str(p) for p in paths]
 
 

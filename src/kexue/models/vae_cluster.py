@@ -321,6 +321,8 @@ def sharpen(probs: torch.Tensor) -> torch.Tensor:
 
     Squaring favours confident assignments; dividing by the soft cluster size f_k keeps large
     clusters from swallowing the rest. ``probs`` (B, K) rows sum to 1; returns (B, K), no gradient.
+    DEC sums f_k over the whole data set and refreshes the target every few iterations; the VAE
+    recipe applies this to each batch (f_k over the batch's rows), a per-batch approximation.
     """
     p = probs.detach()
     weight = p.pow(2) / p.sum(0, keepdim=True).clamp_min(1e-12)

@@ -67,7 +67,7 @@ from kexue.params import (
     resolve_device,
 )
 from kexue.provenance import command_line
-from kexue.results import Figure, check_results_file, write_results
+from kexue.results import Figure, check_results_file, load_results, write_results
 from kexue.training import TensorBatches, TrainConfig, fit
 from kexue.training import distributed as dist
 from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
@@ -85,6 +85,7 @@ TRAIN_COMMAND = "vae-cluster-train"  # the command named in a run folder's confi
 STUDY_COMMAND = "vae-cluster-study"
 GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
 MAX_PER_CLASS = 100  # images per row of a PNG grid
+SELF_CONSISTENCY_PER_CLASS = 100  # samples per class that `eval` assigns back (sample_self_consistency)
 
 
 @dataclass
@@ -117,7 +118,8 @@ class VAEClusterConfig:
         seed: random seed (>= 0).
         eval_every_epochs: log test-set scores every N epochs (labels score only; 0 = at the end).
         prior: unit (Su: q(z|y) = N(μ_y, I), uniform q(y)) or learned (VaDE's prior: a learnable
-            diagonal variance per class and learnable mixing weights, initialised from the mixture).
+            diagonal variance per class and learnable mixing weights, initialised from the mixture;
+            needs balance, the term through which q(y) enters the loss).
         self_training: weight of DEC's self-training term KL(sharpened p(y|x) || p(y|z)), an
             extension (0 = off).
         manifold: the embedding of the k-NN graph the mixture is fitted on when spectral_neighbors
@@ -188,6 +190,11 @@ class VAEClusterConfig:
         )
         check(self.prior in ("unit", "learned"), f"settings.prior must be unit or learned, got {self.prior!r}")
         check(
+            self.prior == "unit" or self.balance,
+            "--settings.prior learned learns the mixing weights q(y) through the balance term KL(p(y|z) || q(y)): "
+            "add --settings.balance true",
+        )
+        check(
             self.manifold in ("spectral", "umap"), f"settings.manifold must be spectral or umap, got {self.manifold!r}"
         )
         self.kl, self.backbone, self.prior, self.manifold = (
@@ -226,16 +233,41 @@ PRESETS: dict[str, VAEClusterConfig] = {
 
 
 def apply_preset(preset: str, settings: VAEClusterConfig = DEFAULT_SETTINGS) -> VAEClusterConfig:
-    """The preset's settings, with every field of ``settings`` that differs from our defaults on top.
+    """A Python shorthand: the preset's settings with every field of ``settings`` that differs from
+    our defaults on top (``apply_preset("su2018", VAEClusterConfig(epochs=5))``).
 
-    ``apply_preset("su2018")`` is exactly the author's setting; ``apply_preset("su2018",
-    VAEClusterConfig(epochs=5))`` is the same for 5 epochs. (A field set to our default value cannot
-    be told from an unset one, so it takes the preset's value.)
+    A field set to our default value cannot be told from an unset one here, so it takes the
+    preset's value; use :func:`preset_settings` (explicit overrides) when that matters. The CLI
+    does not use this: ``--preset`` puts the preset's flags before the user's (:func:`preset_arguments`).
     """
     check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     changed = {f.name: getattr(settings, f.name) for f in fields(VAEClusterConfig)}
     changed = {k: v for k, v in changed.items() if v != getattr(DEFAULT_SETTINGS, k)}
     return replace(PRESETS[preset], **changed)
+
+
+def preset_settings(preset: str, **overrides) -> VAEClusterConfig:
+    """The settings of a named preset with ``overrides`` on top: ``preset_settings("su2018", epochs=5)``."""
+    check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    return replace(PRESETS[preset], **overrides)
+
+
+def preset_arguments(preset: str) -> list[str]:
+    """``--settings.<field> <value>`` flags that turn our defaults into ``preset``'s settings.
+
+    The CLI puts them before the user's own flags, so ``--preset su2018 --settings.pretrain_epochs
+    30`` is the author's setting with pre-training on top (later flags win), and the run's
+    config.yaml records the settings actually used. An unknown preset gives no flags (the parser
+    then refuses the value).
+    """
+    if preset not in PRESETS:
+        return []
+    flags = []
+    for f in fields(VAEClusterConfig):
+        value = getattr(PRESETS[preset], f.name)
+        if value != getattr(DEFAULT_SETTINGS, f.name):
+            flags += [f"--settings.{f.name}", str(value).lower() if isinstance(value, bool) else str(value)]
+    return flags
 
 
 def key_prefix(preset: str, data: str) -> str:
@@ -537,6 +569,28 @@ def evaluate_model(model: ClusterVAE, x: torch.Tensor, y: torch.Tensor) -> dict[
     return scores
 
 
+@torch.no_grad()
+def self_consistency(model: ClusterVAE, per_class: int = 100, seed: int = 0) -> float:
+    """Fraction of class-conditional samples that the model assigns back to the class they were drawn from.
+
+    Draws ``per_class`` images per class y (z ~ q(z|y), x = G(z), :meth:`ClusterVAE.sample`) and
+    clusters them (:meth:`ClusterVAE.predict`); label-free: the model checks itself. With the same
+    ``per_class`` and ``seed`` the images are those of :func:`plot_samples`. Returns a number in [0, 1].
+    Example: ``self_consistency(model, per_class=100, seed=0)`` -> 0.97.
+    """
+    check(per_class >= 1, f"per_class must be >= 1, got {per_class}")
+    device = model.class_means.device
+    classes = torch.arange(model.num_classes, device=device).repeat_interleave(per_class)  # (K·per_class,)
+    images = model.sample(classes, torch.Generator(device=device).manual_seed(seed))  # (K·per_class, 1, H, W)
+    return float((model.predict(images) == classes).double().mean())
+
+
+def run_self_consistency(run: Path, per_class: int = 100, seed: int = 0, device: str = "cpu") -> float:
+    """:func:`self_consistency` of a trained run folder (``kexue vae-cluster sample`` prints it)."""
+    model, _ = load_model(run, resolve_device(str(device)))
+    return self_consistency(model, per_class, seed)
+
+
 # ---- a trained model on disk ------------------------------------------------------------------
 
 
@@ -655,8 +709,11 @@ def train_run(
 ) -> tuple[Path, dict]:
     """Train in a run folder and score the test split: ``kexue vae-cluster train`` from Python.
 
-    ``preset="su2018"`` starts from the author's settings (:data:`PRESETS`); fields of ``settings``
-    that differ from our defaults go on top (:func:`apply_preset`).
+    ``preset`` names the results rows (``vae.<preset>.<data>.*`` unless ``ours``) and is recorded in
+    config.yaml; ``settings`` are used as given and default to the preset's own
+    (``train_run("fashion_mnist", preset="su2018")``; with changes:
+    ``settings=preset_settings("su2018", epochs=5)``). On the CLI, ``--preset`` sets the preset's
+    settings and ``--settings.*`` flags go on top (:func:`preset_arguments`).
 
     Writes the run folder (see the module docstring), ``eval.json`` and ``results.json`` (whose
     rows carry the ``kexue vae-cluster train`` command that reruns them). Returns (run folder,
@@ -664,7 +721,8 @@ def train_run(
     ``run, scores = train_run("digits", "runs/d", VAEClusterConfig(epochs=2))``.
     """
     arguments = dict(locals())
-    cfg, device = apply_preset(preset, settings), str(device)
+    check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    cfg, device = PRESETS[preset] if settings is DEFAULT_SETTINGS else settings, str(device)
     resolve_device(device)
     check_run_flags(out, resume, overwrite, "run")
     if resume and not has_checkpoint(Path(out)):
@@ -679,8 +737,7 @@ def train_run(
     run = make_run_dir(
         out,
         TRAIN_COMMAND,
-        {"data": data, "settings": asdict(settings), "device": device}
-        | ({"preset": preset} if preset != "ours" else {}),
+        {"data": data, "settings": asdict(cfg), "device": device} | ({"preset": preset} if preset != "ours" else {}),
         resume=resume,
         overwrite=overwrite,
     )
@@ -695,11 +752,13 @@ def train_run(
 def evaluate_run(run: Path, data: str | None = None, device: str = "cpu") -> tuple[Path, dict]:
     """Score a trained run on a test split (default: its training data set's).
 
-    Writes ``RUN/eval.json`` for the run's own data set, ``RUN/eval-<data>.json`` for another one.
+    Writes ``RUN/eval.json`` for the run's own data set, ``RUN/eval-<data>.json`` for another one,
+    with ``sample_self_consistency`` (:func:`self_consistency`, 100 samples per class) beside the scores.
     Returns (that file, ``{"data": name, "acc_hungarian": ..., ...}``).
     """
     model, meta, images = _load_run_and_data(run, data, resolve_device(str(device)))
     record = {"data": images.name, **evaluate_model(model, images.test_x, images.test_y)}
+    record["sample_self_consistency"] = self_consistency(model, SELF_CONSISTENCY_PER_CLASS)  # no labels
     return write_json(eval_file(Path(run), images, meta), record), record
 
 
@@ -909,13 +968,14 @@ def run_study(
     check_run_flags(out, resume, overwrite, "study")
     check_results_file(results)
     images = load_images(data)
-    cfg = apply_preset(preset, settings)
+    check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    cfg = PRESETS[preset] if settings is DEFAULT_SETTINGS else settings  # the preset's own unless given
     check_settings(cfg, images)
     config = {
         "data": data,
         "seeds": seeds,
         "results": results,
-        "settings": asdict(settings),
+        "settings": asdict(cfg),
         "device": device,
     } | ({"preset": preset} if preset != "ours" else {})  # runs made before presets existed resume unchanged
     folder = make_run_dir(
@@ -929,3 +989,33 @@ def run_study(
         write_results(results, figures, merge=True)
     write_json(folder / "per_seed.json", per_seed)
     return folder, per_seed
+
+
+# ---- ablations: one study per lever, collected under its own keys ------------------------------
+
+
+def collect_studies(studies: Path, results: Path, prefix: str = "vae_ablation") -> list[Figure]:
+    """Merge every ``studies/<lever>/<data>/results.json`` into ``results`` as ``<prefix>.<lever>.<data>.<metric>``.
+
+    Each lever's study writes the keys of our recipe (``vae.<data>.<metric>``), which the final
+    studies own in benchmarks/results/vae_cluster.json; here they are kept apart, one key per lever.
+    Values, published numbers and commands (the ``kexue vae-cluster study`` line that reruns the
+    lever) are copied unchanged; studies without a results.json (not finished) are skipped.
+    Returns the merged figures. Example: ``collect_studies("runs/vae-ablation",
+    "benchmarks/results/vae_ablation.json")`` -> rows ``vae_ablation.umap.mnist5k.acc_hungarian``, ...
+    """
+    check_results_file(results)
+    studies = Path(studies)
+    check(studies.is_dir(), f"{studies}: no such folder of studies")
+    figures = []
+    for path in sorted(studies.glob("*/*/results.json")):
+        lever = path.parent.parent.name
+        for key, row in load_results(path).items():
+            check(key.startswith("vae."), f"{path}: {key} is not a row of a vae-cluster study")
+            figures.append(
+                Figure(f"{prefix}.{lever}.{key[len('vae.') :]}", row["value"], row["published"], row["source"],
+                       row["command"])
+            )  # fmt: skip
+    if figures:
+        write_results(results, figures, merge=True)
+    return figures
