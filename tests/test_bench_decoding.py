@@ -7,7 +7,8 @@ import pytest
 
 pytest.importorskip("transformers")
 
-from kexue.bench.decoding import decoding
+from kexue.bench.decoding import decoding, parse_grid
+from kexue.errors import KexueError
 from kexue.provenance import command_line
 
 
@@ -37,3 +38,28 @@ def test_bench_decoding_tiny(tmp_path):
     assert timings == json.loads((tmp_path / "run" / "timings.json").read_text())
     assert timings["machine"]["torch_threads"] == 1 and timings["machine"]["cores"] >= 1
     assert timings["targets"]["speedup_vs_hf"]["beam4"] == 1.2 and timings["command"] == command
+
+
+def test_bench_decoding_grid_cells_are_measured_against_generate_in_the_same_run(tmp_path):
+    args = {"layers": 1, "width": 32, "heads": 2, "vocab": 100, "batch": 2, "prompt_len": 4, "new_tokens": 4}
+    flat = decoding(**args, repeats=1, modes="greedy,beam4", grid="1x4,2x12", out=tmp_path / "run")
+    for cell in ("", "b1_n4.", "b2_n12."):
+        for mode in ("greedy", "beam4"):
+            assert flat[f"decoding.speedup_vs_hf.{cell}{mode}"] > 0
+            assert flat[f"decoding.parity.{cell}{mode}"] == 1.0  # same tokens as generate in every cell
+    raw = json.loads((tmp_path / "run" / "timings.json").read_text())["raw"]
+    assert raw["b2_n12.beam4"]["batch"] == 2 and raw["b2_n12.beam4"]["new_tokens"] == 12
+    assert (
+        "--grid 1x4,2x12"
+        in json.loads((tmp_path / "run" / "results.json").read_text())["decoding.parity.b1_n4.greedy"]["command"]
+    )
+
+
+def test_bench_decoding_refuses_a_bad_grid(tmp_path):
+    assert parse_grid(None) == [] and parse_grid("1x128, 8X512") == [(1, 128), (8, 512)]
+    for bad in ("1x", "0x8", "8", "ax2", "1x2x3", "-1x4"):
+        with pytest.raises(KexueError, match="--grid"):
+            parse_grid(bad)
+    with pytest.raises(KexueError, match="positions"):
+        decoding(grid="1x1020", out=tmp_path / "run")
+    assert not (tmp_path / "run").exists()

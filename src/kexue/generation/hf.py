@@ -2,6 +2,14 @@
 
 ``HFStep(model)`` is a ``step(tokens, state) -> (logits, state)`` callable: the state wraps the
 model's cache object, and beam search reorders it with the cache's own ``reorder_cache``.
+
+The cache (``cache="inplace"``, the default) is transformers' ``DynamicCache`` with each full-attention
+layer replaced by :class:`InPlaceLayer`: keys and values live in one preallocated buffer per layer,
+each step writes its new column in place (no ``torch.cat`` of the whole past per layer and step, as
+``DynamicLayer`` does), attention reads a view of the filled part, and a reorder copies nothing when
+no row takes another's place (finished rows dropped from the end, beams that all keep their own
+past), else gathers once into a spare buffer that becomes the cache (no allocation per step).
+``cache="dynamic"`` keeps transformers' own layers (the reference the tests compare with).
 Left-padded prompts (``decode(..., attention_mask=mask)``): the step passes the mask (one column
 more per step) and position ids ``cumsum(mask) - 1`` (0 on padding), as ``generate`` computes them.
 transformers is imported only here (an optional dependency, extra ``hf``).
@@ -9,11 +17,127 @@ transformers is imported only here (an optional dependency, extra ``hf``).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 
 from kexue.errors import KexueError
+
+
+@functools.cache
+def _inplace_layer() -> type:
+    """:class:`InPlaceLayer`, built on first use (transformers is imported only when needed)."""
+    from transformers.cache_utils import DynamicLayer
+
+    class InPlaceLayer(DynamicLayer):
+        """A ``DynamicLayer`` whose keys/values are written in place into a buffer (rows, heads, capacity, dim).
+
+        ``keys`` / ``values`` are views ``buffer[:rows, :, :length]``; the capacity doubles when full
+        (amortised: one copy of the past per doubling instead of one per step). A row move
+        (:meth:`move_rows`) is free when no row takes another's place (finished rows dropped from
+        the end, beams that all keep their own past); otherwise one gather into a spare buffer of the
+        same shape, which then becomes the cache (no allocation per step).
+        """
+
+        def __init__(self, capacity: int = 0, **kwargs):
+            super().__init__(**kwargs)
+            self.capacity, self.rows, self.length = capacity, 0, 0
+            self._k = self._v = self._k2 = self._v2 = None  # the buffers and a spare pair for row moves
+
+        def _views(self) -> None:
+            self.keys = self._k[: self.rows, :, : self.length]
+            self.values = self._v[: self.rows, :, : self.length]
+
+        def _alloc(self, rows: int, capacity: int) -> None:
+            """(Re)allocate the buffers, keeping the filled part."""
+            k, v = self._k, self._v
+            shape_k = (rows, k.shape[1], capacity, k.shape[3])
+            shape_v = (rows, v.shape[1], capacity, v.shape[3])
+            self._k, self._v = k.new_empty(shape_k), v.new_empty(shape_v)
+            self._k2 = self._v2 = None
+            n = min(rows, self.rows)
+            self._k[:n, :, : self.length] = k[:n, :, : self.length]
+            self._v[:n, :, : self.length] = v[:n, :, : self.length]
+
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+            N, _, t, _ = key_states.shape
+            end = self.length + t
+            if self._k is None:
+                cap = max(self.capacity, 2 * end, end + 64)
+                self._k = key_states.new_empty(key_states.shape[:2] + (cap, key_states.shape[3]))
+                self._v = value_states.new_empty(value_states.shape[:2] + (cap, value_states.shape[3]))
+                self.rows = N
+            elif self.rows != N:
+                raise KexueError(f"the cache holds {self.rows} rows but the step got {N}")
+            elif end > self._k.shape[2]:
+                self._alloc(self._k.shape[0], max(2 * self._k.shape[2], end))
+            self._k[:N, :, self.length : end] = key_states
+            self._v[:N, :, self.length : end] = value_states
+            self.length = end
+            self._views()
+            return self.keys, self.values
+
+        def move_rows(self, index: torch.Tensor, moved: torch.Tensor | None = None) -> None:
+            """Row ``i`` becomes old row ``index[i]`` (``len(index)`` rows afterwards). ``moved``: the
+            ``i`` with ``index[i] != i``; when none, nothing is copied."""
+            if self._k is None:
+                return
+            m = len(index)
+            if moved is None:
+                moved = (index != torch.arange(m, device=index.device)).nonzero()[:, 0]
+            if len(moved) == 0 and m <= self.rows:
+                self.rows = m  # rows kept in place, finished ones dropped from the end
+                self._views()
+                return
+            if m > self._k.shape[0]:
+                self._alloc(m, self._k.shape[2])
+            if self._k2 is None or self._k2.shape != self._k.shape:
+                self._k2, self._v2 = torch.empty_like(self._k), torch.empty_like(self._v)
+            n = self.length
+            # one gather of the filled part into the spare buffer (no allocation), then swap the two
+            torch.index_select(self._k[: self.rows, :, :n], 0, index, out=self._k2[:m, :, :n])
+            torch.index_select(self._v[: self.rows, :, :n], 0, index, out=self._v2[:m, :, :n])
+            self._k, self._k2, self._v, self._v2 = self._k2, self._k, self._v2, self._v
+            self.rows = m
+            self._views()
+
+        def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+            self.move_rows(beam_idx.to(self.device))
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            self.move_rows(indices.to(self.device))
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            if self._k is not None:
+                self.move_rows(torch.arange(self.rows, device=self.device).repeat_interleave(repeats))
+
+        def crop(self, tokens_to_remove: int) -> None:
+            super().crop(tokens_to_remove)
+            if self._k is not None and tokens_to_remove:
+                self.length = max(self.length - abs(tokens_to_remove), 0)
+                self._views()
+
+        def reset(self) -> None:
+            super().reset()
+            self._k = self._v = self._k2 = self._v2 = None
+            self.rows = self.length = 0
+
+    return InPlaceLayer
+
+
+def __getattr__(name: str):
+    if name == "InPlaceLayer":  # ``from kexue.generation.hf import InPlaceLayer`` builds the class
+        return _inplace_layer()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# Up to this many rows the fast head computes W @ h^T (reads the V x D weight row by row); above it,
+# h @ W^T as the model does: the matrix product is as fast, and the (V, N) -> (N, V) transpose of the
+# logits (a strided copy of N x V floats) would cost a few ms per step (measured: 32 rows, V = 50257).
+FAST_HEAD_ROWS = 8
 
 
 class HFState:
@@ -23,7 +147,14 @@ class HFState:
         self.cache, self.length = cache, length
 
     def reorder(self, index: torch.Tensor) -> HFState:
-        self.cache.reorder_cache(index)
+        layers = getattr(self.cache, "layers", [])
+        if layers and all(type(layer) is _inplace_layer() for layer in layers):
+            # which rows change is the same for every layer: find them once
+            moved = (index != torch.arange(len(index), device=index.device)).nonzero()[:, 0]
+            for layer in layers:
+                layer.move_rows(index, moved)
+        else:
+            self.cache.reorder_cache(index)
         return self
 
 
@@ -46,13 +177,23 @@ class HFStep:
         fast_head: when the logits are a plain linear layer over the base model's last hidden
             state, compute them as ``W @ h^T`` instead of ``h @ W^T``. Same numbers up to float
             summation order; on CPU with few rows the output layer (V x D, the largest weight)
-            is memory-bound, and this layout reads it faster (measured by ``kexue bench decoding``).
+            is memory-bound, and this layout reads it faster (measured by ``kexue bench decoding``);
+            with more than ``FAST_HEAD_ROWS`` rows (beam search over a batch) the model's own layout.
+        cache: ``"inplace"`` (default): the KV cache is written in place into preallocated buffers
+            (:class:`InPlaceLayer`); ``"dynamic"``: transformers' ``DynamicCache`` as it is.
+        capacity: positions to preallocate per layer (0: twice the prompt, at least 64 more; the
+            buffers double when full).
     Example: ``decode(HFStep(model), prompt, search=Beam(4), stopping=Stopping(128, eos))``.
     """
 
-    def __init__(self, model: torch.nn.Module, fast_head: bool = True):
+    def __init__(self, model: torch.nn.Module, fast_head: bool = True, cache: str = "inplace", capacity: int = 0):
         if not hasattr(model, "config") or not callable(model):
             raise KexueError(f"HFStep needs a transformers causal LM, got {type(model).__name__}")
+        if cache not in ("inplace", "dynamic"):
+            raise KexueError(f"cache must be 'inplace' or 'dynamic', got {cache!r}")
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
+            raise KexueError(f"capacity must be an integer >= 0, got {capacity!r}")
+        self.cache, self.capacity = cache, capacity
         self.model = model.eval()
         self.head = _plain_head(model) if fast_head else None
         import transformers
@@ -62,8 +203,15 @@ class HFStep:
 
     def new_cache(self):
         from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
 
-        return DynamicCache(config=self.model.config)
+        cache = DynamicCache(config=self.model.config)
+        if self.cache == "inplace":  # full-attention layers only; sliding-window and other layers stay as they are
+            layer = _inplace_layer()
+            cache.layers = [layer(self.capacity) if type(x) is DynamicLayer else x for x in cache.layers]
+            if cache.layer_class_to_replicate is DynamicLayer:  # layers made lazily
+                cache.layer_class_to_replicate = functools.partial(layer, self.capacity)
+        return cache
 
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, state: HFState | None, attention_mask: torch.Tensor | None = None):
@@ -86,6 +234,8 @@ class HFStep:
         if self.head is None:
             return self.model(**kw, logits_to_keep=1).logits[:, -1], state
         h = self.model.base_model(**kw).last_hidden_state[:, -1]  # (N, D)
+        if h.shape[0] > FAST_HEAD_ROWS:  # enough rows to fill the kernel: the (N, V) layout needs no transpose
+            return torch.nn.functional.linear(h, self.head.weight, self.head.bias), state
         logits = torch.mm(self.head.weight, h.t()).t().contiguous()  # (N, V): W (V, D) read row by row
         if self.head.bias is not None:
             logits = logits + self.head.bias
