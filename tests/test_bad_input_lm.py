@@ -177,6 +177,12 @@ def paths(tmp_path_factory):
             lambda r: [(c / "model.safetensors").write_bytes(b"junk" * 16) for c in (r / "checkpoints").glob("step-*")],
         ),
         (lm, "lm_nockpt", lambda r: shutil.rmtree(r / "checkpoints")),
+        (lm, "lm_badresults", lambda r: (r / "results.json").write_text('{"lm.lstm_softmax.test_ppl": ')),
+        (
+            lm,
+            "lm_strppl",
+            lambda r: _edit_json(r / "results.json", lambda d: d["lm.lstm_softmax.test_ppl"].update(value="low")),
+        ),
         (onl, "onl_badjson", lambda r: (r / "model.json").write_text("{'emb': 8")),
         (onl, "onl_extrakey", lambda r: _edit_json(r / "model.json", lambda d: d.update(bogus=1))),
         (onl, "onl_zerochunk", lambda r: _edit_json(r / "model.json", lambda d: d.update(chunk=0))),
@@ -385,6 +391,15 @@ CASES = [
     ("term-out-file", TERM + ["--out", "{bad}/a_file"], "a_file"),
     ("term-out-proc", TERM + ["--out", "/proc/kexue_probe"], "/proc/kexue_probe"),
     ("term-out-not-empty", TERM + ["--out", "{lm}"], "--overwrite"),
+    # ---- lm termination: the paper's decoders, prefixes and the runs' test perplexity (issue 16) ----
+    ("term-decoder-top3", TERM + ["--decoders", "greedy,topk3", "--out", "{out}"], "topk3"),
+    ("term-decoder-paper-name", TERM + ["--decoders", "nucleus-0.4", "--out", "{out}"], "nucleus-0.4"),
+    ("term-decoder-st-greedy", TERM + ["--decoders", "st_greedy", "--out", "{out}"], "st_greedy"),
+    ("term-prefixes-more-than-test", TERM + ["--prefixes", "1000", "--out", "{out}"], "only 120 sentences"),
+    ("term-prefixes-float", TERM + ["--prefixes", "1.5", "--out", "{out}"], "--prefixes"),
+    ("term-cap-word", TERM + ["--cap", "long", "--out", "{out}"], "--cap"),
+    ("term-results-json-broken", TERM + ["--models", "a={bad}/lm_badresults", "--out", "{out}"], "results.json"),
+    ("term-results-ppl-string", TERM + ["--models", "a={bad}/lm_strppl", "--out", "{out}"], "test perplexity"),
     # ---- onlstm train: findings ----
     ("onl-bptt-0", ONL + ["--settings.bptt", "0"], "--settings.bptt"),
     ("onl-batch-0", ONL + ["--settings.batch_size", "0"], "--settings.batch_size"),

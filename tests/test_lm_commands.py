@@ -53,7 +53,26 @@ def test_train_generate_and_termination(corpus, tmp_path, capsys):
     assert flat["termination.st.greedy.mean_length"] <= 7
     data = json.loads(res.read_text())
     assert data["termination.vanilla.ppl"]["value"] == pytest.approx(flat["termination.vanilla.ppl"])
-    assert "termination: 2 models x 8 decoders" in capsys.readouterr().out
+    # test_ppl: the figure each training run reported (same corpus), which the study's own measure agrees with
+    for name, head in (("vanilla", "softmax"), ("st", "st")):
+        trained = json.loads((runs[head] / "results.json").read_text())[f"lm.lstm_{head}.test_ppl"]["value"]
+        assert data[f"termination.{name}.test_ppl"]["value"] == trained
+        assert flat[f"termination.{name}.ppl"] == pytest.approx(trained, rel=1e-4)
+    assert "termination: 2 models x 10 decoders" in capsys.readouterr().out
+
+
+def test_test_ppl_is_measured_when_the_study_reads_another_corpus(corpus, tmp_path, capsys):
+    run = tmp_path / "va"
+    settings = LMTrainSettings(dim=8, layers=1, dropout=0.0, steps=3, batch_size=4, bptt=8, eval_every=0)
+    lm.train(corpus=str(corpus), settings=settings, out=run)
+    other = tmp_path / "other"
+    shutil.copytree(corpus, other)
+    (other / "test.txt").write_text((corpus / "test.txt").read_text().replace("cat", "dog"))
+    flat = lm.termination(
+        models=f"a={run}", decoders="greedy", prefixes=2, cap=3, corpus=str(other), out=tmp_path / "t"
+    )
+    trained = json.loads((run / "results.json").read_text())["lm.lstm_softmax.test_ppl"]["value"]
+    assert flat["termination.a.test_ppl"] == flat["termination.a.ppl"] != pytest.approx(trained)
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):

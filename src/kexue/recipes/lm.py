@@ -7,7 +7,9 @@
 - :func:`generate`: continue a prompt with one of the study's decoders;
 - :func:`termination_study`: continue 10-word prefixes of test sentences with each decoder, up to
   a cap of L generated tokens, and count the continuations that never emit eos (the
-  non-termination ratio r_L), for every model given, with per-decoder repetition metrics.
+  non-termination ratio r_L), for every model given, with per-decoder repetition metrics. The
+  decoders are the ten of Welleck et al. (2020) (:data:`DECODER_LABELS`); "ST greedy"
+  is ``greedy`` on a self-terminating model.
 
 ``kexue lm train / generate / termination`` call these functions with the same arguments, and
 ``kexue reproduce`` does too. Example::
@@ -61,7 +63,7 @@ from kexue.params import Dropout, NonNegativeInt, OpenUnitInterval, PositiveFloa
 from kexue.progress import progress
 from kexue.provenance import command_line
 from kexue.recipes.runs import check_resumable, check_settings, check_trained_run, read_model_config
-from kexue.results import Figure, write_results
+from kexue.results import Figure, load_results, write_results
 from kexue.training import TrainConfig, fit
 from kexue.training import distributed as dist
 from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
@@ -73,8 +75,10 @@ Arch = Literal["lstm", "transformer"]
 Head = Literal["softmax", "st"]
 Batching = Literal["stream", "sentence"]
 # The names of DECODERS, as a type the parser checks (a test keeps the two in step).
-DecoderName = Literal["greedy", "beam2", "beam4", "topk", "topp", "consistent_topk", "consistent_topp", "ancestral"]
-PREFIX_WORDS = 10  # words of a test sentence that prompt each continuation of the study
+DecoderName = Literal[
+    "greedy", "beam2", "beam4", "topk", "topk4", "topp", "topp04", "consistent_topk", "consistent_topp", "ancestral"
+]
+PREFIX_WORDS = 10  # words of a test sentence that prompt each continuation (the paper's prefix k = 10)
 EVAL_ROWS, EVAL_WINDOW = 16, 64  # how a perplexity reads a stream: 16 parallel rows, windows of 64
 EVAL_SENTENCES = 64  # sentences per forward call of a sentence-level perplexity
 BEST_WEIGHTS = "best.safetensors"  # early stopping: the best weights so far (metadata: step, valid_ppl)
@@ -88,16 +92,34 @@ RESUME_MAY_CHANGE_LM = RESUME_MAY_CHANGE | {
     "settings.patience",
 }
 
-# Decoders of the study: name -> (processors(eos), search). Paper: top-2/4, nucleus 0.2/0.4.
+# Decoders of the study: name -> (processors(eos), search). The paper's (Welleck et al. 2020, its
+# non-termination tables): greedy, beam-2/4, top-2/4, nucleus-0.2/0.4, ancestral, consistent top-k /
+# nucleus (here k = 2, mu = 0.2), and greedy on the self-terminating model. The names
+# topk / topp (top-2, nucleus-0.2) are those of the committed results keys; topk4 / topp04 came later.
 DECODERS: dict[str, Callable[[int], tuple[list, object]]] = {
     "greedy": lambda eos: ([], Greedy()),
     "beam2": lambda eos: ([], Beam(2, length_penalty=1.0, early_stopping=True)),
     "beam4": lambda eos: ([], Beam(4, length_penalty=1.0, early_stopping=True)),
     "topk": lambda eos: ([TopK(2)], Sample()),
+    "topk4": lambda eos: ([TopK(4)], Sample()),
     "topp": lambda eos: ([TopP(0.2)], Sample()),
+    "topp04": lambda eos: ([TopP(0.4)], Sample()),
     "consistent_topk": lambda eos: ([ConsistentTopK(2, eos)], Sample()),
     "consistent_topp": lambda eos: ([ConsistentTopP(0.2, eos)], Sample()),
     "ancestral": lambda eos: ([], Sample()),
+}
+# The paper's name of each decoder, for tables.
+DECODER_LABELS = {
+    "greedy": "greedy",
+    "beam2": "beam-2",
+    "beam4": "beam-4",
+    "topk": "top-2",
+    "topk4": "top-4",
+    "topp": "nucleus-0.2",
+    "topp04": "nucleus-0.4",
+    "consistent_topk": "consistent top-2",
+    "consistent_topp": "consistent nucleus-0.2",
+    "ancestral": "ancestral",
 }
 
 # Hook for per-decoder metrics computed from the generated token sequences (e.g. the repetition
@@ -557,7 +579,8 @@ def generate(
     Args:
         run: folder written by `kexue lm train`.
         prompt: words to continue (space separated, PTB style).
-        decoder: one of greedy, beam2, beam4, topk, topp, consistent_topk, consistent_topp, ancestral.
+        decoder: one of greedy, beam2, beam4, topk (top-2), topk4, topp (nucleus-0.2), topp04, consistent_topk,
+            consistent_topp, ancestral.
         max_new_tokens: cap on generated tokens.
         samples: continuations to draw (sampling decoders).
         seed: seed of the sampling generator.
@@ -584,14 +607,23 @@ def generate(
     ]
 
 
+def prefix_sentences(sentences: list[list[str]], length: int = PREFIX_WORDS) -> list[list[str]]:
+    """The sentences a prefix of ``length`` words is taken from: those longer than that, in corpus order."""
+    return [s for s in sentences if len(s) > length]
+
+
 def prefix_prompts(
     vocab: Vocab, corpus: str, count: int, length: int = PREFIX_WORDS, sentences: list[list[str]] | None = None
 ) -> torch.Tensor:
-    """(count, 1 + length) prompts: eos then the first ``length`` words of test sentences longer than that.
+    """(count, 1 + length) prompts: eos then the first ``length`` words of the first ``count`` test sentences
+    longer than that.
 
-    ``sentences``: the test split of ``corpus``, when it is already read.
+    Each prompt is read from a fresh state, as a sentence-trained model (``--settings.batching
+    sentence``) read every training sentence (``<eos> w1 .. wn``): the paper's setting, a prefix of
+    k = 10 tokens of a test sentence. ``sentences``: the test split of ``corpus``, when it is already read.
+    Example: ``prefix_prompts(vocab, "ptb", 1000)`` -> a (1000, 11) tensor.
     """
-    sents = [s for s in (sentences or load_corpus(corpus, "test")) if len(s) > length][:count]
+    sents = prefix_sentences(sentences or load_corpus(corpus, "test"), length)[:count]
     if not sents:
         raise KexueError(f"no test sentence of {corpus} has more than {length} words")
     return torch.tensor([prompt_ids(vocab, " ".join(s[:length])) for s in sents])
@@ -600,12 +632,19 @@ def prefix_prompts(
 def decode_in_chunks(
     model, prompts: torch.Tensor, decoder: str, eos: int, cap: int, seed: int, chunk: int
 ) -> DecodeOutput:
-    """Decode ``prompts`` with a study decoder, ``chunk`` rows at a time; outputs concatenated."""
+    """Decode ``prompts`` with a study decoder, about ``chunk`` model rows at a time; outputs concatenated.
+
+    A beam of K takes K rows per prompt, so beam search decodes ``chunk // K`` prompts together:
+    every decoder then runs batches of the same size, and a prompt whose beam never ends keeps only
+    its own small batch running to the cap (a beam batch runs until all its rows end). Greedy and
+    sampling drop finished rows, so there only the stuck ones run on. One generator for all chunks.
+    """
     procs, search = DECODERS[decoder](eos)
     g = torch.Generator().manual_seed(seed)
+    per = max(1, chunk // search.num_beams)
     parts = [
-        decode(model.step, prompts[i : i + chunk], procs, search, Stopping(cap, eos), g)
-        for i in range(0, len(prompts), chunk)
+        decode(model.step, prompts[i : i + per], procs, search, Stopping(cap, eos), g)
+        for i in range(0, len(prompts), per)
     ]
     width = max(p.tokens.shape[1] for p in parts)
 
@@ -677,6 +716,34 @@ def run_perplexity(model: torch.nn.Module, vocab: Vocab, run: str | Path, senten
     return lm_perplexity(model, token_stream(sentences, vocab))
 
 
+def _same_corpus(a: object, b: str) -> bool:
+    if not isinstance(a, str):
+        return False
+    return a == b if "ptb" in (a, b) else Path(a).resolve() == Path(b).resolve()
+
+
+def reported_test_ppl(run: str | Path, cfg: LMConfig, corpus: str, label: str) -> float | None:
+    """The test perplexity ``kexue lm train`` reported for ``run`` (``lm.<arch>_<head>.test_ppl`` of its
+    results.json), or None when the run was trained on another corpus than ``corpus`` or reported none.
+
+    Raises:
+        KexueError: the run's results.json is malformed (named with ``label``).
+    """
+    run = Path(run)
+    if not _same_corpus(run_config(run)[1].get("corpus"), corpus) or not (run / "results.json").is_file():
+        return None
+    try:
+        row = load_results(run / "results.json").get(f"lm.{cfg.arch}_{cfg.head}.test_ppl")
+    except KexueError as e:
+        raise KexueError(f"{label}: {e}") from None
+    value = None if row is None else row["value"]
+    check(
+        value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0),
+        f"{label}: results.json holds a test perplexity that is not a positive number: {value!r}",
+    )
+    return None if value is None else float(value)
+
+
 @dataclass
 class TerminationRun:
     """What :func:`termination_study` made: the run folder and its figures."""
@@ -685,7 +752,7 @@ class TerminationRun:
     figures: list[Figure]
 
     def values(self) -> dict[str, float]:
-        """Flat mapping termination.<model>.<decoder>.<metric> / termination.<model>.ppl -> value."""
+        """Flat mapping termination.<model>.<decoder>.<metric> / termination.<model>.{ppl,test_ppl} -> value."""
         return {f.key: f.value for f in self.figures}
 
 
@@ -704,38 +771,59 @@ def termination_study(
 ) -> TerminationRun:
     """The non-termination study: each model x decoder on 10-word test prefixes, into a run folder.
 
-    Every run folder, the decoders and the corpus are checked before any model is loaded. The
-    figures go to ``OUT/results.json`` (and are merged into ``results`` when given), each with the
-    command that reruns the study.
+    The paper's setting (Welleck et al. 2020): one continuation per test prefix of k = 10 words
+    (eos + the words, from a fresh state: how a sentence-trained model reads a sentence), cap
+    L = 1,500, the ten decoders of :data:`DECODERS` (ST greedy is ``greedy`` on a self-terminating
+    model). Every run folder, the decoders and the corpus (enough sentences for ``prefixes``) are
+    checked before any model is loaded. The figures go to ``OUT/results.json`` (and are merged into
+    ``results`` when given), each with the command that reruns the study.
+
+    Cost (one short timing, dim-512 2-layer LSTM, 10k words, 1 thread of a busy 2-core CPU, chunk
+    100): a step of 100 rows takes 35 ms (greedy) to 115 ms (nucleus, which sorts the vocabulary),
+    a step of one row about 7 ms. A decoder on 1,000 prefixes whose continuations all run to
+    L = 1,500 (a model that never stops) takes about 10 to 35 minutes; one that stops after about
+    25 tokens except on 1 % of prefixes about 2 minutes (beam: about 10, as a beam batch runs until
+    its last row ends).
 
     Args:
         models: comma-separated name=run_folder pairs of `kexue lm train` runs, e.g. vanilla=runs/lm-va,st=runs/lm-st.
-        decoders: comma-separated decoders (default: all eight).
-        prefixes: number of test prefixes (one continuation each).
+        decoders: comma-separated decoders (default: all ten).
+        prefixes: number of test prefixes (one continuation each); the test split must hold that many
+            sentences of more than 10 words (PTB has 3,165).
         cap: the length cap L on generated tokens.
         corpus: "ptb" or a folder with test.txt.
         seed: seed of the sampling generator.
-        chunk: prefixes decoded together.
+        chunk: model rows decoded together (a beam of K takes K rows per prefix).
         threads: torch CPU threads.
         results: also merge the figures into this results JSON (e.g. benchmarks/results/termination.json).
         overwrite: replace what a non-empty ``out`` holds.
         out: run folder (default runs/lm-termination-<time>).
     Returns:
-        A :class:`TerminationRun`: the run folder and the figures termination.<model>.<decoder>.<metric>
-        and termination.<model>.ppl (the test perplexity, read as the model was trained: a stream or sentences).
+        A :class:`TerminationRun`: the run folder and the figures termination.<model>.<decoder>.<metric>,
+        termination.<model>.ppl (the test perplexity of ``corpus``, measured here as the model was
+        trained: a stream or sentences) and termination.<model>.test_ppl (the one its training run
+        reported when it was trained on ``corpus``; else the measured one).
     """
     arguments = dict(locals())
     pairs = parse_models(models)
     names = parse_decoders(decoders)
     check_output_file(results)
     check_output_dir(out)
+    reported = {}
     for name, run in pairs:
         cfg, _ = check_run(run, f"--models {name}={run}")
         check_length(cfg, 1 + PREFIX_WORDS, cap, "--cap", run)
+        reported[name] = reported_test_ppl(run, cfg, corpus, f"--models {name}={run}")
     test_s = load_corpus(corpus, "test")
+    available = len(prefix_sentences(test_s))
     check(
-        any(len(s) > PREFIX_WORDS for s in test_s),
+        available > 0,
         f"the test split of {corpus} has no sentence of more than {PREFIX_WORDS} words to take a prefix from",
+    )
+    check(
+        prefixes <= available,
+        f"--prefixes {prefixes}: the test split of {corpus} has only {available} sentences of more than "
+        f"{PREFIX_WORDS} words to take a prefix from",
     )
     tokens = sum(len(s) + 1 for s in test_s)
     check(
@@ -753,6 +841,8 @@ def termination_study(
         ppl = run_perplexity(model, vocab, run, test_s)
         check(math.isfinite(ppl), f"--models {name}={run}: the test perplexity is {ppl} (a diverged model)")
         figures.append(Figure(f"termination.{name}.ppl", ppl, command=cmd))
+        test_ppl = ppl if reported[name] is None else reported[name]
+        figures.append(Figure(f"termination.{name}.test_ppl", test_ppl, command=cmd))
         prompts = prefix_prompts(vocab, corpus, prefixes, sentences=test_s)
         for dec in names:
             t0 = time.perf_counter()
