@@ -302,6 +302,11 @@ CASES = [
     ),
     ("lm-resume-changed-batching", LM + ["--settings.batching", "sentence", "--resume", "--out", "{lm}"], "batching"),
     (
+        "lm-resume-patience-on-a-run-without-it",
+        LM + ["--settings.eval_every", "2", "--settings.patience", "2", "--resume", "--out", "{lm}"],
+        "without early stopping",
+    ),
+    (
         "lm-resume-changed-max-sentence-len",
         LM + ["--settings.max_sentence_len", "40", "--resume", "--out", "{lm}"],
         "max_sentence_len",

@@ -186,4 +186,4 @@ def test_the_distance_sentence_names_every_vanilla_decoder():
     sentence = section.distance_sentence(_values({"vanilla": 0.02, "st": 0.0}), list(DECODERS))
     for dec in DECODERS:
         assert DECODER_LABELS[dec] + " " in sentence
-    assert "greedy 2.00 % vs 1.53 % (+0.47 points, 0 of the paper's sd)" in sentence
+    assert "greedy 2.00 % vs 1.53 % (+0.47 points, 0.3 of the paper's sd)" in sentence

@@ -334,12 +334,25 @@ def _is_run_folder(folder: Path) -> bool:
         return False
 
 
+# Settings a command gained after runs were made with it: (command, flattened key) -> the default, which
+# is what those runs used. A resume of such a run sees the key as unchanged when the new value equals it.
+ADDED_SETTINGS: dict[tuple[str, str], Any] = {}
+
+
+def register_added_settings(command: str, defaults: dict[str, Any]) -> None:
+    """Declare settings added to ``command`` later (flattened keys, e.g. ``settings.batching``) with their defaults."""
+    ADDED_SETTINGS.update({(command, k): v for k, v in defaults.items()})
+
+
 def _compare_for_resume(folder: Path, command: str, config: dict, may_change: Iterable[str]) -> None:
     saved_command, saved = run_config(folder)
     if saved_command is not None and saved_command != command:
         raise KexueError(f"--resume: {folder} is a `{saved_command}` run, not `{command}`")
     old = {k: v for k, v in _flatten(saved).items() if k.split(".")[0] not in _PLACE_KEYS}
     new = {k: v for k, v in _flatten(config).items() if k.split(".")[0] not in _PLACE_KEYS}
+    for k in set(new) - set(old):  # a run made before the setting existed ran with its default
+        if (command, k) in ADDED_SETTINGS and _plain(ADDED_SETTINGS[(command, k)]) == new[k]:
+            old[k] = new[k]
     changed = sorted(k for k in set(old) | set(new) if old.get(k, "<unset>") != new.get(k, "<unset>"))
     allowed = set(may_change)
     refused = [k for k in changed if k not in allowed]

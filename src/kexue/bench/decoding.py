@@ -200,7 +200,7 @@ def parse_grid(grid: str | None) -> list[tuple[int, int]]:
     cells = []
     for cell in grid.split(","):
         parts = cell.strip().lower().split("x")
-        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        if len(parts) != 2 or not all(p.isascii() and p.isdigit() and int(p) > 0 for p in parts):
             raise KexueError(f"--grid: {cell.strip()!r} is not BATCHxNEW_TOKENS with positive integers (e.g. 1x128)")
         cells.append((int(parts[0]), int(parts[1])))
     return cells

@@ -66,7 +66,7 @@ def _inplace_layer() -> type:
             N, _, t, _ = key_states.shape
             end = self.length + t
             if self._k is None:
-                cap = max(self.capacity, 2 * end, end + 64)
+                cap = max(self.capacity, end) if self.capacity else max(2 * end, end + 64)
                 self._k = key_states.new_empty(key_states.shape[:2] + (cap, key_states.shape[3]))
                 self._v = value_states.new_empty(value_states.shape[:2] + (cap, value_states.shape[3]))
                 self.rows = N
@@ -149,10 +149,15 @@ class HFState:
     def reorder(self, index: torch.Tensor) -> HFState:
         layers = getattr(self.cache, "layers", [])
         if layers and all(type(layer) is _inplace_layer() for layer in layers):
-            # which rows change is the same for every layer: find them once
+            # which rows change is the same for every layer: find them once (per device: a model
+            # split across devices keeps each layer's cache on its own)
             moved = (index != torch.arange(len(index), device=index.device)).nonzero()[:, 0]
+            on: dict = {}
             for layer in layers:
-                layer.move_rows(index, moved)
+                dev = layer._k.device if layer._k is not None else index.device
+                if dev not in on:
+                    on[dev] = (index.to(dev), moved.to(dev))
+                layer.move_rows(*on[dev])
         else:
             self.cache.reorder_cache(index)
         return self
@@ -179,27 +184,33 @@ class HFStep:
             summation order; on CPU with few rows the output layer (V x D, the largest weight)
             is memory-bound, and this layout reads it faster (measured by ``kexue bench decoding``);
             with more than ``FAST_HEAD_ROWS`` rows (beam search over a batch) the model's own layout.
-        cache: ``"inplace"`` (default): the KV cache is written in place into preallocated buffers
-            (:class:`InPlaceLayer`); ``"dynamic"``: transformers' ``DynamicCache`` as it is.
-        capacity: positions to preallocate per layer (0: twice the prompt, at least 64 more; the
-            buffers double when full).
+        cache: ``"inplace"`` (the default with transformers >= 5): the KV cache is written in place
+            into preallocated buffers (:class:`InPlaceLayer`); ``"dynamic"`` (the default before 5):
+            transformers' ``DynamicCache`` as it is.
+        capacity: positions to preallocate per layer (0: twice the prompt, at least 64 more); the
+            buffers double when full. A reorder that moves rows keeps a spare buffer of the same
+            size, so the cache holds about twice its capacity.
     Example: ``decode(HFStep(model), prompt, search=Beam(4), stopping=Stopping(128, eos))``.
     """
 
-    def __init__(self, model: torch.nn.Module, fast_head: bool = True, cache: str = "inplace", capacity: int = 0):
+    def __init__(self, model: torch.nn.Module, fast_head: bool = True, cache: str | None = None, capacity: int = 0):
         if not hasattr(model, "config") or not callable(model):
             raise KexueError(f"HFStep needs a transformers causal LM, got {type(model).__name__}")
+        import transformers
+
+        major = int(transformers.__version__.split(".")[0])
+        cache = cache if cache is not None else ("inplace" if major >= 5 else "dynamic")
         if cache not in ("inplace", "dynamic"):
             raise KexueError(f"cache must be 'inplace' or 'dynamic', got {cache!r}")
+        if cache == "inplace" and major < 5:  # its layer API (lazy_initialization, crop) is transformers 5's
+            raise KexueError(f"cache='inplace' needs transformers >= 5 (installed {transformers.__version__})")
         if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 0:
             raise KexueError(f"capacity must be an integer >= 0, got {capacity!r}")
         self.cache, self.capacity = cache, capacity
         self.model = model.eval()
         self.head = _plain_head(model) if fast_head else None
-        import transformers
-
         # transformers 5 renamed the cache argument; both name the same cache object
-        self.cache_arg = "cache" if int(transformers.__version__.split(".")[0]) >= 5 else "past_key_values"
+        self.cache_arg = "cache" if major >= 5 else "past_key_values"
 
     def new_cache(self):
         from transformers import DynamicCache

@@ -57,7 +57,15 @@ from kexue.generation import (
     TopP,
     decode,
 )
-from kexue.io import RESUME_MAY_CHANGE, check_output_dir, check_output_file, make_run_dir, run_config, write_json
+from kexue.io import (
+    RESUME_MAY_CHANGE,
+    check_output_dir,
+    check_output_file,
+    make_run_dir,
+    register_added_settings,
+    run_config,
+    write_json,
+)
 from kexue.models.lm import LMConfig, build_lm, lm_loss
 from kexue.params import Dropout, NonNegativeInt, OpenUnitInterval, PositiveFloat, PositiveInt, check, set_threads
 from kexue.progress import progress
@@ -70,6 +78,10 @@ from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weig
 from kexue.training.loop import FitResult
 
 TRAIN_COMMAND = "lm-train"  # the command named in a run folder's config.yaml
+register_added_settings(  # runs made before sentence batching and early stopping existed resume unchanged
+    TRAIN_COMMAND,
+    {"settings.batching": "stream", "settings.max_sentence_len": 80, "settings.length_pool": 0, "settings.patience": 0},
+)
 TERMINATION_COMMAND = "lm-termination"
 Arch = Literal["lstm", "transformer"]
 Head = Literal["softmax", "st"]
@@ -460,6 +472,12 @@ def train_lm(
     )
     if resume:
         check_resumable(out)
+        saved = (run_config(out)[1].get("settings") or {}) if (Path(out) / "config.yaml").is_file() else {}
+        check(
+            not settings.patience or not saved or saved.get("patience", 0) > 0,
+            f"--settings.patience {settings.patience}: {out} was trained without early stopping, so its best "
+            "weights were not kept; resume it without --settings.patience or start a new run with it",
+        )
     config = {"corpus": corpus, "settings": asdict(settings), "threads": threads, "results": results}
     out = make_run_dir(out, TRAIN_COMMAND, config, resume=resume, overwrite=overwrite, may_change=RESUME_MAY_CHANGE_LM)
     torch.manual_seed(settings.seed)

@@ -51,6 +51,7 @@ from kexue.io import (
     read_json,
     read_text,
     reading,
+    register_added_settings,
     write_json,
     write_text,
 )
@@ -87,6 +88,7 @@ from kexue.training import TrainConfig, distributed, fit
 from kexue.training.checkpoint import load_weights, save_weights
 
 TRAIN_COMMAND = "simbert-train"
+register_added_settings(TRAIN_COMMAND, {"settings.mine_threshold": None, "settings.mine_max": 20000})
 INDEX_COMMAND = "simbert-index"
 Backend = Literal["auto", "exact", "faiss"]
 Split = Literal["valid", "test"]

@@ -47,6 +47,7 @@ from kexue.io import (
     check_output_dir,
     make_run_dir,
     read_json,
+    register_added_settings,
     run_config,
     save_figure,
     write_json,
@@ -83,6 +84,10 @@ PUBLISHED = {
 METRICS = ("acc_hungarian", "acc_majority", "nmi", "ari")
 TRAIN_COMMAND = "vae-cluster-train"  # the command named in a run folder's config.yaml
 STUDY_COMMAND = "vae-cluster-study"
+for _command in (TRAIN_COMMAND, STUDY_COMMAND):  # runs made before these settings existed resume unchanged
+    register_added_settings(
+        _command, {"settings.prior": "unit", "settings.self_training": 0.0, "settings.manifold": "spectral"}
+    )
 GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
 MAX_PER_CLASS = 100  # images per row of a PNG grid
 SELF_CONSISTENCY_PER_CLASS = 100  # samples per class that `eval` assigns back (sample_self_consistency)

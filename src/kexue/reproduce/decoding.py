@@ -130,7 +130,7 @@ def distance_sentence(values: dict[str, float], decoders: list[str]) -> str:
         far = f"{100 * (ours - pub):+.2f} points"
         if sd:
             sds = abs(ours - pub) / sd
-            far += f", {sds:.0f} of the paper's sd" if sds < 100 else ", over 100 of the paper's sd"
+            far += f", {sds:.1f} of the paper's sd" if sds < 100 else ", over 100 of the paper's sd"
         parts.append(f"{DECODER_LABELS[dec]} {100 * ours:.2f} % vs {100 * pub:.2f} % ({far})")
     return "Vanilla r_L against the paper's LSTM: " + "; ".join(parts) + "."
 
