@@ -285,3 +285,13 @@ def test_real_minilm_loads_and_encodes():
     assert v.shape == (3, 384)
     assert float(v[0] @ v[1]) > float(v[0] @ v[2])
     assert torch.allclose(v.norm(dim=1), torch.ones(3), atol=1e-5)
+
+
+def test_best_threshold_by_hand():
+    from kexue.recipes.simbert import _accuracy, best_threshold
+
+    pos, neg = torch.tensor([0.9, 0.8, 0.4]), torch.tensor([0.3, 0.5, 0.6])
+    # cos > t: t in [0.6, 0.8) gets 2 + 3 = 5 of 6 right; the midpoint 0.7 is chosen
+    t = best_threshold(pos, neg)
+    assert t == pytest.approx(0.7) and _accuracy(pos, neg, t) == pytest.approx(5 / 6)
+    assert best_threshold(torch.tensor([0.9]), torch.tensor([0.1])) == pytest.approx(0.5)  # separable

@@ -188,7 +188,7 @@ def eval(
         threads: torch CPU threads.
         results: also merge the figures (simbert.retrieval.*, simbert.generation.*) into this results JSON.
     Returns:
-        simbert.retrieval.{top1,top5,mrr,threshold_acc}, the same with _base, and
+        simbert.retrieval.{top1,top5,mrr,threshold_acc,threshold,acc_cos90}, the same with _base, and
         simbert.generation.{bleu,self_bleu,distinct2,source_top1}.
     """
     values = recipe.evaluate(

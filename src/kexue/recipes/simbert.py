@@ -671,27 +671,56 @@ def mine_pairs(
 # ---- evaluation -----------------------------------------------------------------------------
 
 
-def retrieval_scores(net: UniLM, tokenizer, pairs: Sequence[TextPair], max_len: int = 32) -> dict[str, float]:
-    """Each ``source`` retrieves among the distinct ``target`` texts: top-1, top-5, MRR; and the
-    accuracy of ``cos > 0.9`` on the pairs (positives) and on each source with the next pair's target (negatives)."""
+def _similarities(net: UniLM, tokenizer, pairs: Sequence[TextPair], max_len: int):
+    """``(rank (P,), positive cosines (P,), negative cosines (n,))``: each source against the distinct
+    targets; its partner's rank (0 = first); negatives are each source with the next pair's target."""
     targets = list(dict.fromkeys(p.target for p in pairs))
     where = {t: i for i, t in enumerate(targets)}
     q = encode(net, tokenizer, [p.source for p in pairs], max_len)
     c = encode(net, tokenizer, targets, max_len)
     sims = q @ c.T  # (P, T)
     gold = torch.tensor([where[p.target] for p in pairs])
-    rank = (sims > sims.gather(1, gold[:, None])).sum(1)  # 0 = retrieved first
+    rank = (sims > sims.gather(1, gold[:, None])).sum(1)
     pos = sims.gather(1, gold[:, None])[:, 0]
     neg_gold = torch.tensor([where[pairs[(i + 1) % len(pairs)].target] for i in range(len(pairs))])
-    neg = sims.gather(1, neg_gold[:, None])[:, 0]
-    real_neg = neg_gold != gold
-    correct = (pos > THRESHOLD).float().sum() + (neg[real_neg] <= THRESHOLD).float().sum()
+    neg = sims.gather(1, neg_gold[:, None])[:, 0][neg_gold != gold]
+    return rank, pos, neg
+
+
+def _accuracy(pos: torch.Tensor, neg: torch.Tensor, threshold: float) -> float:
+    return float(((pos > threshold).float().sum() + (neg <= threshold).float().sum()) / (len(pos) + len(neg)))
+
+
+def best_threshold(pos: torch.Tensor, neg: torch.Tensor) -> float:
+    """The cosine threshold with the best accuracy of ``cos > t`` (partners) / ``cos <= t`` (others):
+    the midpoints between consecutive observed cosines are tried (ties: the lowest)."""
+    values = torch.cat([pos, neg]).double().sort().values.unique()
+    cands = torch.cat([values[:1] - 1e-6, (values[1:] + values[:-1]) / 2, values[-1:]])
+    accs = torch.tensor([_accuracy(pos.double(), neg.double(), float(t)) for t in cands])
+    return float(cands[int(accs.argmax())])
+
+
+def retrieval_scores(
+    net: UniLM, tokenizer, pairs: Sequence[TextPair], max_len: int = 32, threshold: float = THRESHOLD
+) -> dict[str, float]:
+    """Each ``source`` retrieves among the distinct ``target`` texts: top-1, top-5, MRR; the accuracy of
+    ``cos > threshold`` on the pairs (positives) and on each source with the next pair's target
+    (negatives), and the same at the published figure's 0.9 (``acc_cos90``)."""
+    rank, pos, neg = _similarities(net, tokenizer, pairs, max_len)
     return {
         "top1": float((rank < 1).float().mean()),
         "top5": float((rank < 5).float().mean()),
         "mrr": float((1.0 / (rank.float() + 1)).mean()),
-        "threshold_acc": float(correct / (len(pairs) + int(real_neg.sum()))),
+        "threshold_acc": _accuracy(pos, neg, threshold),
+        "threshold": float(threshold),
+        "acc_cos90": _accuracy(pos, neg, THRESHOLD),
     }
+
+
+def valid_threshold(net: UniLM, tokenizer, pairs: Sequence[TextPair], max_len: int = 32) -> float:
+    """The threshold :func:`best_threshold` chooses on ``pairs`` (the valid split, never the test)."""
+    _, pos, neg = _similarities(net, tokenizer, pairs, max_len)
+    return best_threshold(pos, neg)
 
 
 def _user_pairs(pairs: Path | None, split: str) -> list[TextPair]:
@@ -727,7 +756,7 @@ def evaluate(
         threads: torch CPU threads.
         results: also merge the figures into this results JSON.
     Returns:
-        ``simbert.retrieval.{top1,top5,mrr,threshold_acc}``, the same with ``_base``, and
+        ``simbert.retrieval.{top1,top5,mrr,threshold_acc,threshold,acc_cos90}``, the same with ``_base``, and
         ``simbert.generation.{bleu,self_bleu,distinct2,source_top1}`` (see :func:`generation_scores`).
     """
     arguments = dict(locals())
@@ -739,11 +768,16 @@ def evaluate(
     data = _user_pairs(pairs, split)[:max_pairs]
     check(len(data) >= 2, f"evaluation needs at least 2 pairs, got {len(data)}")
     set_threads(threads)
+    # the threshold of threshold_acc: chosen on the valid packages for a test evaluation of debian-en,
+    # otherwise the published figure's 0.9 (user pairs have no valid split here)
+    tuning = paraphrase_pairs("valid")[:max_pairs] if pairs is None and split == "test" else None
     net, tok = load_model(model)
-    scores = retrieval_scores(net, tok, data, max_len)
+    t = valid_threshold(net, tok, tuning, max_len) if tuning else THRESHOLD
+    scores = retrieval_scores(net, tok, data, max_len, t)
     gen_scores = generation_scores(net, tok, data[:gen_pairs], candidates, max_len) if generation else {}
     base_net, base_tok = load_model(base, "mean", "--base")
-    base_scores = retrieval_scores(base_net, base_tok, data, max_len)
+    t = valid_threshold(base_net, base_tok, tuning, max_len) if tuning else THRESHOLD
+    base_scores = retrieval_scores(base_net, base_tok, data, max_len, t)
     values = {f"simbert.retrieval.{k}": v for k, v in scores.items()}
     values |= {f"simbert.retrieval.{k}_base": v for k, v in base_scores.items()}
     values |= {f"simbert.generation.{k}": v for k, v in gen_scores.items()}
@@ -756,7 +790,7 @@ def evaluate(
             Figure(
                 k,
                 v,
-                published=0.7982 if k.endswith("threshold_acc") else None,
+                published=0.7982 if k.endswith("acc_cos90") else None,
                 source=gen_note if k.startswith("simbert.generation.") else note,
                 command=cmd,
             )

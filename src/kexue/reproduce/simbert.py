@@ -41,8 +41,8 @@ def run(out: Path, quick: bool = True) -> SectionResult:
 
     rows = load_results(results)
     figures = [
-        Figure(k, v, published=0.7982 if k == "simbert.retrieval.threshold_acc" else None,
-               source=SOURCE if k == "simbert.retrieval.threshold_acc" else None, command=rows[k]["command"])
+        Figure(k, v, published=0.7982 if k == "simbert.retrieval.acc_cos90" else None,
+               source=SOURCE if k == "simbert.retrieval.acc_cos90" else None, command=rows[k]["command"])
         for k, v in values.items()
     ]  # fmt: skip
     paraphrases = similar(EXAMPLES, trained.out, candidates=20, top=3)
