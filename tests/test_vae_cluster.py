@@ -337,19 +337,19 @@ def test_sharpen_is_decs_target_distribution():
 def test_su2018_preset_is_the_authors_setting():
     from dataclasses import replace
 
-    from kexue.recipes.vae_cluster import DEFAULT_SETTINGS, apply_preset, key_prefix
+    from kexue.recipes.vae_cluster import DEFAULT_SETTINGS, key_prefix, preset_settings
 
     author = VAEClusterConfig(
         epochs=50, batch_size=100, lr=1e-3, latent_dim=20, num_classes=10, kl="closed", recon_weight=5.0,
         balance=True, batch_balance=0.0, pretrain_epochs=0, gmm_init=False, spectral_neighbors=0, consistency=0.0,
         augment=False, prior="unit", self_training=0.0,
     )  # fmt: skip
-    assert apply_preset("su2018") == author
-    assert apply_preset("su2018", replace(DEFAULT_SETTINGS, epochs=5, seed=3)) == replace(author, epochs=5, seed=3)
-    assert apply_preset("ours", replace(DEFAULT_SETTINGS, epochs=5)) == replace(DEFAULT_SETTINGS, epochs=5)
+    assert preset_settings("su2018") == author
+    assert preset_settings("su2018", epochs=5, seed=3) == replace(author, epochs=5, seed=3)
+    assert preset_settings("ours", epochs=5) == replace(DEFAULT_SETTINGS, epochs=5)
     assert key_prefix("su2018", "mnist5k") == "vae.su2018.mnist5k" and key_prefix("ours", "mnist5k") == "vae.mnist5k"
     with pytest.raises(KexueError, match="preset"):
-        apply_preset("su2019")
+        preset_settings("su2019")
 
 
 def test_umap_without_umap_learn_is_one_clear_error(monkeypatch):

@@ -237,23 +237,14 @@ PRESETS: dict[str, VAEClusterConfig] = {
 }
 
 
-def apply_preset(preset: str, settings: VAEClusterConfig = DEFAULT_SETTINGS) -> VAEClusterConfig:
-    """A Python shorthand: the preset's settings with every field of ``settings`` that differs from
-    our defaults on top (``apply_preset("su2018", VAEClusterConfig(epochs=5))``).
-
-    A field set to our default value cannot be told from an unset one here, so it takes the
-    preset's value; use :func:`preset_settings` (explicit overrides) when that matters. The CLI
-    does not use this: ``--preset`` puts the preset's flags before the user's (:func:`preset_arguments`).
-    """
+def check_preset(preset: str) -> None:
+    """A KexueError naming ``--preset`` unless ``preset`` is one of :data:`PRESETS`."""
     check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
-    changed = {f.name: getattr(settings, f.name) for f in fields(VAEClusterConfig)}
-    changed = {k: v for k, v in changed.items() if v != getattr(DEFAULT_SETTINGS, k)}
-    return replace(PRESETS[preset], **changed)
 
 
 def preset_settings(preset: str, **overrides) -> VAEClusterConfig:
     """The settings of a named preset with ``overrides`` on top: ``preset_settings("su2018", epochs=5)``."""
-    check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    check_preset(preset)
     return replace(PRESETS[preset], **overrides)
 
 
@@ -726,7 +717,7 @@ def train_run(
     ``run, scores = train_run("digits", "runs/d", VAEClusterConfig(epochs=2))``.
     """
     arguments = dict(locals())
-    check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    check_preset(preset)
     cfg, device = PRESETS[preset] if settings is DEFAULT_SETTINGS else settings, str(device)
     resolve_device(device)
     check_run_flags(out, resume, overwrite, "run")
@@ -973,7 +964,7 @@ def run_study(
     check_run_flags(out, resume, overwrite, "study")
     check_results_file(results)
     images = load_images(data)
-    check(preset in PRESETS, f"--preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    check_preset(preset)
     cfg = PRESETS[preset] if settings is DEFAULT_SETTINGS else settings  # the preset's own unless given
     check_settings(cfg, images)
     config = {
