@@ -26,6 +26,7 @@ def test_bench_decoding_tiny(tmp_path):
     }
     flat = decoding(**args, results=res, out=tmp_path / "run", details=tmp_path / "timings.json")
     assert flat["decoding.parity.greedy"] == 1.0 and flat["decoding.parity.beam4"] == 1.0
+    assert flat["decoding.parity.top_p"] == 1.0  # same seed, same draws: the sampled tokens match generate's
     data = json.loads(res.read_text())
     command = command_line("bench decoding", decoding, args)
     assert command == (

@@ -59,6 +59,33 @@ def test_top_p_keeps_crossing_token():
     assert torch.equal(TopP(1.0)(None, s), s)
 
 
+def test_top_p_threshold_path_equals_the_sort_bit_for_bit():
+    """The CPU fast path (values sorted by numpy, a threshold on the scores) gives HF's sorted mask."""
+    g = torch.Generator().manual_seed(0)
+    fast = 0
+    for trial in range(400):
+        vocab, rows = int(torch.randint(2, 200, (1,), generator=g)), int(torch.randint(1, 4, (1,), generator=g))
+        s = torch.randn(rows, vocab, generator=g) * float(torch.rand(1, generator=g) * 5)
+        if trial % 3 == 0:
+            s = (s * 2).round() / 2  # many ties
+        if trial % 5 == 0:
+            s[:, : vocab // 3] = -INF
+        top_p = TopP(float(torch.rand(1, generator=g)), int(torch.randint(1, 4, (1,), generator=g)))
+        by_sort, by_threshold = top_p._by_sort(s), top_p._by_threshold(s)
+        if by_threshold is not None:
+            fast += 1
+            assert torch.equal(by_threshold, by_sort)
+        assert torch.equal(top_p(None, s), by_sort)
+    assert fast > 300  # the fast path is the usual one
+
+
+def test_top_p_tie_across_the_boundary_falls_back_to_the_sort():
+    # 0.4 | 0.2 0.2 | 0.2: p = 0.5 keeps the 0.4 and one of the tied 0.2s; which one is the sort's call
+    s = probs_scores([0.2, 0.4, 0.2, 0.2])
+    assert TopP(0.5)._by_threshold(s) is None
+    assert int(torch.isfinite(TopP(0.5)(None, s)).sum()) == 2
+
+
 def test_min_p_relative_to_best():
     s = probs_scores([0.5, 0.3, 0.15, 0.05])
     # threshold 0.4 * 0.5 = 0.2

@@ -172,6 +172,21 @@ def test_gmm_initialise_keeps_the_autoencoder():
     assert sorted(nearest.tolist()) == [0, 1]
 
 
+@pytest.mark.parametrize("manifold", ["spectral", "umap"])
+def test_gmm_initialise_on_a_manifold_embedding_separates_two_groups(manifold):
+    # UMAP returns float32 features: the responsibilities must still meet the float64 codes
+    # (a real UMAP run; this once crashed with "expected m1 and m2 to have the same dtype")
+    if manifold == "umap":
+        pytest.importorskip("umap")
+    torch.manual_seed(0)
+    model = ClusterVAE((4, 4), latent_dim=2, num_classes=2, backbone="mlp")
+    x = torch.cat([torch.full((40, 1, 4, 4), 0.2), torch.full((40, 1, 4, 4), 0.8)]) + 0.05 * torch.randn(80, 1, 4, 4)
+    gmm_initialise(model, x, restarts=1, seed=0, fit_steps=50, spectral_neighbors=10, manifold=manifold)
+    with torch.no_grad():
+        pred = model.classifier(model.encode(x)[0]).argmax(-1)
+    assert pred[:40].unique().numel() == 1 and pred[40:].unique().numel() == 1 and pred[0] != pred[-1]
+
+
 def _blobs(n=600):
     g = torch.Generator().manual_seed(0)
     centres = torch.rand(3, 16, generator=g).round()  # three binary 4×4 patterns

@@ -166,11 +166,12 @@ def decoding(
             new_figures = [Figure(f"decoding.speedup_vs_hf.{key}", speedup, command=cmd)]
             for who in ("ours", "hf"):
                 new_figures.append(Figure(f"decoding.tokens_per_s.{who}.{key}", generated / med[who], command=cmd))
-            if mode != "top_p":  # sampling draws from different random streams: no token parity
-                a, b = toks["ours"], toks["hf"]
-                same = (a.shape == b.shape) and bool(torch.equal(a, b))
-                rows = float((a == b).all(1).float().mean()) if a.shape == b.shape else 0.0
-                new_figures.append(Figure(f"decoding.parity.{key}", 1.0 if same else rows, command=cmd))
+            # top-p too: our generator and HF's global one start from the same seed, and Sample draws
+            # what torch.multinomial inside generate draws, so the sampled tokens match as well
+            a, b = toks["ours"], toks["hf"]
+            same = (a.shape == b.shape) and bool(torch.equal(a, b))
+            rows = float((a == b).all(1).float().mean()) if a.shape == b.shape else 0.0
+            new_figures.append(Figure(f"decoding.parity.{key}", 1.0 if same else rows, command=cmd))
             figures += new_figures
             raw[key] = {"batch": cell_batch, "new_tokens": cell_new, "seconds": times, "median": med}
             if results is not None:  # each measurement lands as soon as it is made

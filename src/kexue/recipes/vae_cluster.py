@@ -336,6 +336,7 @@ def gmm_initialise(
     features = codes.numpy()
     if spectral_neighbors:
         features = manifold_embedding(features, model.num_classes, spectral_neighbors, seed, manifold)
+    features = np.asarray(features, dtype=np.float64)  # UMAP returns float32; the responsibilities meet float64 codes
     features = features / features.std()  # one global scale, so reg_covar means the same everywhere
     gmm = GaussianMixture(
         model.num_classes,
@@ -344,7 +345,7 @@ def gmm_initialise(
         random_state=seed,
         reg_covar=1e-4,
     ).fit(features)
-    resp = torch.as_tensor(gmm.predict_proba(features))  # (N, K) soft assignments
+    resp = torch.as_tensor(gmm.predict_proba(features), dtype=torch.float64)  # (N, K) soft assignments
     weights = resp / resp.sum(0, keepdim=True).clamp_min(1e-12)
     means = weights.T @ codes  # (K, d)
     spread = (resp.unsqueeze(-1) * (codes.unsqueeze(1) - means.unsqueeze(0)).pow(2)).sum((0, 1)) / len(codes)
