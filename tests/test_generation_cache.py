@@ -82,18 +82,18 @@ def test_inplace_cache_equals_recompute_and_dynamic_through_reorders(model, ragg
         for c in steps:
             logits[c] = steps[c](nxt, states[c], attention_mask=mask if ragged else None)
     layer = states["inplace"].cache.layers[0]
-    assert layer._k.shape[2] >= ids.shape[1] > 8  # grew past the preallocated capacity
+    assert layer.buf._k.shape[1] >= ids.shape[1] > 8  # grew past the preallocated capacity
     assert layer.keys.shape[:3] == (4, 2, ids.shape[1])
 
 
 def test_a_reorder_that_moves_no_row_copies_nothing(model):
     state = HFStep(model)(torch.randint(2, V, (4, 3)), None)[1]
     layer = state.cache.layers[0]
-    before = layer.keys.clone(), layer._k.data_ptr()
+    before = layer.keys.clone(), layer.buf._k.data_ptr()
     state.reorder(torch.arange(4))
-    assert layer._k.data_ptr() == before[1] and layer._k2 is None  # no spare buffer was even needed
+    assert layer.buf._k.data_ptr() == before[1] and layer.buf._k2 is None  # no spare buffer was even needed
     state.reorder(torch.arange(3))  # the last row finished: dropped from the end, in place
-    assert layer._k.data_ptr() == before[1] and torch.equal(layer.keys, before[0][:3])
+    assert layer.buf._k.data_ptr() == before[1] and torch.equal(layer.keys, before[0][:3])
     state.reorder(torch.tensor([1, 1, 0]))
     assert torch.equal(layer.keys, before[0][[1, 1, 0]])
 

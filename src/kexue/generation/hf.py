@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from kexue.errors import KexueError
+from kexue.generation.kvcache import KVBuffer, moved_rows
 
 
 @functools.cache
@@ -31,78 +32,27 @@ def _inplace_layer() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class InPlaceLayer(DynamicLayer):
-        """A ``DynamicLayer`` whose keys/values are written in place into a buffer (rows, heads, capacity, dim).
-
-        ``keys`` / ``values`` are views ``buffer[:rows, :, :length]``; the capacity doubles when full
-        (amortised: one copy of the past per doubling instead of one per step). A row move
-        (:meth:`move_rows`) is free when no row takes another's place (finished rows dropped from
-        the end, beams that all keep their own past); otherwise one gather into a spare buffer of the
-        same shape, which then becomes the cache (no allocation per step).
-        """
+        """A ``DynamicLayer`` whose keys/values live in a :class:`~kexue.generation.kvcache.KVBuffer`
+        (``self.buf``): written in place, read as views, rows moved only when they change."""
 
         def __init__(self, capacity: int = 0, **kwargs):
             super().__init__(**kwargs)
-            self.capacity, self.rows, self.length = capacity, 0, 0
-            self._k = self._v = self._k2 = self._v2 = None  # the buffers and a spare pair for row moves
+            self.buf = KVBuffer(capacity)
 
-        def _views(self) -> None:
-            self.keys = self._k[: self.rows, :, : self.length]
-            self.values = self._v[: self.rows, :, : self.length]
-
-        def _alloc(self, rows: int, capacity: int) -> None:
-            """(Re)allocate the buffers, keeping the filled part."""
-            k, v = self._k, self._v
-            shape_k = (rows, k.shape[1], capacity, k.shape[3])
-            shape_v = (rows, v.shape[1], capacity, v.shape[3])
-            self._k, self._v = k.new_empty(shape_k), v.new_empty(shape_v)
-            self._k2 = self._v2 = None
-            n = min(rows, self.rows)
-            self._k[:n, :, : self.length] = k[:n, :, : self.length]
-            self._v[:n, :, : self.length] = v[:n, :, : self.length]
+        def _sync(self) -> None:
+            self.keys, self.values = self.buf.keys, self.buf.values
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
             if not self.is_initialized:
                 self.lazy_initialization(key_states, value_states)
-            N, _, t, _ = key_states.shape
-            end = self.length + t
-            if self._k is None:
-                cap = max(self.capacity, end) if self.capacity else max(2 * end, end + 64)
-                self._k = key_states.new_empty(key_states.shape[:2] + (cap, key_states.shape[3]))
-                self._v = value_states.new_empty(value_states.shape[:2] + (cap, value_states.shape[3]))
-                self.rows = N
-            elif self.rows != N:
-                raise KexueError(f"the cache holds {self.rows} rows but the step got {N}")
-            elif end > self._k.shape[2]:
-                self._alloc(self._k.shape[0], max(2 * self._k.shape[2], end))
-            self._k[:N, :, self.length : end] = key_states
-            self._v[:N, :, self.length : end] = value_states
-            self.length = end
-            self._views()
+            self.buf.append(key_states, value_states)
+            self._sync()
             return self.keys, self.values
 
         def move_rows(self, index: torch.Tensor, moved: torch.Tensor | None = None) -> None:
-            """Row ``i`` becomes old row ``index[i]`` (``len(index)`` rows afterwards). ``moved``: the
-            ``i`` with ``index[i] != i``; when none, nothing is copied."""
-            if self._k is None:
-                return
-            m = len(index)
-            if moved is None:
-                moved = (index != torch.arange(m, device=index.device)).nonzero()[:, 0]
-            if len(moved) == 0 and m <= self.rows:
-                self.rows = m  # rows kept in place, finished ones dropped from the end
-                self._views()
-                return
-            if m > self._k.shape[0]:
-                self._alloc(m, self._k.shape[2])
-            if self._k2 is None or self._k2.shape != self._k.shape:
-                self._k2, self._v2 = torch.empty_like(self._k), torch.empty_like(self._v)
-            n = self.length
-            # one gather of the filled part into the spare buffer (no allocation), then swap the two
-            torch.index_select(self._k[: self.rows, :, :n], 0, index, out=self._k2[:m, :, :n])
-            torch.index_select(self._v[: self.rows, :, :n], 0, index, out=self._v2[:m, :, :n])
-            self._k, self._k2, self._v, self._v2 = self._k2, self._k, self._v2, self._v
-            self.rows = m
-            self._views()
+            """Row ``i`` becomes old row ``index[i]`` (:meth:`KVBuffer.move_rows`)."""
+            self.buf.move_rows(index, moved)
+            self._sync()
 
         def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
             self.move_rows(beam_idx.to(self.device))
@@ -111,19 +61,18 @@ def _inplace_layer() -> type:
             self.move_rows(indices.to(self.device))
 
         def batch_repeat_interleave(self, repeats: int) -> None:
-            if self._k is not None:
-                self.move_rows(torch.arange(self.rows, device=self.device).repeat_interleave(repeats))
+            if self.buf.rows:
+                self.move_rows(torch.arange(self.buf.rows, device=self.device).repeat_interleave(repeats))
 
         def crop(self, tokens_to_remove: int) -> None:
             super().crop(tokens_to_remove)
-            if self._k is not None and tokens_to_remove:
-                self.length = max(self.length - abs(tokens_to_remove), 0)
-                self._views()
+            if self.buf.length and tokens_to_remove:
+                self.buf.crop_to(self.buf.length - abs(tokens_to_remove))
+                self._sync()
 
         def reset(self) -> None:
             super().reset()
-            self._k = self._v = self._k2 = self._v2 = None
-            self.rows = self.length = 0
+            self.buf.clear()
 
     return InPlaceLayer
 
@@ -151,10 +100,10 @@ class HFState:
         if layers and all(type(layer) is _inplace_layer() for layer in layers):
             # which rows change is the same for every layer: find them once (per device: a model
             # split across devices keeps each layer's cache on its own)
-            moved = (index != torch.arange(len(index), device=index.device)).nonzero()[:, 0]
+            moved = moved_rows(index)
             on: dict = {}
             for layer in layers:
-                dev = layer._k.device if layer._k is not None else index.device
+                dev = layer.buf._k.device if layer.buf._k is not None else index.device
                 if dev not in on:
                     on[dev] = (index.to(dev), moved.to(dev))
                 layer.move_rows(*on[dev])

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from kexue.errors import KexueError
+from kexue.generation.kvcache import KVBuffer, moved_rows
 
 DIRECTIONS = ("l2r", "r2l")
 
@@ -64,12 +65,15 @@ class SyncSelfAttention(nn.Module):
         self.cross_drop = nn.Dropout(cross_dropout)
 
     def forward(self, x, cache, key_mask, cross: bool):
-        """x (S, N, t, D); cache (k, v) each (S, N, H, T0, d); key_mask (S, N, T) real keys.
-        Returns (S, N, t, D) and the cache grown to T = T0 + t."""
+        """x (S, N, t, D); cache: a :class:`KVBuffer` of S*N rows (decoding: written in place) or None
+        (a teacher-forced pass over whole sequences); key_mask (S, N, T) real keys, T = cached + t.
+        Returns (S, N, t, D)."""
         S, N, t, D = x.shape
         H = self.heads
         q, k, v = self.qkv(x).view(S, N, t, 3, H, D // H).permute(3, 0, 1, 4, 2, 5)  # each (S, N, H, t, d)
-        k, v = torch.cat([cache[0], k], 3), torch.cat([cache[1], v], 3)  # (S, N, H, T, d)
+        if cache is not None:  # (S*N, H, T, d) views of the buffer -> (S, N, H, T, d)
+            k, v = cache.append(k.reshape(S * N, H, t, D // H), v.reshape(S * N, H, t, D // H))
+            k, v = k.view(S, N, H, -1, D // H), v.view(S, N, H, -1, D // H)
         causal = causal_mask(t, k.shape[3], x.device)  # (t, T)
         p = self.p if self.training else 0.0
         own = F.scaled_dot_product_attention(q, k, v, causal & key_mask[:, :, None, None, :], dropout_p=p)  # H→
@@ -78,7 +82,7 @@ class SyncSelfAttention(nn.Module):
                 q, k.flip(0), v.flip(0), causal & key_mask.flip(0)[:, :, None, None, :], dropout_p=p
             )
             own = own + self.cross_weight * torch.tanh(self.cross_drop(other))  # H = H→ + λ·tanh(H←), sb-nmt
-        return self.out(own.transpose(2, 3).reshape(S, N, t, D)), (k, v)
+        return self.out(own.transpose(2, 3).reshape(S, N, t, D))
 
 
 class MemoryAttention(nn.Module):
@@ -137,7 +141,7 @@ class DecoderBlock(nn.Module):
         self.mlp, self.drop = mlp(dim, ff_mult, dropout), nn.Dropout(dropout)
 
     def forward(self, x, cache, key_mask, cross, mem_k, mem_v, mem_mask):
-        a, cache = self.self_attn(self.ln1(x), cache, key_mask, cross)
+        a = self.self_attn(self.ln1(x), cache, key_mask, cross)
         x = x + self.drop(a)
         x = x + self.drop(self.mem_attn(self.ln2(x), mem_k, mem_v, mem_mask))
         return x + self.drop(self.mlp(self.ln3(x))), cache
@@ -149,7 +153,10 @@ class DecoderState:
 
     Attributes:
         streams: the directions of the stacked streams, ``("l2r",)``, ``("r2l",)`` or both.
-        cache: per decoder layer, self-attention keys and values (S*N, H, T, d).
+        cache: per decoder layer, the self-attention keys and values of the S*N rows, a
+            :class:`~kexue.generation.kvcache.KVBuffer` written in place (the library's one cache
+            machinery; a state is used once: ``step`` and ``reorder`` advance its buffers), or None
+            in a teacher-forced pass.
         key_mask: (S*N, T) real (non-pad) target positions so far.
         memory: per decoder layer, encoder keys and values (M, H, L, d), computed once.
         memory_mask: (M, L) real source tokens.
@@ -157,7 +164,7 @@ class DecoderState:
     """
 
     streams: tuple[str, ...]
-    cache: list[tuple[torch.Tensor, torch.Tensor]]
+    cache: list[KVBuffer | None]
     key_mask: torch.Tensor
     memory: list[tuple[torch.Tensor, torch.Tensor]]
     memory_mask: torch.Tensor
@@ -167,9 +174,13 @@ class DecoderState:
         """Keep stacked rows ``index`` (S*N',): row i of stream s becomes ``index[s*N' + i]``.
         Each stream may be reordered differently (the paper's beam); pairs stay within a source."""
         n = len(index) // len(self.streams)
+        moved = moved_rows(index)  # the same rows move in every layer
+        for buf in self.cache:
+            if buf is not None:
+                buf.move_rows(index, moved)
         return DecoderState(
             self.streams,
-            [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.cache],
+            self.cache,
             self.key_mask.index_select(0, index),
             self.memory,
             self.memory_mask,
@@ -243,17 +254,16 @@ class SyncBidirectionalTransformer(nn.Module):
             x = block(x, mask)
         return self.enc_ln(x), mask
 
-    def _state(self, src: torch.Tensor, streams: tuple[str, ...], rows: int) -> DecoderState:
-        """A fresh state: ``rows`` decoder rows per source (source-major) in each of ``streams``."""
+    def _state(self, src: torch.Tensor, streams: tuple[str, ...], rows: int, cache: bool = True) -> DecoderState:
+        """A fresh state: ``rows`` decoder rows per source (source-major) in each of ``streams``;
+        ``cache=False`` for one teacher-forced pass (no buffers)."""
         enc, mask = self.encode(src)
         B = src.shape[0]
         row_source = torch.arange(B, device=src.device).repeat_interleave(rows)  # (N,)
         N, S = B * rows, len(streams)
-        H, d = self.decoder[0].self_attn.heads, self.dim // self.decoder[0].self_attn.heads
-        empty = enc.new_zeros(S * N, H, 0, d)
         return DecoderState(
             streams,
-            [(empty, empty)] * len(self.decoder),
+            [KVBuffer() if cache else None for _ in self.decoder],
             torch.ones(S * N, 0, dtype=torch.bool, device=src.device),
             [block.mem_attn.memory(enc) for block in self.decoder],
             mask,
@@ -274,13 +284,12 @@ class SyncBidirectionalTransformer(nn.Module):
             memory = [(k[state.row_source], v[state.row_source]) for k, v in state.memory]
             memory_mask = state.memory_mask[state.row_source]
         x = self._embed(tokens, past)  # (S, N, t, D)
-        cache = []
-        for block, (k, v), (mk, mv) in zip(self.decoder, state.cache, memory):
-            shape = (S, N) + k.shape[1:]
-            x, (k, v) = block(x, (k.view(shape), v.view(shape)), key_mask.view(S, N, -1), cross, mk, mv, memory_mask)
-            cache.append((k.flatten(0, 1), v.flatten(0, 1)))  # (S*N, H, T, d)
+        for block, buf, (mk, mv) in zip(self.decoder, state.cache, memory):
+            x, _ = block(x, buf, key_mask.view(S, N, -1), cross, mk, mv, memory_mask)
         logits = self.dec_ln(x) @ self.embed.weight.T  # tied output projection
-        return logits, DecoderState(state.streams, cache, key_mask, state.memory, state.memory_mask, state.row_source)
+        return logits, DecoderState(
+            state.streams, state.cache, key_mask, state.memory, state.memory_mask, state.row_source
+        )
 
     def forward(self, src: torch.Tensor, l2r: torch.Tensor | None = None, r2l: torch.Tensor | None = None):
         """Teacher-forced pass. src (B, L); l2r, r2l (B, T) stream inputs (``<l2r> y..``, ``<r2l> ..y``),
@@ -293,7 +302,7 @@ class SyncBidirectionalTransformer(nn.Module):
             raise KexueError("the bidirectional model reads both streams: pass the other direction's history too")
         T = max(x.shape[1] for x in given.values())
         tokens = torch.stack([F.pad(x, (0, T - x.shape[1]), value=self.pad_id) for x in given.values()])  # (S, B, T)
-        logits, _ = self._decode(tokens, self._state(src, tuple(given), 1))
+        logits, _ = self._decode(tokens, self._state(src, tuple(given), 1, cache=False))
         out = {d: logits[i, :, : x.shape[1]] for i, (d, x) in enumerate(given.items())}
         return out.get("l2r"), out.get("r2l")
 
