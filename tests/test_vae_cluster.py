@@ -187,6 +187,31 @@ def test_gmm_initialise_on_a_manifold_embedding_separates_two_groups(manifold):
     assert pred[:40].unique().numel() == 1 and pred[40:].unique().numel() == 1 and pred[0] != pred[-1]
 
 
+def test_nt_xent_matches_a_hand_computation_and_prefers_agreeing_views():
+    import math
+
+    from kexue.models.vae_cluster import nt_xent
+
+    e = torch.eye(2)
+    # codes e1, e2, e1, e2: code 0's partner (code 2) has similarity 1, the other two 0
+    assert nt_xent(e, e, temperature=1.0).item() == pytest.approx(-math.log(math.e / (2 + math.e)))
+    assert nt_xent(e, e, 0.5) < nt_xent(e, e.flip(0), 0.5)  # views that agree score lower than swapped ones
+
+
+def test_contrastive_pretraining_runs_and_the_setting_reaches_the_loss():
+    from kexue.models.vae_cluster import contrastive_autoencoder_loss
+
+    torch.manual_seed(0)
+    model = ClusterVAE((4, 4), latent_dim=3, num_classes=2, backbone="mlp")
+    x = torch.rand(8, 1, 4, 4)
+    loss, metrics = contrastive_autoencoder_loss(model, x, x.flip(-1), weight=2.0)
+    assert loss.item() == pytest.approx(metrics["recon"] + 2.0 * metrics["contrastive"], rel=1e-5)
+    loss.backward()
+    assert all(p.grad is not None for p in model.encoder.parameters())
+    with pytest.raises(KexueError, match="contrastive"):
+        VAEClusterConfig(contrastive=-1.0)
+
+
 def _blobs(n=600):
     g = torch.Generator().manual_seed(0)
     centres = torch.rand(3, 16, generator=g).round()  # three binary 4×4 patterns
@@ -357,7 +382,7 @@ def test_su2018_preset_is_the_authors_setting():
     author = VAEClusterConfig(
         epochs=50, batch_size=100, lr=1e-3, latent_dim=20, num_classes=10, kl="closed", recon_weight=5.0,
         balance=True, batch_balance=0.0, pretrain_epochs=0, gmm_init=False, spectral_neighbors=0, consistency=0.0,
-        augment=False, prior="unit", self_training=0.0,
+        augment=False, prior="unit", self_training=0.0, contrastive=0.0,
     )  # fmt: skip
     assert preset_settings("su2018") == author
     assert preset_settings("su2018", epochs=5, seed=3) == replace(author, epochs=5, seed=3)

@@ -341,3 +341,30 @@ def autoencoder_loss(model: ClusterVAE, x: torch.Tensor) -> tuple[torch.Tensor, 
     out = model(x, autoencoder=True)  # model or its DDP wrapper
     recon = 0.5 * (x - out["x_hat"]).pow(2).flatten(1).sum(1).mean()
     return recon, {"recon": recon.item()}
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.5) -> torch.Tensor:
+    """SimCLR's NT-Xent (Chen et al. 2020): row i of ``a`` and row i of ``b`` are two views of one image.
+
+    Each of the 2B codes is classified, by cosine similarity / ``temperature``, against the other
+    2B - 1 codes; its own other view is the right answer. Returns the mean cross-entropy (a scalar).
+    """
+    z = F.normalize(torch.cat([a, b]), dim=-1)  # (2B, d)
+    sim = z @ z.T / temperature
+    n = len(a)
+    sim = sim.masked_fill(torch.eye(2 * n, dtype=torch.bool, device=z.device), float("-inf"))  # not itself
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+def contrastive_autoencoder_loss(
+    model: ClusterVAE, view1: torch.Tensor, view2: torch.Tensor, weight: float, temperature: float = 0.5
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Pre-training with a contrastive term (an extension): the autoencoder loss on both views plus
+    ``weight`` · NT-Xent between their codes μ, so that codes ignore what the augmentation changes."""
+    x = torch.cat([view1, view2])
+    out = model(x, autoencoder=True)  # one call: a DDP wrapper sees every parameter used
+    recon = 0.5 * (x - out["x_hat"]).pow(2).flatten(1).sum(1).mean()
+    n = len(view1)
+    contrast = nt_xent(out["mu"][:n], out["mu"][n:], temperature)
+    return recon + weight * contrast, {"recon": recon.item(), "contrastive": contrast.item()}

@@ -57,6 +57,7 @@ from kexue.models.vae_cluster import (
     autoencoder_loss,
     cluster_probs,
     cluster_vae_loss,
+    contrastive_autoencoder_loss,
 )
 from kexue.params import (
     AtLeastTwo,
@@ -86,7 +87,13 @@ TRAIN_COMMAND = "vae-cluster-train"  # the command named in a run folder's confi
 STUDY_COMMAND = "vae-cluster-study"
 for _command in (TRAIN_COMMAND, STUDY_COMMAND):  # runs made before these settings existed resume unchanged
     register_added_settings(
-        _command, {"settings.prior": "unit", "settings.self_training": 0.0, "settings.manifold": "spectral"}
+        _command,
+        {
+            "settings.prior": "unit",
+            "settings.self_training": 0.0,
+            "settings.manifold": "spectral",
+            "settings.contrastive": 0.0,
+        },
     )
 GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
 MAX_PER_CLASS = 100  # images per row of a PNG grid
@@ -129,6 +136,9 @@ class VAEClusterConfig:
             extension (0 = off).
         manifold: the embedding of the k-NN graph the mixture is fitted on when spectral_neighbors
             > 0: spectral (scikit-learn's SpectralEmbedding) or umap (UMAP as N2D does; needs umap-learn).
+        contrastive: weight of a contrastive term in the autoencoder pre-training (an extension):
+            NT-Xent between the codes μ of two random views of each image, so that the codes the
+            mixture is fitted on ignore shifts, rotations and scaling (0 = off; needs pre-training).
     Example: ``VAEClusterConfig(epochs=5, kl="closed")``.
     """
 
@@ -154,6 +164,7 @@ class VAEClusterConfig:
     prior: Literal["unit", "learned"] = "unit"
     self_training: NonNegativeFloat = 0.0
     manifold: Literal["spectral", "umap"] = "spectral"
+    contrastive: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
@@ -178,7 +189,7 @@ class VAEClusterConfig:
             )
             setattr(self, name, int(value))
         numbers = (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False))
-        for name, positive in numbers + (("self_training", False),):
+        for name, positive in numbers + (("self_training", False), ("contrastive", False)):
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             check(
@@ -233,6 +244,7 @@ PRESETS: dict[str, VAEClusterConfig] = {
         augment=False,
         prior="unit",
         self_training=0.0,
+        contrastive=0.0,
     ),
 }
 
@@ -476,6 +488,9 @@ def train_cluster_vae(
         )  # under DDP: the classifier and μ_y wait for the VAE phase
 
         def pre_loss(m, batch, g):
+            if cfg.contrastive:  # two random views of every image: reconstruct both, agree on their codes
+                views = random_affine(batch, g), random_affine(batch, g)
+                return contrastive_autoencoder_loss(m, *views, cfg.contrastive)
             return autoencoder_loss(m, random_affine(batch, g) if cfg.augment else batch)
 
         fit(
