@@ -210,6 +210,8 @@ def test_contrastive_pretraining_runs_and_the_setting_reaches_the_loss():
     assert all(p.grad is not None for p in model.encoder.parameters())
     with pytest.raises(KexueError, match="contrastive"):
         VAEClusterConfig(contrastive=-1.0)
+    with pytest.raises(KexueError, match="pretrain_epochs > 0"):
+        VAEClusterConfig(contrastive=1.0, pretrain_epochs=0)
 
 
 def _blobs(n=600):

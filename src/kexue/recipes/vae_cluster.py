@@ -213,6 +213,10 @@ class VAEClusterConfig:
         check(
             self.manifold in ("spectral", "umap"), f"settings.manifold must be spectral or umap, got {self.manifold!r}"
         )
+        check(
+            not self.contrastive or self.pretrain_epochs > 0,
+            "--settings.contrastive weighs a term of the autoencoder pre-training: set --settings.pretrain_epochs > 0",
+        )
         self.kl, self.backbone, self.prior, self.manifold = (
             str(self.kl),
             str(self.backbone),
