@@ -7,6 +7,7 @@ import json
 import math
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,14 @@ from torch import nn
 
 from kexue.cli import main
 from kexue.models.vae_cluster import ClusterVAE
-from kexue.recipes.vae_cluster import METRICS, VAEClusterConfig, collect_studies, self_consistency, train_run
+from kexue.recipes.vae_cluster import (
+    DEFAULT_SETTINGS,
+    METRICS,
+    VAEClusterConfig,
+    collect_studies,
+    self_consistency,
+    train_run,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -197,7 +205,7 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
 
     monkeypatch.setattr(commands, "run_study", fake_study)
     lines = _script_commands(tmp_path)
-    assert len(lines) == 16 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
+    assert len(lines) == 22 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
     for line in lines:
         main(line)
     runs = {Path(s["out"]).relative_to(tmp_path / "runs").as_posix(): s for s in seen}
@@ -207,15 +215,20 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
     assert runs["su2018/mnist5k"]["seeds"] == "0,1,2" and str(runs["su2018/mnist5k"]["results"]).endswith(
         "benchmarks/results/vae_cluster.json"
     )
+    assert runs["ablation/base/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0)  # our defaults
+    assert runs["final/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0)
     for data in ("mnist5k", "fashion_mnist"):
         base = runs[f"ablation/base/{data}"]["settings"]
-        assert runs[f"ablation/umap/{data}"]["settings"].manifold == "umap" and base.manifold == "spectral"
+        assert base.manifold == "umap" and runs[f"ablation/spectral/{data}"]["settings"].manifold == "spectral"
+        assert runs[f"ablation/short_pretrain/{data}"]["settings"].pretrain_epochs * 5 == base.pretrain_epochs
+        assert runs[f"ablation/no_consistency/{data}"]["settings"].consistency == 0 and base.consistency > 0
         learned = runs[f"ablation/prior_learned/{data}"]["settings"]
         assert learned.prior == "learned" and learned.balance and base.prior == "unit"
         assert runs[f"ablation/self_training/{data}"]["settings"].self_training == 1.0 and base.self_training == 0
+        assert runs[f"ablation/contrastive/{data}"]["settings"].contrastive == 1.0 and base.contrastive == 0
         assert runs[f"ablation/longer/{data}"]["settings"].epochs == 2 * base.epochs
         assert runs[f"ablation/restarts/{data}"]["settings"].gmm_restarts == 20
-        assert all(runs[f"ablation/{lever}/{data}"]["results"] is None for lever in ("base", "umap", "longer"))
+        assert all(runs[f"ablation/{lever}/{data}"]["results"] is None for lever in ("base", "spectral", "longer"))
         assert runs[f"final/{data}"]["seeds"] == "0,1,2,3,4" and runs[f"final/{data}"]["results"] is not None
     assert not any(s["resume"] for s in seen)
 

@@ -27,6 +27,7 @@ set) and ``results.json``. A study folder (:func:`run_study`) holds one run fold
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import shutil
@@ -109,7 +110,7 @@ class VAEClusterConfig:
     batch_balance=0, spectral_neighbors=0``.
 
     Attributes:
-        epochs: VAE training epochs (author: 50).
+        epochs: VAE training epochs (ours: 30; author: 50).
         batch_size: images per step (author: 100); at most the number of training images.
         lr: Adam learning rate (author: 1e-3).
         latent_dim: size d of z (author: 20).
@@ -118,7 +119,7 @@ class VAEClusterConfig:
         recon_weight: λ > 0 on the squared error (2.5 revision, 5 in 2018).
         balance: include KL(p(y|z) || q(y)) (Su: optional).
         batch_balance: weight of KL(batch-mean p(y|z) || uniform), an extension (0 = off).
-        pretrain_epochs: autoencoder pre-training epochs (0 = none, as the author).
+        pretrain_epochs: autoencoder pre-training epochs (ours: 100; 0 = none, as the author).
         gmm_init: initialise μ_y and the classifier from a Gaussian mixture on the codes.
         gmm_restarts: mixture restarts (>= 1); the best by likelihood (unsupervised) is kept.
         classifier_fit_steps: steps fitting p(y|z) to the mixture's responsibilities.
@@ -135,14 +136,15 @@ class VAEClusterConfig:
         self_training: weight of DEC's self-training term KL(sharpened p(y|x) || p(y|z)), an
             extension (0 = off).
         manifold: the embedding of the k-NN graph the mixture is fitted on when spectral_neighbors
-            > 0: spectral (scikit-learn's SpectralEmbedding) or umap (UMAP as N2D does; needs umap-learn).
+            > 0: umap (ours: UMAP as N2D does; needs umap-learn, the extra ``umap``) or spectral
+            (scikit-learn's SpectralEmbedding).
         contrastive: weight of a contrastive term in the autoencoder pre-training (an extension):
             NT-Xent between the codes μ of two random views of each image, so that the codes the
             mixture is fitted on ignore shifts, rotations and scaling (0 = off; needs pre-training).
     Example: ``VAEClusterConfig(epochs=5, kl="closed")``.
     """
 
-    epochs: PositiveInt = 50
+    epochs: PositiveInt = 30
     batch_size: PositiveInt = 100
     lr: PositiveFloat = 1e-3
     latent_dim: PositiveInt = 20
@@ -151,7 +153,7 @@ class VAEClusterConfig:
     recon_weight: PositiveFloat = 2.5
     balance: bool = False
     batch_balance: NonNegativeFloat = 1.0
-    pretrain_epochs: NonNegativeInt = 30
+    pretrain_epochs: NonNegativeInt = 100
     gmm_init: bool = True
     gmm_restarts: PositiveInt = 5
     classifier_fit_steps: NonNegativeInt = 300
@@ -163,7 +165,7 @@ class VAEClusterConfig:
     eval_every_epochs: NonNegativeInt = 5
     prior: Literal["unit", "learned"] = "unit"
     self_training: NonNegativeFloat = 0.0
-    manifold: Literal["spectral", "umap"] = "spectral"
+    manifold: Literal["spectral", "umap"] = "umap"
     contrastive: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
@@ -307,6 +309,11 @@ def check_settings(cfg: VAEClusterConfig, images: ImageSet) -> None:
         not cfg.gmm_init or cfg.num_classes < points,
         f"--settings.num_classes {cfg.num_classes}: the mixture initialisation needs more training images "
         f"than clusters ({images.name} has {n})",
+    )
+    check(
+        not (cfg.gmm_init and cfg.spectral_neighbors and cfg.manifold == "umap") or importlib.util.find_spec("umap"),
+        "--settings.manifold umap (our default) needs umap-learn: pip install 'kexue[umap]', "
+        "or pass --settings.manifold spectral",
     )
     check(
         cfg.spectral_neighbors < points,
