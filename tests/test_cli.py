@@ -106,6 +106,15 @@ def test_eval_on_other_data_keeps_the_runs_own_scores(tmp_path, capsys):
     seed = study / "seed-0"
     own = (seed / "eval.json").read_text()
     first = json.loads((study / "per_seed.json").read_text())
+    assert len(first["sample_self_consistency"]) == 1  # each seed's samples assigned back, label-free
+    rows = json.loads((study / "results.json").read_text())
+    assert rows["vae.digits.sample_self_consistency"]["value"] == first["sample_self_consistency"][0]
+    # a seed finished before the check existed gets it when the study reads it back
+    (seed / "eval.json").write_text(
+        json.dumps({k: v for k, v in json.loads(own).items() if k != "sample_self_consistency"})
+    )
+    main(["vae-cluster", "study", "--data", "digits", "--seeds", "0", *TINY, "--resume", "--out", str(study)])
+    assert (seed / "eval.json").read_text() == own
     other = _other_data(tmp_path / "other.npz")
     main(["vae-cluster", "eval", "--run", str(seed), "--data", str(other)])
     assert (seed / "eval.json").read_text() == own
@@ -113,7 +122,7 @@ def test_eval_on_other_data_keeps_the_runs_own_scores(tmp_path, capsys):
     assert elsewhere["data"] == "other" and elsewhere["acc_hungarian"] != json.loads(own)["acc_hungarian"]
     main(["vae-cluster", "eval", "--run", str(seed), "--data", "digits"])  # the training data: eval.json again
     again = json.loads((seed / "eval.json").read_text())
-    assert 0 <= again.pop("sample_self_consistency") <= 1 and again == json.loads(own)  # eval adds the sample check
+    assert 0 <= again["sample_self_consistency"] <= 1 and again == json.loads(own)  # study and eval: the sample check
     # An eval.json an older kexue overwrote with other data's scores is not believed: the seed is re-evaluated.
     (seed / "eval.json").write_text(json.dumps({k: v for k, v in elsewhere.items() if k != "data"}))
     capsys.readouterr()

@@ -927,6 +927,10 @@ def run_seeds(
             )
             model = train_cluster_vae(images, seed_cfg, run, resume=resume, device=device, progress=progress)
             scores = evaluate_model(model, images.test_x, images.test_y)
+            scores["sample_self_consistency"] = self_consistency(model, SELF_CONSISTENCY_PER_CLASS)  # no labels
+            write_json(run / "eval.json", {"data": images.name, **scores})
+        elif "sample_self_consistency" not in scores:  # a seed finished before this check existed
+            scores["sample_self_consistency"] = self_consistency(load_model(run)[0], SELF_CONSISTENCY_PER_CLASS)
             write_json(run / "eval.json", {"data": images.name, **scores})
         print(
             f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
@@ -944,7 +948,8 @@ def run_seeds(
 
 def seed_figures(data: str, per_seed: dict[str, list[float]], command: str, preset: str = "ours") -> list[Figure]:
     """Mean over seeds as ``vae.<data>.<metric>`` (``vae.<preset>.<data>.<metric>``), plus ``_std`` and
-    ``_best`` keys; ``init_acc_*`` (the scores right after the mixture initialisation) when every seed has them."""
+    ``_best`` keys; ``init_acc_*`` (the scores right after the mixture initialisation) and
+    ``sample_self_consistency`` (mean and ``_std``) when every seed has them."""
     figures, prefix = [], key_prefix(preset, data)
     for metric in METRICS:
         s = seed_summary(per_seed[metric])
@@ -954,7 +959,8 @@ def seed_figures(data: str, per_seed: dict[str, list[float]], command: str, pres
             Figure(f"{prefix}.{metric}_std", s["std"], None, None, command),
             Figure(f"{prefix}.{metric}_best", s["best"], published, source, command),
         ]
-    for metric in ("init_acc_hungarian", "init_acc_majority"):  # the mixture initialisation alone
+    # the mixture initialisation alone, and the samples assigned back to their cluster (label-free)
+    for metric in ("init_acc_hungarian", "init_acc_majority", "sample_self_consistency"):
         if len(per_seed.get(metric, [])) == len(per_seed["acc_hungarian"]):
             s = seed_summary(per_seed[metric])
             figures += [
