@@ -384,7 +384,7 @@ def test_su2018_preset_is_the_authors_setting():
     author = VAEClusterConfig(
         epochs=50, batch_size=100, lr=1e-3, latent_dim=20, num_classes=10, kl="closed", recon_weight=5.0,
         balance=True, batch_balance=0.0, pretrain_epochs=0, gmm_init=False, spectral_neighbors=0, consistency=0.0,
-        augment=False, prior="unit", self_training=0.0, contrastive=0.0,
+        augment=False, prior="unit", self_training=0.0, contrastive=0.0, manifold="spectral",
     )  # fmt: skip
     assert preset_settings("su2018") == author
     assert preset_settings("su2018", epochs=5, seed=3) == replace(author, epochs=5, seed=3)

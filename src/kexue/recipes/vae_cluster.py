@@ -251,6 +251,7 @@ PRESETS: dict[str, VAEClusterConfig] = {
         prior="unit",
         self_training=0.0,
         contrastive=0.0,
+        manifold="spectral",  # unused without a mixture initialisation; kept as the runs made before umap
     ),
 }
 
