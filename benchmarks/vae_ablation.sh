@@ -7,7 +7,8 @@
 #   DRY_RUN=1 bash benchmarks/vae_ablation.sh       # print the commands only
 #
 # Steps (each `kexue vae-cluster study` in its own folder $RUNS/<step>; rerun the script after an
-# interruption: a step whose folder exists continues with --resume, finished seeds are read back):
+# interruption: a step whose folder exists continues with --resume, finished seeds are read back; a $RUNS
+# made by an earlier version of this script, with other levers or defaults, belongs elsewhere: move it away):
 #   su2018/mnist5k, su2018/fashion_mnist  the author's recipe (--preset su2018: no pre-training, μ_y
 #                                         zero-initialised, closed-form KL, λ 5, Adam 1e-3, batch 100,
 #                                         50 epochs); rows vae.su2018.<data>.* in vae_cluster.json

@@ -4,6 +4,7 @@ command derived from the call and the machine facts beside the figures."""
 import json
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -64,3 +65,18 @@ def test_bench_decoding_refuses_a_bad_grid(tmp_path):
     with pytest.raises(KexueError, match="positions"):
         decoding(grid="1x1020", out=tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_sampled_parity_holds_up_to_the_first_eos():
+    """A row that ends leaves our batch but not generate's: the random streams part there, not before."""
+    from kexue.bench.decoding import build_gpt2, run_hf, run_ours, token_parity
+
+    model = build_gpt2(1, 32, 2, 20, 0)
+    prompt = torch.randint(0, 20, (4, 4), generator=torch.Generator().manual_seed(0))
+    ours, hf = run_ours(model, prompt, "top_p", 30, 3, 0), run_hf(model, prompt, "top_p", 30, 3, 0)
+    assert (ours == 3).any() and ours.shape != hf.shape  # eos was drawn: the full comparison fails
+    assert token_parity(ours, hf, 3, sampled=True) == 1.0
+    assert token_parity(ours, hf, 3) == 0.0
+    changed = ours.clone()
+    changed[0, 0] = (changed[0, 0] + 1) % 20
+    assert token_parity(changed, hf, 3, sampled=True) == 0.75  # a difference before the eos still counts

@@ -120,6 +120,9 @@ def test_kv_cache_equals_full_recompute_for_both_streams():
         torch.cat([rows_r[keep, :3], cont_r], 1),
     )
     assert torch.allclose(last_l, ref_l[:, -1], atol=1e-5) and torch.allclose(last_r, ref_r[:, -1], atol=1e-5)
+    # the buffers advance in place: stepping a state that was stepped already is one clear error
+    with pytest.raises(KexueError, match="stepped already"):
+        model.pair_step(cont_l, cont_r, state)
 
 
 @pytest.mark.parametrize("direction", ["l2r", "r2l"])

@@ -3,7 +3,7 @@
 A random-init GPT-2-shape model (built offline from a config) continues the same prompts with
 greedy, beam-4 and top-p decoding, both ways, interleaved in one run so that the ratios see
 the same machine load. Speed-up = HF time / our time (median over repeats); parity = share of
-rows whose tokens are identical (greedy, beam).
+rows whose tokens are identical (greedy, beam; top-p up to the first eos, :func:`token_parity`).
 """
 
 from __future__ import annotations
@@ -166,12 +166,8 @@ def decoding(
             new_figures = [Figure(f"decoding.speedup_vs_hf.{key}", speedup, command=cmd)]
             for who in ("ours", "hf"):
                 new_figures.append(Figure(f"decoding.tokens_per_s.{who}.{key}", generated / med[who], command=cmd))
-            # top-p too: our generator and HF's global one start from the same seed, and Sample draws
-            # what torch.multinomial inside generate draws, so the sampled tokens match as well
-            a, b = toks["ours"], toks["hf"]
-            same = (a.shape == b.shape) and bool(torch.equal(a, b))
-            rows = float((a == b).all(1).float().mean()) if a.shape == b.shape else 0.0
-            new_figures.append(Figure(f"decoding.parity.{key}", 1.0 if same else rows, command=cmd))
+            parity = token_parity(toks["ours"], toks["hf"], eos, sampled=mode == "top_p")
+            new_figures.append(Figure(f"decoding.parity.{key}", parity, command=cmd))
             figures += new_figures
             raw[key] = {"batch": cell_batch, "new_tokens": cell_new, "seconds": times, "median": med}
             if results is not None:  # each measurement lands as soon as it is made
@@ -192,6 +188,26 @@ def decoding(
         + ", ".join(f"{k.split('.', 1)[1]} {v:.3g}" for k, v in flat.items() if "speedup" in k or "parity" in k)
     )
     return flat
+
+
+def token_parity(ours: torch.Tensor, hf: torch.Tensor, eos: int, sampled: bool = False) -> float:
+    """Share of rows whose generated tokens are identical (1.0: the whole batch).
+
+    ``sampled``: our generator and HF's global one start from the same seed, and :class:`Sample`
+    draws what ``torch.multinomial`` inside ``generate`` draws (one exponential per vocabulary entry
+    and row), so the sampled tokens match, until the first eos anywhere in the batch: then our
+    decode drops the finished row while ``generate`` keeps drawing for it, and the two random streams
+    part. The comparison stops at that step (both sides must have emitted the same tokens up to it).
+    """
+    if sampled:
+        ended = (ours == eos).any(0).nonzero()
+        ended_hf = (hf == eos).any(0).nonzero()
+        steps = [int(e[0]) + 1 for e in (ended, ended_hf) if len(e)]
+        stop = min(steps + [ours.shape[1], hf.shape[1]])
+        ours, hf = ours[:, :stop], hf[:, :stop]
+    if ours.shape != hf.shape:
+        return 0.0
+    return float((ours == hf).all(1).double().mean())
 
 
 def parse_grid(grid: str | None) -> list[tuple[int, int]]:

@@ -275,6 +275,11 @@ class SyncBidirectionalTransformer(nn.Module):
         S, N, t = tokens.shape
         cross = S == 2 and self.cross
         past = state.key_mask.shape[1]
+        if state.cache[0] is not None and state.cache[0].length != past:
+            raise KexueError(
+                "this decoding state has been stepped already: its KV buffers are advanced in place, "
+                "so a state is used once (step with the state the last step returned)"
+            )
         key_mask = torch.cat([state.key_mask, (tokens != self.pad_id).view(S * N, t)], 1)  # (S*N, T)
         M = state.memory_mask.shape[0]
         grouped = torch.arange(M, device=tokens.device).repeat_interleave(N // M) if N % M == 0 else None

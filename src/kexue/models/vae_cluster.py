@@ -215,7 +215,8 @@ class ClusterVAE(nn.Module):
         """Class-conditional images: z ~ N(μ_y, I) (or N(μ_y, σ_y²)), x = G(z); classes (N,) -> (N, 1, H, W)."""
         mu = self.class_means[classes]
         std = torch.exp(0.5 * self.class_logvar[classes]) if self.prior == "learned" else torch.ones_like(mu)
-        z = mu + std * torch.randn(mu.shape, generator=generator, device=mu.device)
+        gen_device = generator.device if generator is not None else mu.device  # a CPU generator may drive a GPU model
+        z = mu + std * torch.randn(mu.shape, generator=generator, device=gen_device).to(mu.device)
         return self.decoder(z)
 
 

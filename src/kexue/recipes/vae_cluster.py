@@ -312,14 +312,14 @@ def check_settings(cfg: VAEClusterConfig, images: ImageSet) -> None:
         f"than clusters ({images.name} has {n})",
     )
     check(
-        not (cfg.gmm_init and cfg.spectral_neighbors and cfg.manifold == "umap") or importlib.util.find_spec("umap"),
-        "--settings.manifold umap (our default) needs umap-learn: pip install 'kexue[umap]', "
-        "or pass --settings.manifold spectral",
-    )
-    check(
         cfg.spectral_neighbors < points,
         f"--settings.spectral_neighbors {cfg.spectral_neighbors} must be below the number of training images "
         f"entering the mixture initialisation ({points})",
+    )
+    check(
+        not (cfg.gmm_init and cfg.spectral_neighbors and cfg.manifold == "umap") or importlib.util.find_spec("umap"),
+        "--settings.manifold umap (our default) needs umap-learn: pip install 'kexue[umap]', "
+        "or pass --settings.manifold spectral",
     )
 
 
@@ -605,7 +605,8 @@ def self_consistency(model: ClusterVAE, per_class: int = 100, seed: int = 0) -> 
     check(per_class >= 1, f"per_class must be >= 1, got {per_class}")
     device = model.class_means.device
     classes = torch.arange(model.num_classes, device=device).repeat_interleave(per_class)  # (K·per_class,)
-    images = model.sample(classes, torch.Generator(device=device).manual_seed(seed))  # (K·per_class, 1, H, W)
+    # drawn on the CPU, so that a study scoring on a GPU and `eval` on the CPU see the same samples
+    images = model.sample(classes, torch.Generator().manual_seed(seed))  # (K·per_class, 1, H, W)
     return float((model.predict(images) == classes).double().mean())
 
 
@@ -836,7 +837,7 @@ def plot_samples(model: ClusterVAE, path: Path, per_class: int = 10, seed: int =
 
     K = model.num_classes
     classes = torch.arange(K).repeat_interleave(per_class).to(model.class_means.device)
-    imgs = model.sample(classes, torch.Generator(device=classes.device).manual_seed(seed)).cpu()
+    imgs = model.sample(classes, torch.Generator().manual_seed(seed)).cpu()  # CPU draws: the same on every device
     fig, axes = plt.subplots(K, per_class, figsize=(per_class * 0.6, K * 0.6), squeeze=False)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
