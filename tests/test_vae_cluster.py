@@ -214,6 +214,21 @@ def test_contrastive_pretraining_runs_and_the_setting_reaches_the_loss():
         VAEClusterConfig(contrastive=1.0, pretrain_epochs=0)
 
 
+def test_keras_init_is_glorot_uniform_with_zero_biases():
+    import math
+
+    torch.manual_seed(0)
+    model = ClusterVAE((28, 28), init="keras")
+    first = model.encoder[0]  # Conv2d(1, 32, 3): fan_in 9, fan_out 288
+    bound = math.sqrt(6 / (9 + 288))
+    assert first.weight.abs().max() <= bound and first.weight.abs().max() > 0.9 * bound
+    layers = [m for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert all(torch.count_nonzero(m.bias) == 0 for m in layers)
+    assert torch.count_nonzero(ClusterVAE((28, 28)).encoder[0].bias) > 0  # PyTorch's default draws biases
+    with pytest.raises(KexueError, match="init"):
+        VAEClusterConfig(init="glorot")
+
+
 def _blobs(n=600):
     g = torch.Generator().manual_seed(0)
     centres = torch.rand(3, 16, generator=g).round()  # three binary 4×4 patterns

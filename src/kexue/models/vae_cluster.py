@@ -87,6 +87,17 @@ def mlp_decoder(size: tuple[int, int], latent_dim: int, hidden: int = 256) -> nn
     )
 
 
+def keras_init(module: nn.Module) -> None:
+    """Keras's default initialisation, in place: Glorot-uniform weights and zero biases for every
+    dense, convolution and transposed-convolution layer (the author's code ran with these; PyTorch's
+    own default draws weights and biases uniformly within ±1/√fan_in instead)."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.xavier_uniform_(layer.weight)  # U(±√(6 / (fan_in + fan_out))), Keras's glorot_uniform
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
 class ClusterVAE(nn.Module):
     """Encoder p(z|x), classifier p(y|z), class means μ_y and decoder G(z).
 
@@ -109,6 +120,7 @@ class ClusterVAE(nn.Module):
         backbone: str = "auto",
         classifier_hidden: int = 256,
         prior: str = "unit",
+        init: str = "torch",
     ):
         super().__init__()
         if prior not in ("unit", "learned"):
@@ -141,6 +153,10 @@ class ClusterVAE(nn.Module):
         if prior == "learned":  # log σ_y² and mixing logits π: Su's unit variance and uniform q(y) at the start
             self.class_logvar = nn.Parameter(torch.zeros(num_classes, latent_dim))
             self.prior_logits = nn.Parameter(torch.zeros(num_classes))
+        if init not in ("torch", "keras"):
+            raise KexueError(f"init must be torch or keras, got {init!r}")
+        if init == "keras":
+            keras_init(self)
 
     def prior_log_weights(self) -> torch.Tensor:
         """log q(y): (K,); uniform for Su's prior."""

@@ -94,6 +94,7 @@ for _command in (TRAIN_COMMAND, STUDY_COMMAND):  # runs made before these settin
             "settings.self_training": 0.0,
             "settings.manifold": "spectral",
             "settings.contrastive": 0.0,
+            "settings.init": "torch",
         },
     )
 GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
@@ -138,6 +139,8 @@ class VAEClusterConfig:
         manifold: the embedding of the k-NN graph the mixture is fitted on when spectral_neighbors
             > 0: umap (ours: UMAP as N2D does; needs umap-learn, the extra ``umap``) or spectral
             (scikit-learn's SpectralEmbedding).
+        init: the layers' initial weights: torch (PyTorch's defaults) or keras (Glorot-uniform
+            weights and zero biases, Keras's defaults, which the author's code ran with).
         contrastive: weight of a contrastive term in the autoencoder pre-training (an extension):
             NT-Xent between the codes μ of two random views of each image, so that the codes the
             mixture is fitted on ignore shifts, rotations and scaling (0 = off; needs pre-training).
@@ -167,6 +170,7 @@ class VAEClusterConfig:
     self_training: NonNegativeFloat = 0.0
     manifold: Literal["spectral", "umap"] = "umap"
     contrastive: NonNegativeFloat = 0.0
+    init: Literal["torch", "keras"] = "torch"
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
@@ -215,15 +219,17 @@ class VAEClusterConfig:
         check(
             self.manifold in ("spectral", "umap"), f"settings.manifold must be spectral or umap, got {self.manifold!r}"
         )
+        check(self.init in ("torch", "keras"), f"settings.init must be torch or keras, got {self.init!r}")
         check(
             not self.contrastive or self.pretrain_epochs > 0,
             "--settings.contrastive weighs a term of the autoencoder pre-training: set --settings.pretrain_epochs > 0",
         )
-        self.kl, self.backbone, self.prior, self.manifold = (
+        self.kl, self.backbone, self.prior, self.manifold, self.init = (
             str(self.kl),
             str(self.backbone),
             str(self.prior),
             str(self.manifold),
+            str(self.init),
         )
 
 
@@ -478,7 +484,9 @@ def train_cluster_vae(
             shutil.rmtree(phase_dir, ignore_errors=True)  # a phase starting afresh: no stale metrics lines
     dist.barrier()
     torch.manual_seed(cfg.seed)
-    model = ClusterVAE(images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone, prior=cfg.prior).to(dev)
+    model = ClusterVAE(
+        images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone, prior=cfg.prior, init=cfg.init
+    ).to(dev)
     x = images.train_x
     per_epoch = len(x) // cfg.batch_size
     eval_x, eval_y = images.test_x, images.test_y
