@@ -172,6 +172,9 @@ def test_study_resume_reads_back_resumes_and_starts(tmp_path, capsys):
     kept = (study / "seed-0" / "model.safetensors").stat().st_mtime_ns
     for name in ("model.json", "model.safetensors", "eval.json"):  # seed 1 stopped after its last checkpoint
         (study / "seed-1" / name).unlink()
+    meta = json.loads((study / "seed-0" / "model.json").read_text())  # a seed made before `init` existed
+    del meta["config"]["init"]
+    (study / "seed-0" / "model.json").write_text(json.dumps(meta))
     main([*args, "--seeds", "0,1,2", "--resume"])
     per_seed = json.loads((study / "per_seed.json").read_text())
     assert (study / "seed-0" / "model.safetensors").stat().st_mtime_ns == kept  # read back, not retrained

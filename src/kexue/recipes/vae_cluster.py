@@ -44,6 +44,7 @@ from kexue.analysis.clustering import cluster_sizes, clustering_scores
 from kexue.data.images import ImageSet, load_images, random_affine
 from kexue.errors import KexueError
 from kexue.io import (
+    ADDED_SETTINGS,
     RESUME_MAY_CHANGE,
     check_output_dir,
     make_run_dir,
@@ -890,7 +891,11 @@ def finished_scores(run: Path, cfg: VAEClusterConfig, images: ImageSet) -> dict[
     if not (meta_path.is_file() and (Path(run) / "model.safetensors").is_file()):
         return None
     meta = read_json(meta_path, "model file")
-    if meta.get("config") != asdict(cfg) or not is_training_data(images, meta):
+    saved = dict(meta.get("config") or {})
+    for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
+        if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
+            saved.setdefault(key[1].removeprefix("settings."), default)
+    if saved != asdict(cfg) or not is_training_data(images, meta):
         return None
     done = Path(run) / "eval.json"
     if done.is_file():
