@@ -48,8 +48,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # The invocations that wrote the committed rows, as recorded beside them (docs/decoding.md,
 # "Decoding speed vs model.generate"; docs/onlstm.md, "Speed — kexue bench onlstm").
 RECORDED = {
-    "decoding": "kexue bench decoding --layers 6 --width 384 --batch 8 --new_tokens 128 --repeats 3 --threads 1 "
-    "--results benchmarks/results/decoding.json",
+    "decoding": "kexue bench decoding --grid 1x128,8x512 --results benchmarks/results/decoding.json "
+    "--details benchmarks/results/decoding_timings.json",
     "onlstm": "kexue bench onlstm --input_size 400 --hidden 1150 --layers 3 --chunk_size 10 --batch 20 --bptt 70 "
     "--rounds 7 --threads 1 --results benchmarks/results/onlstm.json",
 }
@@ -64,7 +64,7 @@ def parse_invocation(line: str, fn) -> dict:
         name = flag.removeprefix("--")
         default = params[name].default
         kind = type(default) if default not in (None, inspect.Parameter.empty) else int
-        args[name] = value if name in ("results", "out") else kind(value)
+        args[name] = value if name in ("results", "out", "details", "grid") else kind(value)
     return args
 
 
