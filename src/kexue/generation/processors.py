@@ -271,7 +271,7 @@ class TopP(LogitsProcessor):
         if not bool((n_drop > 0).any()):
             return scores.clone()
         rows = torch.arange(len(scores))
-        first_kept = ascending[rows, n_drop.clamp(max=vocab - 1)]
+        first_kept = ascending[rows, n_drop]  # n_drop <= vocab - min_keep < vocab
         last_dropped = ascending[rows, (n_drop - 1).clamp(min=0)]
         has_drop = n_drop > 0
         if bool((has_drop & ~(last_dropped < first_kept)).any()):

@@ -144,7 +144,7 @@ class DecoderBlock(nn.Module):
         a = self.self_attn(self.ln1(x), cache, key_mask, cross)
         x = x + self.drop(a)
         x = x + self.drop(self.mem_attn(self.ln2(x), mem_k, mem_v, mem_mask))
-        return x + self.drop(self.mlp(self.ln3(x))), cache
+        return x + self.drop(self.mlp(self.ln3(x)))
 
 
 @dataclass
@@ -290,7 +290,7 @@ class SyncBidirectionalTransformer(nn.Module):
             memory_mask = state.memory_mask[state.row_source]
         x = self._embed(tokens, past)  # (S, N, t, D)
         for block, buf, (mk, mv) in zip(self.decoder, state.cache, memory):
-            x, _ = block(x, buf, key_mask.view(S, N, -1), cross, mk, mv, memory_mask)
+            x = block(x, buf, key_mask.view(S, N, -1), cross, mk, mv, memory_mask)
         logits = self.dec_ln(x) @ self.embed.weight.T  # tied output projection
         return logits, DecoderState(
             state.streams, state.cache, key_mask, state.memory, state.memory_mask, state.row_source

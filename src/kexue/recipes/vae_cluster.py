@@ -942,10 +942,11 @@ def run_seeds(
             )
             model = train_cluster_vae(images, seed_cfg, run, resume=resume, device=device, progress=progress)
             scores = evaluate_model(model, images.test_x, images.test_y)
+        else:
+            model = None  # read back; loaded only if a check is missing
+        if "sample_self_consistency" not in scores:  # a fresh seed, or one finished before this check existed
+            model = model if model is not None else load_model(run)[0]
             scores["sample_self_consistency"] = self_consistency(model, SELF_CONSISTENCY_PER_CLASS)  # no labels
-            write_json(run / "eval.json", {"data": images.name, **scores})
-        elif "sample_self_consistency" not in scores:  # a seed finished before this check existed
-            scores["sample_self_consistency"] = self_consistency(load_model(run)[0], SELF_CONSISTENCY_PER_CLASS)
             write_json(run / "eval.json", {"data": images.name, **scores})
         print(
             f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
