@@ -15,6 +15,7 @@ from kexue.errors import KexueError
 from kexue.generation import Beam, Greedy, Sample, Stopping, TopP, decode, left_pad
 from kexue.generation import hf as hfmod
 from kexue.generation.hf import HFStep
+from kexue.generation.kvcache import KVBuffer
 
 V, EOS, NEW = 40, 1, 24
 
@@ -45,8 +46,11 @@ def recompute(model, ids, mask):
 
 
 def test_the_inplace_cache_uses_inplace_layers_and_dynamic_keeps_transformers(model):
-    state_in = HFStep(model)(torch.tensor([[3, 4]]), None)[1]
+    state_in = HFStep(model, lean=False)(torch.tensor([[3, 4]]), None)[1]
     state_dyn = HFStep(model, cache="dynamic")(torch.tensor([[3, 4]]), None)[1]
+    state_lean = HFStep(model)(torch.tensor([[3, 4]]), None)[1]  # a plain GPT-2: the lean step's buffers
+    assert all(type(buf) is KVBuffer for buf in state_lean.cache) and len(state_lean.cache) == 2
+    assert state_lean.cache[0].length == 2
     assert all(type(layer) is hfmod.InPlaceLayer for layer in state_in.cache.layers)
     assert all(type(layer) is transformers.cache_utils.DynamicLayer for layer in state_dyn.cache.layers)
     assert state_in.cache.get_seq_length() == state_dyn.cache.get_seq_length() == 2
@@ -55,9 +59,11 @@ def test_the_inplace_cache_uses_inplace_layers_and_dynamic_keeps_transformers(mo
 @pytest.mark.parametrize("ragged", [False, True])
 def test_inplace_cache_equals_recompute_and_dynamic_through_reorders(model, ragged):
     """Rows reordered as beam search does (repeats, swaps, identity), rows dropped as greedy does,
-    capacity exceeded (the buffers grow): every step's logits agree three ways."""
+    capacity exceeded (the buffers grow): every step's logits agree three ways, and the lean GPT-2
+    step's (the model's forward for the padded batch) equal the in-place cache's bit for bit."""
     ids, mask = prompts(6, ragged)
-    steps = {c: HFStep(model, cache=c, capacity=8) for c in ("inplace", "dynamic")}
+    steps = {c: HFStep(model, cache=c, capacity=8, lean=False) for c in ("inplace", "dynamic")}
+    steps["lean"] = HFStep(model, capacity=8)
     states = dict.fromkeys(steps)
     logits = {c: steps[c](ids, None, attention_mask=mask if ragged else None) for c in steps}
     g = torch.Generator().manual_seed(0)
@@ -70,6 +76,7 @@ def test_inplace_cache_equals_recompute_and_dynamic_through_reorders(model, ragg
     for t in range(12):
         for c in steps:
             states[c] = logits[c][1]
+        assert torch.equal(logits["lean"][0], logits["inplace"][0])
         assert torch.allclose(logits["inplace"][0], logits["dynamic"][0], atol=1e-5)
         assert torch.allclose(logits["inplace"][0], recompute(model, ids, mask), atol=1e-5)
         nxt = torch.randint(2, V, (len(ids), 1), generator=g)
@@ -82,12 +89,16 @@ def test_inplace_cache_equals_recompute_and_dynamic_through_reorders(model, ragg
         for c in steps:
             logits[c] = steps[c](nxt, states[c], attention_mask=mask if ragged else None)
     layer = states["inplace"].cache.layers[0]
-    assert layer.buf._k.shape[1] >= ids.shape[1] > 8  # grew past the preallocated capacity
+    assert layer.buf.allocated >= ids.shape[1] > 8  # grew past the preallocated capacity
     assert layer.keys.shape[:3] == (4, 2, ids.shape[1])
+    lean = states["lean"].cache
+    assert isinstance(lean, list) != ragged  # the lean step for plain prompts, the model's forward for padded ones
+    if not ragged:
+        assert lean[0].allocated >= ids.shape[1] and lean[0].keys.shape[:3] == (4, 2, ids.shape[1])
 
 
 def test_a_reorder_that_moves_no_row_copies_nothing(model):
-    state = HFStep(model)(torch.randint(2, V, (4, 3)), None)[1]
+    state = HFStep(model, lean=False)(torch.randint(2, V, (4, 3)), None)[1]
     layer = state.cache.layers[0]
     before = layer.keys.clone(), layer.buf._k.data_ptr()
     state.reorder(torch.arange(4))
@@ -99,7 +110,7 @@ def test_a_reorder_that_moves_no_row_copies_nothing(model):
 
 
 def test_transformers_cache_methods_work_on_inplace_layers(model):
-    state = HFStep(model)(torch.randint(2, V, (2, 5)), None)[1]
+    state = HFStep(model, lean=False)(torch.randint(2, V, (2, 5)), None)[1]
     full = state.cache.layers[0].keys.clone()
     state.cache.batch_repeat_interleave(2)
     assert torch.equal(state.cache.layers[0].keys, full.repeat_interleave(2, 0))
@@ -125,9 +136,13 @@ def test_decode_is_identical_with_the_inplace_and_the_dynamic_cache(model, searc
     ids, mask = prompts(4, ragged)
     kw = {"attention_mask": mask} if ragged else {}
     out = {
-        c: decode(HFStep(model, cache=c), ids, search=search, stopping=Stopping(NEW, EOS), **kw)
+        c: decode(HFStep(model, cache=c, lean=False), ids, search=search, stopping=Stopping(NEW, EOS), **kw)
         for c in ("inplace", "dynamic")
     }
+    out["lean"] = decode(HFStep(model), ids, search=search, stopping=Stopping(NEW, EOS), **kw)
+    assert torch.equal(out["lean"].tokens, out["inplace"].tokens) and torch.equal(
+        out["lean"].scores, out["inplace"].scores
+    )
     assert torch.equal(out["inplace"].tokens, out["dynamic"].tokens)
     assert torch.allclose(out["inplace"].scores, out["dynamic"].scores, atol=1e-5)
     assert out["inplace"].stop_reasons == out["dynamic"].stop_reasons
@@ -169,3 +184,44 @@ def test_the_fast_head_and_the_model_head_agree(model, monkeypatch):
 def test_hfstep_refuses_bad_cache_settings(model, kw, match):
     with pytest.raises(KexueError, match=match):
         HFStep(model, **kw)
+
+
+@torch.no_grad()
+def test_the_lean_gpt2_step_reproduces_the_models_hidden_states_bit_for_bit(model):
+    """Prompt, single steps and a multi-token continuation after a cached past: the lean forward
+    against ``GPT2Model`` with transformers' own cache (equal, not close), and the continuation
+    against a full recompute."""
+    lean = hfmod._lean_gpt2(model)
+    assert lean is not None
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(2, V, (3, 5), generator=g)
+    cache, ref_cache, seen = lean.new_cache(), None, torch.empty(3, 0, dtype=torch.long)
+    for t in (5, 1, 1, 3, 1):
+        new = ids if seen.shape[1] == 0 else torch.randint(2, V, (3, t), generator=g)
+        mine = lean(new, cache, seen.shape[1])
+        out = model.transformer(input_ids=new, cache=ref_cache, use_cache=True)
+        ref_cache = out.cache if hasattr(out, "cache") else out.past_key_values
+        if t == 1 or seen.shape[1] == 0:
+            assert torch.equal(mine, out.last_hidden_state[:, -1])
+        seen = torch.cat([seen, new], 1)
+        full = model.transformer(input_ids=seen, use_cache=False).last_hidden_state[:, -1]
+        assert torch.allclose(mine, full, atol=1e-5)
+
+
+def test_the_lean_step_is_used_only_where_it_reproduces_the_model(model):
+    """Eager attention (another softmax rounding) and forward hooks (which only module calls run)
+    keep the model's own forward; a decode started without a mask refuses one later."""
+    assert HFStep(model).lean is not None
+    assert HFStep(model, lean=False).lean is None and HFStep(model, cache="dynamic").lean is None
+    cfg = model.config.__class__(**{**model.config.to_dict(), "_attn_implementation": "eager"})
+    eager = transformers.GPT2LMHeadModel._from_config(cfg, attn_implementation="eager").eval()
+    assert hfmod._lean_gpt2(eager) is None
+    handle = model.transformer.h[0].mlp.register_forward_hook(lambda *a: None)
+    try:
+        assert hfmod._lean_gpt2(model) is None
+    finally:
+        handle.remove()
+    step = HFStep(model)
+    _, state = step(torch.tensor([[3, 4]]), None)
+    with pytest.raises(KexueError, match="cannot take one later"):
+        step(torch.tensor([[5]]), state, attention_mask=torch.ones(1, 3, dtype=torch.long))

@@ -21,7 +21,48 @@ def test_append_grow_and_move_rows_match_the_concatenated_reference():
         buf.move_rows(index)
         ref_k, ref_v = ref_k.index_select(0, index), ref_v.index_select(0, index)
         assert torch.equal(buf.keys, ref_k) and torch.equal(buf.values, ref_v)
-    assert buf.length == 8 and buf._k.shape[1] >= 8
+    assert buf.length == 8 and buf.allocated >= 8
+
+
+def test_random_moves_few_or_many_rows_expansions_and_drops_match_the_reference():
+    """Moves of one or two rows (copied in place), of most rows (gathered into the spare buffer),
+    expansions (beam search's first reorder: more rows than the buffer holds) and drops."""
+    g = torch.Generator().manual_seed(1)
+    buf, ref_k = KVBuffer(capacity=2), None
+    rows = 3
+    for step in range(40):
+        k = torch.randn(rows, 2, 1, 4, generator=g)
+        buf.append(k, -k)
+        ref_k = k if ref_k is None else torch.cat([ref_k, k], 2)
+        kind = step % 4
+        if kind == 0:  # one or two rows take another's place
+            index = torch.arange(rows)
+            for _ in range(1 + step % 2):
+                index[torch.randint(rows, (1,), generator=g)] = torch.randint(rows, (1,), generator=g)
+        elif kind == 1:  # everything shuffles
+            index = torch.randint(rows, (rows,), generator=g)
+        elif kind == 2:  # grow by up to two rows (copies of existing ones), keeping the others
+            index = torch.cat([torch.arange(rows), torch.randint(rows, (1 + step % 2,), generator=g)])
+        else:  # drop a row from the middle
+            index = (
+                torch.cat([torch.arange(rows)[: rows // 2], torch.arange(rows)[rows // 2 + 1 :]])
+                if rows > 2
+                else torch.arange(rows)
+            )
+        buf.move_rows(index)
+        ref_k = ref_k.index_select(0, index)
+        rows = len(index)
+        assert torch.equal(buf.keys, ref_k) and torch.equal(buf.values, -ref_k)
+
+
+def test_a_move_of_few_rows_copies_in_place_without_a_spare_buffer():
+    buf = KVBuffer()
+    keys = torch.randn(6, 2, 3, 4)
+    buf.append(keys, keys)
+    ptr = buf._k.data_ptr()
+    buf.move_rows(torch.tensor([0, 2, 1, 3, 4, 5]))  # a swap: two rows of six
+    assert buf._k.data_ptr() == ptr and buf._k2 is None
+    assert torch.equal(buf.keys, keys[[0, 2, 1, 3, 4, 5]])
 
 
 def test_moves_that_keep_every_row_in_place_copy_nothing():

@@ -187,3 +187,20 @@ def test_the_distance_sentence_names_every_vanilla_decoder():
     for dec in DECODERS:
         assert DECODER_LABELS[dec] + " " in sentence
     assert "greedy 2.00 % vs 1.53 % (+0.47 points, 0.3 of the paper's sd)" in sentence
+
+
+def test_the_speed_table_has_one_row_per_cell_and_says_when_tokens_differ():
+    def fig(v):
+        return {"value": v, "published": None, "source": None, "command": "kexue bench decoding"}
+
+    measured = {}
+    for tag, ratio in (("", 1.25), ("b1_n128.", 1.5)):
+        for mode in section.SPEED_MODES:
+            measured[f"decoding.speedup_vs_hf.{tag}{mode}"] = fig(ratio)
+            measured[f"decoding.parity.{tag}{mode}"] = fig(1.0 if mode != "top_p" or tag else 0.75)
+    table = section.speed_table(measured, [("", "batch 8"), ("b1_n128.", "batch 1"), ("b8_n512.", "batch 8, 512")])
+    lines = table.splitlines()
+    assert lines[0] == "| cell | greedy | beam4 | top_p |" and len(lines) == 5
+    assert lines[2] == "| batch 8 | 1.25× (tokens identical) | 1.25× (tokens identical) | 1.25× (tokens 75 % equal) |"
+    assert lines[3].count("1.50×") == 3
+    assert lines[4] == "| batch 8, 512 | – | – | – |"  # a cell not measured

@@ -96,6 +96,11 @@ class HFState:
         self.cache, self.length = cache, length
 
     def reorder(self, index: torch.Tensor) -> HFState:
+        if isinstance(self.cache, list):  # the lean GPT-2 step's KVBuffers (one device)
+            moved = moved_rows(index)
+            for buf in self.cache:
+                buf.move_rows(index, moved)
+            return self
         layers = getattr(self.cache, "layers", [])
         if layers and all(type(layer) is _inplace_layer() for layer in layers):
             # which rows change is the same for every layer: find them once (per device: a model
@@ -123,6 +128,79 @@ def _plain_head(model: torch.nn.Module) -> torch.nn.Linear | None:
     return head
 
 
+def _lean_gpt2(model: torch.nn.Module) -> LeanGPT2 | None:
+    """A :class:`LeanGPT2` over ``model`` if it is a plain GPT-2 whose forward the lean step
+    reproduces op for op, else None (the model's own forward is used)."""
+    from transformers.pytorch_utils import Conv1D
+
+    cfg, base = model.config, getattr(model, "transformer", None)
+    if getattr(cfg, "model_type", None) != "gpt2" or type(base).__name__ != "GPT2Model":
+        return None
+    if cfg.add_cross_attention or getattr(cfg, "_attn_implementation", None) != "sdpa":
+        return None  # eager attention computes softmax(QK^T)V itself: other rounding than sdpa
+    modules = list(model.modules())
+    if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+        return None  # hooks (offloading, adapters) run only through the modules' __call__
+    params = list(model.parameters())
+    if len({p.device for p in params}) != 1:
+        return None
+    for block in base.h:
+        parts = (block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj)
+        if any(type(p) is not Conv1D for p in parts) or type(block.ln_1) is not torch.nn.LayerNorm:
+            return None
+        if type(block.ln_2) is not torch.nn.LayerNorm or hasattr(block, "crossattention"):
+            return None
+    if type(base.ln_f) is not torch.nn.LayerNorm or type(base.wte) is not torch.nn.Embedding:
+        return None
+    return LeanGPT2(base)
+
+
+class LeanGPT2:
+    """GPT-2's forward for decoding, the same tensor ops as transformers' ``GPT2Model`` with sdpa
+    attention in the same order (the hidden states are bit-identical: tested), without the module
+    calls, keyword plumbing, mask building and cache objects around them (about a quarter of a
+    small model's step on CPU). Keys and values go to one :class:`KVBuffer` per layer.
+    Used by :class:`HFStep` for prompts without padding; a padded (ragged) batch takes the model's
+    own forward."""
+
+    def __init__(self, base: torch.nn.Module):
+        self.wte, self.wpe = base.wte.weight, base.wpe.weight
+        self.ln_f = base.ln_f
+        self.blocks = [(b.ln_1, b.attn, b.ln_2, b.mlp) for b in base.h]
+        self.heads = base.config.n_head
+        self.width = base.config.hidden_size
+
+    def new_cache(self, capacity: int = 0) -> list[KVBuffer]:
+        return [KVBuffer(capacity) for _ in self.blocks]
+
+    def __call__(self, tokens: torch.Tensor, cache: list[KVBuffer], start: int) -> torch.Tensor:
+        """Last position's final hidden state (N, D) after ``tokens`` (N, t) at positions ``start``..."""
+        F = torch.nn.functional
+        N, t = tokens.shape
+        E, H = self.width, self.heads
+        h = F.embedding(tokens, self.wte) + F.embedding(torch.arange(start, start + t, device=tokens.device), self.wpe)
+        mask = None
+        if t > 1 and start > 0:  # several new tokens after a cached past: causal with an offset
+            mask = torch.ones(t, start + t, dtype=torch.bool, device=tokens.device).tril(start)
+        for (ln_1, attn, ln_2, mlp), buf in zip(self.blocks, cache):
+            x = F.layer_norm(h, ln_1.normalized_shape, ln_1.weight, ln_1.bias, ln_1.eps)
+            c = attn.c_attn
+            q, k, v = torch.addmm(c.bias, x.view(-1, E), c.weight).view(N, t, 3 * E).split(E, dim=2)
+            q, k, v = (y.view(N, t, H, -1).transpose(1, 2) for y in (q, k, v))
+            keys, values = buf.append(k, v)
+            o = F.scaled_dot_product_attention(
+                q, keys, values, attn_mask=mask, dropout_p=0.0, scale=attn.scaling, is_causal=t > 1 and mask is None
+            )
+            o = o.transpose(1, 2).reshape(N, t, E)
+            c = attn.c_proj
+            h = torch.addmm(c.bias, o.view(-1, E), c.weight).view(N, t, E) + h
+            x = F.layer_norm(h, ln_2.normalized_shape, ln_2.weight, ln_2.bias, ln_2.eps)
+            x = torch.addmm(mlp.c_fc.bias, x.view(-1, E), mlp.c_fc.weight)
+            x = torch.addmm(mlp.c_proj.bias, mlp.act.forward(x), mlp.c_proj.weight).view(N, t, E)
+            h = h + x
+        return F.layer_norm(h[:, -1], self.ln_f.normalized_shape, self.ln_f.weight, self.ln_f.bias, self.ln_f.eps)
+
+
 class HFStep:
     """Step function over a transformers causal LM (``model(input_ids, cache=...)``).
 
@@ -139,10 +217,21 @@ class HFStep:
         capacity: positions to preallocate per layer (0: twice the prompt, at least 64 more); the
             buffers double when full. A reorder that moves rows keeps a spare buffer of the same
             size, so the cache holds about twice its capacity.
+        lean: for a plain GPT-2 (``GPT2LMHeadModel``, sdpa attention, no hooks) decode prompts
+            without padding through :class:`LeanGPT2` (the model's tensor ops without its module
+            plumbing; bit-identical hidden states); other models, padded batches and
+            ``cache="dynamic"`` go through the model's forward.
     Example: ``decode(HFStep(model), prompt, search=Beam(4), stopping=Stopping(128, eos))``.
     """
 
-    def __init__(self, model: torch.nn.Module, fast_head: bool = True, cache: str | None = None, capacity: int = 0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        fast_head: bool = True,
+        cache: str | None = None,
+        capacity: int = 0,
+        lean: bool = True,
+    ):
         if not hasattr(model, "config") or not callable(model):
             raise KexueError(f"HFStep needs a transformers causal LM, got {type(model).__name__}")
         import transformers
@@ -160,6 +249,7 @@ class HFStep:
         self.head = _plain_head(model) if fast_head else None
         # transformers 5 renamed the cache argument; both name the same cache object
         self.cache_arg = "cache" if major >= 5 else "past_key_values"
+        self.lean = _lean_gpt2(self.model) if lean and cache == "inplace" and self.head is not None else None
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -176,9 +266,19 @@ class HFStep:
     @torch.no_grad()
     def __call__(self, tokens: torch.Tensor, state: HFState | None, attention_mask: torch.Tensor | None = None):
         """``tokens`` (N, t) new ids; ``attention_mask`` (N, S) 0 on left padding, S = cached + t."""
+        t = tokens.shape[1]
+        if self.lean is not None and attention_mask is None and (state is None or isinstance(state.cache, list)):
+            if state is None:
+                state = HFState(self.lean.new_cache(self.capacity), 0)
+            h = self.lean(tokens, state.cache, state.length)
+            state.length += t
+            return self._head(h), state
         if state is None:
             state = HFState(self.new_cache(), 0)
-        t = tokens.shape[1]
+        elif isinstance(state.cache, list):
+            raise KexueError(
+                "a decode started without attention_mask cannot take one later: pass the mask from the first step"
+            )
         positions = torch.arange(state.length, state.length + t, device=tokens.device)
         kw = {"input_ids": tokens, "use_cache": True, "cache_position": positions, self.cache_arg: state.cache}
         if attention_mask is not None:
@@ -193,10 +293,13 @@ class HFStep:
         state.length += t
         if self.head is None:
             return self.model(**kw, logits_to_keep=1).logits[:, -1], state
-        h = self.model.base_model(**kw).last_hidden_state[:, -1]  # (N, D)
+        return self._head(self.model.base_model(**kw).last_hidden_state[:, -1]), state
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        """Logits (N, V) from the last hidden states (N, D) through the plain output layer."""
         if h.shape[0] > FAST_HEAD_ROWS:  # enough rows to fill the kernel: the (N, V) layout needs no transpose
-            return torch.nn.functional.linear(h, self.head.weight, self.head.bias), state
+            return torch.nn.functional.linear(h, self.head.weight, self.head.bias)
         logits = torch.mm(self.head.weight, h.t()).t().contiguous()  # (N, V): W (V, D) read row by row
         if self.head.bias is not None:
             logits = logits + self.head.bias
-        return logits, state
+        return logits

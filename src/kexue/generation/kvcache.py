@@ -3,15 +3,17 @@
 :class:`KVBuffer` is the cache machinery every decoder of the library shares: the transformers
 adapter (:class:`kexue.generation.hf.InPlaceLayer` is a ``DynamicLayer`` built on it) and the
 synchronous bidirectional seq2seq model (:mod:`kexue.models.seq2seq`, whose decoder rows are the
-L2R and R2L streams stacked). Keys and values live in one preallocated buffer per layer of shape
-(rows, capacity, heads, dim):
+L2R and R2L streams stacked) and the lean GPT-2 step. Keys and values live in one preallocated
+buffer per layer of shape (rows, heads, capacity, dim):
 
 * a step writes its new positions in place (no ``torch.cat`` of the whole past per layer and step);
-* attention reads the views ``buffer[:rows, :length].transpose(1, 2)``, the (rows, heads, length,
-  dim) layout models use; time before heads keeps each row's filled part one contiguous block;
+* attention reads the views ``buffer[:rows, :, :length]``, the (rows, heads, length, dim) layout
+  models use, each (row, head) block contiguous (attention reads it as fast as a contiguous tensor;
+  time before heads made sdpa a third slower at 32 rows: measured);
 * the capacity doubles when full (one copy of the past per doubling, not one per step);
 * a row move (a beam reorder, finished rows leaving the batch) copies nothing when no row takes
-  another's place, else gathers the filled part once into a spare buffer of the same shape that then
+  another's place; when a few rows do, only those rows are copied (gathered, then written in place);
+  when most do, the filled part is gathered once into a spare buffer of the same shape that then
   becomes the cache (no allocation per step).
 
 Example::
@@ -34,7 +36,7 @@ def moved_rows(index: torch.Tensor) -> torch.Tensor:
 
 
 class KVBuffer:
-    """Keys/values of one attention layer in a preallocated (rows, capacity, heads, dim) buffer.
+    """Keys/values of one attention layer in a preallocated (rows, heads, capacity, dim) buffer.
 
     The buffer holds no gradient (it is a decoding cache: values are detached when written).
 
@@ -50,35 +52,40 @@ class KVBuffer:
         self._k = self._v = self._k2 = self._v2 = None  # the buffers and a spare pair for row moves
         self.keys = self.values = None
 
+    @property
+    def allocated(self) -> int:
+        """Positions the buffer holds now (0 before the first append)."""
+        return 0 if self._k is None else self._k.shape[2]
+
     def _views(self) -> None:
-        self.keys = self._k[: self.rows, : self.length].transpose(1, 2)
-        self.values = self._v[: self.rows, : self.length].transpose(1, 2)
+        self.keys = self._k[: self.rows, :, : self.length]
+        self.values = self._v[: self.rows, :, : self.length]
 
     def _alloc(self, rows: int, capacity: int) -> None:
         """(Re)allocate the buffers, keeping the filled part."""
         k, v = self._k, self._v
-        self._k = k.new_empty((rows, capacity) + k.shape[2:])
-        self._v = v.new_empty((rows, capacity) + v.shape[2:])
+        self._k = k.new_empty((rows, k.shape[1], capacity, k.shape[3]))
+        self._v = v.new_empty((rows, v.shape[1], capacity, v.shape[3]))
         self._k2 = self._v2 = None
         n = min(rows, self.rows)
-        self._k[:n, : self.length] = k[:n, : self.length]
-        self._v[:n, : self.length] = v[:n, : self.length]
+        self._k[:n, :, : self.length] = k[:n, :, : self.length]
+        self._v[:n, :, : self.length] = v[:n, :, : self.length]
 
     def append(self, key_states: torch.Tensor, value_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write ``t`` new positions (rows, heads, t, dim) after the filled part; return the views."""
-        N, _, t, _ = key_states.shape
+        N, heads, t, dim = key_states.shape
         end = self.length + t
         if self._k is None:
             cap = max(self.capacity, end) if self.capacity else max(2 * end, end + 64)
-            self._k = key_states.detach().new_empty((N, cap, key_states.shape[1], key_states.shape[3]))
-            self._v = value_states.detach().new_empty((N, cap, value_states.shape[1], value_states.shape[3]))
+            self._k = key_states.detach().new_empty((N, heads, cap, dim))
+            self._v = value_states.detach().new_empty((N, value_states.shape[1], cap, value_states.shape[3]))
             self.rows = N
         elif self.rows != N:
             raise KexueError(f"the cache holds {self.rows} rows but the step got {N}")
-        elif end > self._k.shape[1]:
-            self._alloc(self._k.shape[0], max(2 * self._k.shape[1], end))
-        self._k[:N, self.length : end] = key_states.detach().transpose(1, 2)  # a decoding cache: no gradient
-        self._v[:N, self.length : end] = value_states.detach().transpose(1, 2)
+        elif end > self._k.shape[2]:
+            self._alloc(self._k.shape[0], max(2 * self._k.shape[2], end))
+        self._k[:N, :, self.length : end] = key_states.detach()  # a decoding cache: no gradient
+        self._v[:N, :, self.length : end] = value_states.detach()
         self.length = end
         self._views()
         return self.keys, self.values
@@ -91,18 +98,27 @@ class KVBuffer:
         m = len(index)
         if moved is None:
             moved = moved_rows(index)
+        n = self.length
         if len(moved) == 0 and m <= self.rows:
             self.rows = m  # rows kept in place, finished ones dropped from the end
             self._views()
             return
         if m > self._k.shape[0]:
-            self._alloc(m, self._k.shape[1])
+            self._alloc(m, self._k.shape[2])
+        if 2 * len(moved) <= m:
+            # few rows change: copy those (gathered first, so a swap reads the old rows), in place
+            src = index.index_select(0, moved)
+            for buf in (self._k, self._v):
+                filled = buf[:, :, :n]
+                filled.index_copy_(0, moved, filled.index_select(0, src))
+            self.rows = m
+            self._views()
+            return
         if self._k2 is None or self._k2.shape != self._k.shape:
             self._k2, self._v2 = torch.empty_like(self._k), torch.empty_like(self._v)
-        n = self.length
         # one gather of the filled part into the spare buffer (no allocation), then swap the two
-        torch.index_select(self._k[: self.rows, :n], 0, index, out=self._k2[:m, :n])
-        torch.index_select(self._v[: self.rows, :n], 0, index, out=self._v2[:m, :n])
+        torch.index_select(self._k[: self.rows, :, :n], 0, index, out=self._k2[:m, :, :n])
+        torch.index_select(self._v[: self.rows, :, :n], 0, index, out=self._v2[:m, :, :n])
         self._k, self._k2, self._v, self._v2 = self._k2, self._k, self._v2, self._v
         self.rows = m
         self._views()
