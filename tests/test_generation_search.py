@@ -97,3 +97,43 @@ def test_sampling_uses_the_generator_and_the_table():
     # top-1 sampling is greedy; finished rows are padded and keep their reason
     out = decode(TableLM(), prompt[:3], [TopK(1)], Sample(), Stopping(6, EOS), torch.Generator().manual_seed(0))
     assert out.sequences() == [[A, EOS]] * 3 and out.stop_reasons == ["eos"] * 3
+
+
+class PrefixLM:
+    """Each row's logits depend on its own prefix only (seeded by it): the row's first token sets how
+    soon eos becomes likely, so rows of a batch finish at different steps. Records rows per call."""
+
+    V = 7
+
+    def __init__(self):
+        self.rows = []
+
+    def __call__(self, tokens, state):
+        state = tokens if state is None else torch.cat([state, tokens], 1)
+        self.rows.append(len(state))
+        out = []
+        for row in state.tolist():
+            g = torch.Generator().manual_seed(hash(tuple(row)) % 2**31)
+            logits = torch.randn(self.V, generator=g)
+            logits[EOS] += 0.8 * (len(row) - 1) * (1 + row[0]) / self.V  # later rows' eos comes sooner
+            out.append(logits)
+        return torch.stack(out), state
+
+
+@pytest.mark.parametrize("early_stopping", [True, False, "never"])
+@pytest.mark.parametrize("length_penalty", [1.0, 0.0])
+def test_beam_rows_that_are_decided_leave_the_batch_with_the_same_results(early_stopping, length_penalty):
+    prompt = torch.arange(1, 7)[:, None]  # six rows, eos likely at different steps
+    out, lm = {}, {}
+    for drop in (False, True):
+        lm[drop] = PrefixLM()
+        search = Beam(3, length_penalty, early_stopping, drop_finished=drop)
+        out[drop] = decode(lm[drop], prompt, search=search, stopping=Stopping(30, EOS))
+    for field in ("tokens", "log_probs", "lengths", "finished", "scores"):
+        assert torch.equal(getattr(out[True], field), getattr(out[False], field)), field
+    assert out[True].stop_reasons == out[False].stop_reasons
+    assert len(set(out[True].lengths.tolist())) > 1  # rows ended at different lengths
+    assert set(lm[False].rows) == {18}  # without dropping every call computes all 6 x 3 rows
+    assert lm[True].rows[0] == 18 and lm[True].rows[-1] < 18 and lm[True].rows == sorted(lm[True].rows, reverse=True)
+    assert all(n % 3 == 0 for n in lm[True].rows)  # a row leaves with all its beams
+    assert sum(lm[True].rows) < sum(lm[False].rows)

@@ -131,7 +131,10 @@ def bidirectional_decode(
         if K % 2:
             raise KexueError(f"the paper's beam splits num_beams between the directions: it must be even, got {K}")
         K //= 2
-        search = Beam(K, search.length_penalty, search.early_stopping)
+    # paired streams keep their B*K rows each (the pair state is indexed by them): no row leaves;
+    # directions decoded apart drop decided rows as decode() does, and give exactly its results
+    drop = search.drop_finished and not paired
+    search = Beam(K, search.length_penalty, search.early_stopping, drop_finished=drop)
     B, L = inputs.shape[0], stopping.max_new_tokens
     validate_lengths(procs.processors, 1 + L)
     dev = inputs.device

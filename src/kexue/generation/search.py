@@ -193,6 +193,7 @@ class _Beams:
     improvable: torch.Tensor  # (B, 1) HF's early-stop heuristic still unsatisfied
     prompt_len: int
     stopping: Stopping
+    active: torch.Tensor  # (b,) rows of the batch still decoded, K model rows each, in the model's order
     t: int = 0
     stop: bool = False
 
@@ -207,17 +208,29 @@ class Beam(Search):
     running beam, at its current length, cannot beat the worst finished one; ``"never"`` uses
     the best length it could still reach (the canonical rule with ``length_penalty`` 0).
 
+    A row of the batch whose result can no longer change (no running beam can beat its pool, or
+    with ``early_stopping=True`` its pool is full) leaves the batch with its K beams
+    (``drop_finished``, the default): the model stops computing them, where ``generate`` keeps
+    stepping every row until the last one is done. The results are the same either way.
+
     Example: ``decode(step, prompt, search=Beam(4, length_penalty=1.0), stopping=Stopping(50, eos))``.
     """
 
     log_probs = True
 
-    def __init__(self, num_beams: int, length_penalty: float = 1.0, early_stopping: bool | str = False):
+    def __init__(
+        self,
+        num_beams: int,
+        length_penalty: float = 1.0,
+        early_stopping: bool | str = False,
+        drop_finished: bool = True,
+    ):
         if isinstance(num_beams, bool) or not isinstance(num_beams, int) or num_beams < 1:
             raise KexueError(f"num_beams must be an integer >= 1, got {num_beams!r}")
         if early_stopping not in (True, False, "never"):
             raise KexueError(f"early_stopping must be true, false or 'never', got {early_stopping!r}")
         self.num_beams, self.length_penalty, self.early_stopping = num_beams, float(length_penalty), early_stopping
+        self.drop_finished = bool(drop_finished)
 
     def start(self, batch, prompt_len, stopping, device):
         K, L = self.num_beams, stopping.max_new_tokens
@@ -235,17 +248,21 @@ class Beam(Search):
             torch.ones(batch, 1, dtype=torch.bool, device=device),
             prompt_len,
             stopping,
+            torch.arange(batch, device=device),
         )
 
     def step(self, run, tokens, scores, generator):
-        B, K = run.running.shape
+        K = self.num_beams
+        act = run.active  # the rows of the batch in the model's rows, K each
+        b = len(act)
         V, t, L = scores.shape[-1], run.t, run.stopping.max_new_tokens
         eos = run.stopping.eos_token_id
-        total = (scores.view(B, K, V) + run.running[:, :, None]).view(B, K * V)
-        top, flat = torch.topk(total, 2 * K, dim=1)  # (B, 2K), sorted
+        running = run.running.index_select(0, act)
+        total = (scores.view(b, K, V) + running[:, :, None]).view(b, K * V)
+        top, flat = torch.topk(total, 2 * K, dim=1)  # (b, 2K), sorted
         parent, token = flat // V, flat % V  # beam within the row, token id
-        offset = (torch.arange(B, device=scores.device) * K)[:, None]
-        token_lp = scores.view(B * K, V)[(parent + offset).view(-1), token.view(-1)].view(B, 2 * K)
+        offset = (torch.arange(b, device=scores.device) * K)[:, None]
+        token_lp = scores.view(b * K, V)[(parent + offset).view(-1), token.view(-1)].view(b, 2 * K)
         ends = torch.zeros_like(token, dtype=torch.bool) if eos is None else token == eos
         if t + 1 >= L:
             ends = torch.ones_like(ends)
@@ -253,15 +270,17 @@ class Beam(Search):
         # finished candidates among the top K enter the pool (HF _update_finished_beams)
         enter = ends.clone()
         enter[:, K:] = False
-        full = run.pool_done.all(1, keepdim=True) & (self.early_stopping is True)
-        enter = enter & ~full & run.improvable
+        full = run.pool_done.index_select(0, act).all(1, keepdim=True) & (self.early_stopping is True)
+        improvable = run.improvable.index_select(0, act)
+        enter = enter & ~full & improvable
         if bool(enter.any()):  # most steps nothing ends: skip building candidate sequences
-            self._update_pool(run, tokens, parent, token, token_lp, top, enter)
+            self._update_pool(run, act, tokens, parent, token, token_lp, top, enter)
         # the best K candidates that did not end keep running (HF _get_running_beams_for_next_iteration)
         alive = top + ends.float() * NEG
-        nxt = torch.topk(alive, K, dim=1).indices  # (B, K)
-        run.running = alive.gather(1, nxt)
-        src = (parent.gather(1, nxt) + offset).view(-1)  # (B*K,) flat parent rows
+        nxt = torch.topk(alive, K, dim=1).indices  # (b, K)
+        running = alive.gather(1, nxt)
+        run.running[act] = running
+        src = (parent.gather(1, nxt) + offset).view(-1)  # (b*K,) flat parent rows
         run.run_lp = run.run_lp.index_select(0, src)
         run.run_lp[:, t] = token_lp.gather(1, nxt).view(-1)
         run.t = t + 1
@@ -271,38 +290,51 @@ class Beam(Search):
             best_len = L
         else:
             best_len = run.t
-        best_running = run.running[:, :1] / float(best_len) ** self.length_penalty
-        worst = torch.where(
-            run.pool_done, run.pool_scores.min(1, keepdim=True).values, torch.full_like(run.pool_scores, NEG)
-        )
-        run.improvable = run.improvable & (best_running > worst).any(1, keepdim=True)
-        open_beams = not (bool(run.pool_done.all()) and self.early_stopping is True)
-        run.stop = not (bool(run.improvable.any()) and open_beams and not bool(ends.all()))
-        return token.gather(1, nxt).view(-1), src
+        best_running = running[:, :1] / float(best_len) ** self.length_penalty
+        pool_done, pool_scores = run.pool_done.index_select(0, act), run.pool_scores.index_select(0, act)
+        worst = torch.where(pool_done, pool_scores.min(1, keepdim=True).values, torch.full_like(pool_scores, NEG))
+        improvable = improvable & (best_running > worst).any(1, keepdim=True)
+        run.improvable[act] = improvable
+        chosen = token.gather(1, nxt).view(-1)
+        # a row is decided when its pool can no longer change: no running beam can improve it, or
+        # (early_stopping=True) it is full; generate keeps stepping it, its result stays the same
+        decided = ~improvable[:, 0]
+        if self.early_stopping is True:
+            decided = decided | pool_done.all(1)
+        if bool(decided.all()) or bool(ends.all()):
+            run.stop = True
+        elif self.drop_finished and bool(decided.any()):
+            keep = (~decided).nonzero()[:, 0]
+            run.active = act[keep]
+            rows = (keep[:, None] * K + torch.arange(K, device=keep.device)).view(-1)
+            run.run_lp = run.run_lp.index_select(0, rows)
+            return chosen.index_select(0, rows), src.index_select(0, rows)
+        return chosen, src
 
-    def _update_pool(self, run, tokens, parent, token, token_lp, top, enter):
-        B, K = run.running.shape
+    def _update_pool(self, run, act, tokens, parent, token, token_lp, top, enter):
+        K, b = self.num_beams, len(act)
         t, L = run.t, run.stopping.max_new_tokens
         eos = run.stopping.eos_token_id
-        gen = tokens[:, run.prompt_len :].view(B, K, t)  # (B, K, t) generated so far
-        cand_tokens = torch.full((B, 2 * K, L), run.stopping.pad, dtype=torch.long, device=top.device)
-        cand_tokens[:, :, :t] = gen.gather(1, parent[:, :, None].expand(B, 2 * K, t))
+        gen = tokens[:, run.prompt_len :].view(b, K, t)  # (b, K, t) generated so far
+        cand_tokens = torch.full((b, 2 * K, L), run.stopping.pad, dtype=torch.long, device=top.device)
+        cand_tokens[:, :, :t] = gen.gather(1, parent[:, :, None].expand(b, 2 * K, t))
         cand_tokens[:, :, t] = token
-        cand_lp = torch.zeros(B, 2 * K, L, device=top.device)
-        cand_lp[:, :, :t] = run.run_lp.view(B, K, L)[:, :, :t].gather(1, parent[:, :, None].expand(B, 2 * K, t))
+        cand_lp = torch.zeros(b, 2 * K, L, device=top.device)
+        cand_lp[:, :, :t] = run.run_lp.view(b, K, L)[:, :, :t].gather(1, parent[:, :, None].expand(b, 2 * K, t))
         cand_lp[:, :, t] = token_lp
         # score sum log p / length ** penalty; candidates that may not enter get HF's -1e9
         cand_scores = top / float(t + 1) ** self.length_penalty + (~enter).float() * NEG
-        merged = torch.cat([run.pool_scores, cand_scores], 1)  # (B, 3K)
-        keep = torch.topk(merged, K, dim=1).indices  # (B, K)
-        k3 = keep[:, :, None].expand(B, K, L)
-        run.pool_tokens = torch.cat([run.pool_tokens, cand_tokens], 1).gather(1, k3)
-        run.pool_lp = torch.cat([run.pool_lp, cand_lp], 1).gather(1, k3)
-        run.pool_scores = merged.gather(1, keep)
-        run.pool_len = torch.cat([run.pool_len, torch.full_like(token, t + 1)], 1).gather(1, keep)
+        merged = torch.cat([run.pool_scores.index_select(0, act), cand_scores], 1)  # (b, 3K)
+        keep = torch.topk(merged, K, dim=1).indices  # (b, K)
+        k3 = keep[:, :, None].expand(b, K, L)
+        run.pool_tokens[act] = torch.cat([run.pool_tokens.index_select(0, act), cand_tokens], 1).gather(1, k3)
+        run.pool_lp[act] = torch.cat([run.pool_lp.index_select(0, act), cand_lp], 1).gather(1, k3)
+        run.pool_scores[act] = merged.gather(1, keep)
+        lengths = torch.full_like(token, t + 1)
+        run.pool_len[act] = torch.cat([run.pool_len.index_select(0, act), lengths], 1).gather(1, keep)
         ended_eos = token == eos if eos is not None else torch.zeros_like(enter)
-        run.pool_eos = torch.cat([run.pool_eos, ended_eos], 1).gather(1, keep)
-        run.pool_done = torch.cat([run.pool_done, enter], 1).gather(1, keep)
+        run.pool_eos[act] = torch.cat([run.pool_eos.index_select(0, act), ended_eos], 1).gather(1, keep)
+        run.pool_done[act] = torch.cat([run.pool_done.index_select(0, act), enter], 1).gather(1, keep)
 
     def done(self, run):
         return run.stop or run.t >= run.stopping.max_new_tokens

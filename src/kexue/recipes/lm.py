@@ -800,8 +800,8 @@ def termination_study(
     100): a step of 100 rows takes 35 ms (greedy) to 115 ms (nucleus, which sorts the vocabulary),
     a step of one row about 7 ms. A decoder on 1,000 prefixes whose continuations all run to
     L = 1,500 (a model that never stops) takes about 10 to 35 minutes; one that stops after about
-    25 tokens except on 1 % of prefixes about 2 minutes (beam: about 10, as a beam batch runs until
-    its last row ends).
+    25 tokens except on 1 % of prefixes about 2 minutes (beam search too: a prefix whose beams are
+    decided leaves the batch, see :class:`~kexue.generation.Beam`).
 
     Args:
         models: comma-separated name=run_folder pairs of `kexue lm train` runs, e.g. vanilla=runs/lm-va,st=runs/lm-st.
