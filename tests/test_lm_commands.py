@@ -12,6 +12,7 @@ import torch
 
 from kexue.cli import main
 from kexue.commands import lm
+from kexue.errors import KexueError
 from kexue.recipes import lm as recipe
 from kexue.recipes.lm import LMTrainSettings
 
@@ -358,3 +359,35 @@ def test_reproduce_and_commands_of_articles_2_and_5_reach_the_library_only_throu
             "kexue.recipes.lm",
             "kexue.recipes.onlstm",
         }
+
+
+def test_a_resumed_study_reads_back_what_it_measured_and_decodes_the_rest(corpus, tmp_path, monkeypatch):
+    run = tmp_path / "va"
+    settings = LMTrainSettings(dim=8, layers=1, dropout=0.0, steps=3, batch_size=4, bptt=8, eval_every=0)
+    lm.train(corpus=str(corpus), settings=settings, out=run)
+    kw = dict(models=f"a={run}", decoders="greedy,ancestral,topk", prefixes=4, cap=6, corpus=str(corpus))
+    straight = lm.termination(**kw, out=tmp_path / "straight")
+    decoded = []
+    real = recipe.decode_in_chunks
+
+    def counting(model, prompts, dec, *args):
+        decoded.append(dec)
+        if dec == "topk" and len(decoded) == 3:  # the first run dies at its third decoder
+            raise KeyboardInterrupt
+        return real(model, prompts, dec, *args)
+
+    monkeypatch.setattr(recipe, "decode_in_chunks", counting)
+    with pytest.raises(KeyboardInterrupt):
+        lm.termination(**kw, out=tmp_path / "t")
+    landed = json.loads((tmp_path / "t" / "results.json").read_text())
+    assert "termination.a.ancestral.nonterminating" in landed and "termination.a.topk.nonterminating" not in landed
+    decoded.clear()
+    resumed = lm.termination(**kw, out=tmp_path / "t", resume=True)
+    assert decoded == ["topk"]  # greedy and ancestral read back
+    assert resumed == straight  # seeded per decoder: the same figures as one straight run
+    assert (
+        "--resume"
+        not in json.loads((tmp_path / "t" / "results.json").read_text())["termination.a.topk.mean_length"]["command"]
+    )
+    with pytest.raises(KexueError, match="prefixes 4 -> 3"):
+        lm.termination(**{**kw, "prefixes": 3}, out=tmp_path / "t", resume=True)

@@ -430,7 +430,7 @@ def _make_run_dir(
         if not _is_run_folder(out):
             raise KexueError(f"--resume: {out} is not a kexue run folder (no kexue config.yaml)")
         if not _holds_work(out):
-            raise KexueError(f"--resume: {out} holds no checkpoint or weights to resume from")
+            raise KexueError(f"--resume: {out} holds no checkpoint, weights or results to resume from")
         _compare_for_resume(out, command, plain, may_change)
         clean_temporaries(out)
         _resumed_configs.append((out / "config.yaml", read_text(out / "config.yaml", "run config")))
@@ -456,7 +456,8 @@ def _make_run_dir(
 
 
 def _holds_work(folder: Path) -> bool:
-    return any(folder.rglob("*.safetensors"))
+    """Weights, a checkpoint, or figures already measured (a study writes each as it lands)."""
+    return any(folder.rglob("*.safetensors")) or (folder / "results.json").is_file()
 
 
 def discard_failed_runs() -> None:

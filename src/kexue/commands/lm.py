@@ -87,6 +87,7 @@ def termination(
     results: Path | None = None,
     overwrite: bool = False,
     out: Path | None = None,
+    resume: bool = False,
 ) -> dict[str, float]:
     """The non-termination study (Welleck et al. 2020): each model x decoder on 10-word PTB test prefixes.
 
@@ -107,11 +108,13 @@ def termination(
         results: also write the figures to this results JSON (e.g. benchmarks/results/termination.json).
         overwrite: replace what a non-empty --out holds.
         out: run folder (default runs/lm-termination-<time>).
+        resume: continue the study in --out (same settings): the model x decoder pairs already in
+            its results.json are read back, the others decoded (each lands there as it is measured).
     Returns:
         Flat mapping termination.<model>.<decoder>.<metric> and termination.<model>.{ppl,test_ppl}.
     """
     study = recipe.termination_study(
-        models, decoders, prefixes, cap, corpus, seed, chunk, threads, results, overwrite, out
+        models, decoders, prefixes, cap, corpus, seed, chunk, threads, results, overwrite, out, resume
     )
     n_models, n_decoders = len(recipe.parse_models(models)), len(recipe.parse_decoders(decoders))
     print(f"termination: {n_models} models x {n_decoders} decoders, {prefixes} prefixes, cap {cap} -> {study.out}")

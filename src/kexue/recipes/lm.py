@@ -774,6 +774,12 @@ class TerminationRun:
         return {f.key: f.value for f in self.figures}
 
 
+def _not_yet_read(done: dict[str, dict], figures: list[Figure]) -> list[Figure]:
+    """Figures of the resumed run not re-read yet (kept in the run's results.json meanwhile)."""
+    have = {f.key for f in figures}
+    return [Figure(k, v["value"], command=v["command"]) for k, v in done.items() if k not in have]
+
+
 def termination_study(
     models: str,
     decoders: str = ",".join(DECODERS),
@@ -786,6 +792,7 @@ def termination_study(
     results: Path | None = None,
     overwrite: bool = False,
     out: Path | None = None,
+    resume: bool = False,
 ) -> TerminationRun:
     """The non-termination study: each model x decoder on 10-word test prefixes, into a run folder.
 
@@ -816,6 +823,9 @@ def termination_study(
         results: also merge the figures into this results JSON (e.g. benchmarks/results/termination.json).
         overwrite: replace what a non-empty ``out`` holds.
         out: run folder (default runs/lm-termination-<time>).
+        resume: continue the study in ``out`` (the same settings): each model x decoder lands in
+            ``out/results.json`` as soon as it is measured, and those already there are read back,
+            not decoded again (every decoder is seeded on its own: the figures are the same).
     Returns:
         A :class:`TerminationRun`: the run folder and the figures termination.<model>.<decoder>.<metric>,
         termination.<model>.ppl (the test perplexity of ``corpus``, measured here as the model was
@@ -850,8 +860,9 @@ def termination_study(
     )
     set_threads(threads)
     config = {k: v for k, v in arguments.items()}
-    out = make_run_dir(out, TERMINATION_COMMAND, config, overwrite=overwrite)
-    cmd = command_line("lm termination", termination_study, arguments)
+    out = make_run_dir(out, TERMINATION_COMMAND, config, resume=resume, overwrite=overwrite)
+    cmd = command_line("lm termination", termination_study, {k: v for k, v in arguments.items() if k != "resume"})
+    done = load_results(out / "results.json") if resume and (out / "results.json").exists() else {}
     figures = []
     bar = progress(total=len(pairs) * len(names), desc="termination")
     for name, run in pairs:
@@ -863,11 +874,19 @@ def termination_study(
         figures.append(Figure(f"termination.{name}.test_ppl", test_ppl, command=cmd))
         prompts = prefix_prompts(vocab, corpus, prefixes, sentences=test_s)
         for dec in names:
+            prefix = f"termination.{name}.{dec}."
+            earlier = {k: v["value"] for k, v in done.items() if k.startswith(prefix)}
+            if f"{prefix}nonterminating" in earlier:  # measured by the run this one resumes
+                figures += [Figure(k, v, command=cmd) for k, v in earlier.items()]
+                bar.update(1)
+                bar.write(f"{name:>10} {dec:>16}: read back from {out / 'results.json'}")
+                continue
             t0 = time.perf_counter()
             o = decode_in_chunks(model, prompts, dec, vocab.eos, cap, seed, chunk)
             row = termination_rows(o, vocab.eos)
             for metric, value in row.items():
-                figures.append(Figure(f"termination.{name}.{dec}.{metric}", value, command=cmd))
+                figures.append(Figure(f"{prefix}{metric}", value, command=cmd))
+            write_results(out / "results.json", figures + _not_yet_read(done, figures))  # lands now
             bar.update(1)
             bar.write(
                 f"{name:>10} {dec:>16}: non-terminating {row['nonterminating']:.3f}, "
