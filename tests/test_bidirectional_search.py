@@ -9,6 +9,7 @@ import torch
 from kexue.errors import KexueError
 from kexue.generation import Beam, Greedy, Stopping, decode
 from kexue.generation.bidirectional import bidirectional_decode
+from kexue.generation.search import NEG
 from kexue.models.seq2seq import SyncBidirectionalTransformer, seq2seq_loss
 from kexue.training import TensorBatches, TrainConfig, fit
 
@@ -261,3 +262,58 @@ def test_bad_arguments_are_one_line_errors(half_trained_one_direction_model):
         bidirectional_decode(bidir, src, scoring="best")
     with pytest.raises(KexueError, match="kexue.generation.bidirectional"):
         bidir.start(src, "l2r")
+
+
+class PrefixSeq2Seq:
+    """A decoder without the cross term whose logits depend only on a row's source token and its own
+    prefix (seeded by them and a salt): rows finish at different steps, each row computed alone."""
+
+    cross, pad_id, V = False, 9, 6
+
+    def __init__(self, salt: int):
+        self.salt = salt
+
+    def bos(self, d):
+        return 7 if d == "l2r" else 8
+
+    def start(self, inputs, d, K):
+        return inputs[:, 0].repeat_interleave(K), torch.zeros(len(inputs) * K, 0, dtype=torch.long)
+
+    def step(self, tokens, state):
+        src, prefix = state
+        prefix = torch.cat([prefix, tokens], 1)
+        out = []
+        for s, row in zip(src.tolist(), prefix.tolist()):
+            g = torch.Generator().manual_seed(hash((self.salt, s, *row)) % 2**31)
+            logits = 2 * torch.randn(self.V, generator=g)
+            logits[0] += 0.7 * (len(row) - 1) * (1 + s) / 4  # eos (id 0) comes sooner for later sources
+            out.append(logits)
+        return torch.stack(out), (src, prefix)
+
+
+@pytest.mark.parametrize("early_stopping", [True, False, "never"])
+@pytest.mark.parametrize("length_penalty", [1.0, 0.0, -1.0])
+def test_rows_leaving_each_direction_give_the_same_winners_with_the_early_exit(length_penalty, early_stopping):
+    """Directions decoded apart drop decided rows; the early exit must read those rows as decided
+    (a reviewer's case: a row that left with a full pool was never settled, so the other direction
+    kept decoding it). Winners, and every direction's real hypotheses, agree with keeping all rows;
+    a row settled before a direction finished any hypothesis holds a placeholder there (score NEG)."""
+    inputs = torch.arange(5)[:, None]
+    for salt in range(4):
+        out = {
+            drop: bidirectional_decode(
+                PrefixSeq2Seq(salt),
+                inputs,
+                search=Beam(2, length_penalty, early_stopping, drop_finished=drop),
+                stopping=Stopping(12, 0),
+                early_exit=True,
+            )
+            for drop in (False, True)
+        }
+        a, b = out[False], out[True]
+        assert a.sequences() == b.sequences() and torch.equal(a.scores, b.scores) and a.direction == b.direction
+        for d in ("l2r", "r2l"):
+            real = getattr(a, d).scores > NEG / 2
+            assert torch.equal(real, getattr(b, d).scores > NEG / 2), (salt, d)
+            for row in real.nonzero()[:, 0].tolist():
+                assert getattr(a, d).sequences()[row] == getattr(b, d).sequences()[row], (salt, d, row)

@@ -222,6 +222,18 @@ def test_the_lean_step_is_used_only_where_it_reproduces_the_model(model):
     finally:
         handle.remove()
     step = HFStep(model)
+    handle = model.transformer.h[0].mlp.register_forward_hook(lambda *a: None)  # added after HFStep was made
+    try:
+        _, state = step(torch.tensor([[3, 4]]), None)
+        assert not isinstance(state.cache, list)  # checked again at the start of a decode: the model's forward
+    finally:
+        handle.remove()
+    model.train()
+    try:
+        assert not isinstance(step(torch.tensor([[3, 4]]), None)[1].cache, list)  # dropout: the model's forward
+    finally:
+        model.eval()
     _, state = step(torch.tensor([[3, 4]]), None)
+    assert isinstance(state.cache, list)
     with pytest.raises(KexueError, match="cannot take one later"):
         step(torch.tensor([[5]]), state, attention_mask=torch.ones(1, 3, dtype=torch.long))

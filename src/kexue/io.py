@@ -11,7 +11,7 @@ refuse paths that cannot be written before any work starts.
 Run folders: :func:`make_run_dir` validates ``--out`` (refuses a non-empty folder unless
 ``resume`` or ``overwrite``; on resume compares the new config with the saved one), cleans
 temporaries left by an interrupted run, and only then creates the folder and writes
-``config.yaml``. A folder this process created that holds no weights is removed again when the
+``config.yaml``. A folder this process created that holds no weights (nor measured results) is removed again when the
 command fails (:func:`discard_failed_runs`, called by the CLI), so a failed command never
 leaves something that looks like a trained run.
 """
@@ -463,7 +463,7 @@ def _holds_work(folder: Path) -> bool:
 def discard_failed_runs() -> None:
     """Undo what a failed command did to run folders (called by the CLI when a command fails).
 
-    Removes the run folders this process created that hold no weights, and puts back the
+    Removes the run folders this process created that hold no weights or results.json, and puts back the
     ``config.yaml`` of a resumed run as it was before the resume.
     """
     while _resumed_configs:

@@ -138,8 +138,13 @@ def _lean_gpt2(model: torch.nn.Module) -> LeanGPT2 | None:
         return None
     if cfg.add_cross_attention or getattr(cfg, "_attn_implementation", None) != "sdpa":
         return None  # eager attention computes softmax(QK^T)V itself: other rounding than sdpa
+    if model.training:
+        return None  # dropout
     modules = list(model.modules())
-    if any(m._forward_hooks or m._forward_pre_hooks for m in modules):
+    hooks = torch.nn.modules.module
+    if any(m._forward_hooks or m._forward_pre_hooks for m in modules) or (
+        hooks._global_forward_hooks or hooks._global_forward_pre_hooks
+    ):
         return None  # hooks (offloading, adapters) run only through the modules' __call__
     params = list(model.parameters())
     if len({p.device for p in params}) != 1:
@@ -249,7 +254,8 @@ class HFStep:
         self.head = _plain_head(model) if fast_head else None
         # transformers 5 renamed the cache argument; both name the same cache object
         self.cache_arg = "cache" if major >= 5 else "past_key_values"
-        self.lean = _lean_gpt2(self.model) if lean and cache == "inplace" and self.head is not None else None
+        self.lean_wanted = bool(lean) and cache == "inplace" and self.head is not None
+        self.lean = _lean_gpt2(self.model) if self.lean_wanted else None
 
     def new_cache(self):
         from transformers import DynamicCache
@@ -267,6 +273,8 @@ class HFStep:
     def __call__(self, tokens: torch.Tensor, state: HFState | None, attention_mask: torch.Tensor | None = None):
         """``tokens`` (N, t) new ids; ``attention_mask`` (N, S) 0 on left padding, S = cached + t."""
         t = tokens.shape[1]
+        if state is None and self.lean_wanted:  # hooks, attention or mode may have changed: check again
+            self.lean = _lean_gpt2(self.model)
         if self.lean is not None and attention_mask is None and (state is None or isinstance(state.cache, list)):
             if state is None:
                 state = HFState(self.lean.new_cache(self.capacity), 0)

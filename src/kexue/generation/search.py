@@ -211,7 +211,9 @@ class Beam(Search):
     A row of the batch whose result can no longer change (no running beam can beat its pool, or
     with ``early_stopping=True`` its pool is full) leaves the batch with its K beams
     (``drop_finished``, the default): the model stops computing them, where ``generate`` keeps
-    stepping every row until the last one is done. The results are the same either way.
+    stepping every row until the last one is done. The search itself is the same either way; the
+    numbers can differ in the last bits when the model's matrix products round differently for a
+    smaller batch (as they do between any two batch sizes).
 
     Example: ``decode(step, prompt, search=Beam(4, length_penalty=1.0), stopping=Stopping(50, eos))``.
     """
@@ -301,6 +303,7 @@ class Beam(Search):
         decided = ~improvable[:, 0]
         if self.early_stopping is True:
             decided = decided | pool_done.all(1)
+            run.improvable[act] = improvable & ~decided[:, None]  # a full pool is final: say so (early exits read it)
         if bool(decided.all()) or bool(ends.all()):
             run.stop = True
         elif self.drop_finished and bool(decided.any()):
