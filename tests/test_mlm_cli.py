@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 import pytest
 import torch
@@ -185,13 +184,11 @@ def test_real_minilm_gets_a_new_tied_head():
 
     from kexue.models.mlm import minilm_dir, minilm_mlm
 
-    t0 = time.perf_counter()
     model = minilm_mlm()
     assert model.cls.predictions.decoder.weight.data_ptr() == model.bert.embeddings.word_embeddings.weight.data_ptr()
     state = load_file(str(minilm_dir() / "model.safetensors"))
     key = next(k for k in state if k.endswith("encoder.layer.5.output.dense.weight"))
     assert torch.equal(model.bert.encoder.layer[5].output.dense.weight, state[key])
-    assert time.perf_counter() - t0 < 10
     assert isinstance(MaskedLM(model, 0), torch.nn.Module)
 
 

@@ -1,7 +1,6 @@
 """Text pairs: users' TSV / JSONL readers, split by group, the committed snapshots, tokenizers."""
 
 import gzip
-import time
 import unicodedata
 
 import pytest
@@ -274,11 +273,9 @@ def test_chinese_corpus_round_trips_through_its_character_tokenizer(chinese, tmp
     assert unseen.ids == [tokenizer.token_to_id("<unk>")]
 
 
-def test_english_bpe_trains_fast_and_round_trips_normalised_text(english, tmp_path):
+def test_english_bpe_trains_and_round_trips_normalised_text(english, tmp_path):
     texts = [t for p in english.train[:300] for t in (p.source, p.target)]
-    start = time.perf_counter()
     tokenizer = train_bpe(texts, vocab_size=600)
-    assert time.perf_counter() - start < 1.0
     assert [tokenizer.token_to_id(t) for t in SPECIALS] == list(range(len(SPECIALS)))
     tokenizer = load_tokenizer(save_tokenizer(tokenizer, tmp_path))
     for text in texts + [p.source for p in english.test[:50]] + ["ﬁle  ｆｕｌｌ width, two  spaces ✓"]:
