@@ -296,14 +296,14 @@ class Beam(Search):
         pool_done, pool_scores = run.pool_done.index_select(0, act), run.pool_scores.index_select(0, act)
         worst = torch.where(pool_done, pool_scores.min(1, keepdim=True).values, torch.full_like(pool_scores, NEG))
         improvable = improvable & (best_running > worst).any(1, keepdim=True)
-        run.improvable[act] = improvable
         chosen = token.gather(1, nxt).view(-1)
         # a row is decided when its pool can no longer change: no running beam can improve it, or
-        # (early_stopping=True) it is full; generate keeps stepping it, its result stays the same
+        # (early_stopping=True) it is full; generate keeps stepping it, its result stays the same.
+        # A decided row is marked not improvable (the bidirectional early exit reads the flag).
         decided = ~improvable[:, 0]
         if self.early_stopping is True:
             decided = decided | pool_done.all(1)
-            run.improvable[act] = improvable & ~decided[:, None]  # a full pool is final: say so (early exits read it)
+        run.improvable[act] = improvable & ~decided[:, None]
         if bool(decided.all()) or bool(ends.all()):
             run.stop = True
         elif self.drop_finished and bool(decided.any()):

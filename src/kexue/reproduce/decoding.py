@@ -9,6 +9,7 @@ speed against transformers' ``generate`` (``kexue bench decoding``; needs the ``
 from __future__ import annotations
 
 import importlib.util
+import inspect
 from pathlib import Path
 
 from kexue.io import save_figure
@@ -67,7 +68,6 @@ SPEED = {
     False: dict(grid="1x128,8x512"),
 }
 SPEED_MODES = ("greedy", "beam4", "top_p")
-SPEED_TARGET = 1.2  # issue 16's target for every mode, batch 8 x 128 (a project goal, not a published figure)
 
 
 def speed_table(measured: dict[str, dict], cells: list[tuple[str, str]]) -> str:
@@ -95,25 +95,28 @@ def speed(out: Path, quick: bool) -> tuple[list[Figure], str]:
     """Run ``kexue bench decoding`` into ``out``; its figures and a paragraph with the table."""
     if importlib.util.find_spec("transformers") is None:
         return [], "Decoding speed against `generate`: not measured (needs transformers: `pip install 'kexue[hf]'`)."
+    from kexue.bench.decoding import TARGETS, parse_grid
     from kexue.bench.decoding import decoding as bench_decoding
-    from kexue.bench.decoding import parse_grid
 
-    kw = SPEED[quick]
-    bench_decoding(threads=1, out=out, **kw)
+    bench_decoding(threads=1, out=out, **SPEED[quick])
+    # the settings as run: the bench's defaults with ours over them
+    defaults = {k: p.default for k, p in inspect.signature(bench_decoding).parameters.items()}
+    a = {**defaults, **SPEED[quick]}
     measured = load_results(out / "results.json")
     figures = [Figure(k, v["value"], v["published"], v["source"], v["command"]) for k, v in measured.items()]
     figures = [f for f in figures if ".speedup_vs_hf." in f.key or ".parity." in f.key]
-    batch, new = 8, kw.get("new_tokens", 128)
-    cells = [("", f"batch {batch}, {new} new tokens")]
-    cells += [(f"b{b}_n{n}.", f"batch {b}, {n} new tokens") for b, n in parse_grid(kw.get("grid"))]
-    shape = f"{kw.get('layers', 6)} layers × width {kw.get('width', 384)}"
+    cells = [("", f"batch {a['batch']}, {a['new_tokens']} new tokens")]
+    cells += [(f"b{b}_n{n}.", f"batch {b}, {n} new tokens") for b, n in parse_grid(a["grid"])]
+    target = TARGETS["speedup_vs_hf"]["greedy"]
+    full = {k: defaults[k] for k in ("batch", "new_tokens")}
     text = (
         f"Decoding speed: our `decode` over transformers' `generate`, the same random-init GPT-2-shape model "
-        f"({shape}, vocabulary 50,257), the same prompts of 16 tokens, one thread, median of "
-        f"{kw.get('repeats', 3)} interleaved runs, on {describe_machine()} (`{figures[0].command}`). Greedy and "
-        "beam-4 (length penalty 1, no early stopping) must give identical tokens; top-p 0.9 draws from the same "
-        f"seed. The project's target is {SPEED_TARGET}× in every mode at batch 8 × 128 new tokens "
-        f"(the full mode's first row){'; quick mode times a smaller model and is no test of it' if quick else ''}.\n\n"
+        f"({a['layers']} layers × width {a['width']}, vocabulary {a['vocab']:,}), the same prompts of "
+        f"{a['prompt_len']} tokens, one thread, median of {a['repeats']} interleaved runs, on {describe_machine()} "
+        f"(`{figures[0].command}`). Greedy and beam-4 (length penalty 1, no early stopping) must give identical "
+        f"tokens; top-p 0.9 draws from the same seed. The project's target is {target}× in every mode at batch "
+        f"{full['batch']} × {full['new_tokens']} new tokens (the full mode's first row)"
+        f"{'; quick mode times a smaller model and is no test of it' if quick else ''}.\n\n"
         + speed_table(measured, cells)
     )
     return figures, text
