@@ -137,3 +137,64 @@ def test_beam_rows_that_are_decided_leave_the_batch_with_the_same_results(early_
     assert lm[True].rows[0] == 18 and lm[True].rows[-1] < 18 and lm[True].rows == sorted(lm[True].rows, reverse=True)
     assert all(n % 3 == 0 for n in lm[True].rows)  # a row leaves with all its beams
     assert sum(lm[True].rows) < sum(lm[False].rows)
+
+
+def _flat_top(scores, running, K):
+    """HF's selection: the top 2K of all K x V sums of a row (the reference of the fast path)."""
+    b, V = running.shape[0], scores.shape[1]
+    top, flat = torch.topk((scores.view(b, K, V) + running[:, :, None]).view(b, K * V), 2 * K, dim=1)
+    lp = scores.view(b, K * V).gather(1, flat)
+    return top, flat // V, flat % V, lp
+
+
+def test_the_per_beam_top_k_returns_what_the_top_k_over_all_sums_returns():
+    from kexue.generation.search import _top_candidates
+
+    g = torch.Generator().manual_seed(0)
+    K, b, V = 4, 3, 50
+    hits = 0
+    for trial in range(200):
+        scores = torch.randn(b * K, V, generator=g).log_softmax(-1)
+        running = torch.randn(b, K, generator=g) * 3
+        if trial % 4 == 1:  # the first step: only beam 0 may expand
+            running[:, 1:] = -1.0e9
+        got = _top_candidates(scores, running, K)
+        if got is not None:
+            hits += 1
+            for x, y in zip(got, _flat_top(scores, running, K)):
+                assert torch.equal(x, y)
+    assert hits == 200  # continuous random scores: no ties, the fast path always applies
+
+
+def test_the_per_beam_top_k_declines_ties_and_infinite_scores():
+    from kexue.generation.search import _top_candidates
+
+    K = 2
+    scores = torch.full((2, 10), -5.0)  # every token ties: the order of the sums is the top-k's to decide
+    assert _top_candidates(scores, torch.zeros(1, 2), K) is None
+    scores = torch.randn(2, 10).log_softmax(-1)
+    scores[:, 1:] = -math.inf  # one token per beam left: the third- and fourth-best sums are -inf
+    assert _top_candidates(scores, torch.zeros(1, 2), K) is None
+    scores = torch.randn(2, 10)
+    scores[1, 3] = math.nan
+    assert _top_candidates(scores, torch.zeros(1, 2), K) is None
+
+
+def test_beam_search_with_tied_scores_matches_the_top_k_over_all_sums(monkeypatch):
+    """Quantised log-probs tie often; the fast path then defers to the full top-k, so a beam
+    search with it returns exactly what one without it returns."""
+    import kexue.generation.search as search_module
+
+    g = torch.Generator().manual_seed(3)
+    table = (torch.randn(64, 12, generator=g) * 2).round().log_softmax(-1)  # few distinct values
+
+    def step(tokens, state):
+        last = tokens[:, -1] * 7 + tokens.shape[1]
+        return table[last % 64], state
+
+    prompt = torch.randint(0, 12, (3, 2), generator=g)
+    args = dict(search=Beam(3, 1.0), stopping=Stopping(9, 0))
+    fast = decode(step, prompt, **args)
+    monkeypatch.setattr(search_module, "_top_candidates", lambda *a: None)
+    slow = decode(step, prompt, **args)
+    assert torch.equal(fast.tokens, slow.tokens) and torch.equal(fast.scores, slow.scores)

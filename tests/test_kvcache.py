@@ -81,3 +81,34 @@ def test_wrong_row_count_is_one_clear_error_and_no_gradient_is_kept():
     assert not keys.requires_grad  # a decoding cache: values are detached
     with pytest.raises(KexueError, match="holds 2 rows but the step got 3"):
         buf.append(torch.randn(3, 1, 1, 3), torch.randn(3, 1, 1, 3))
+
+
+def test_a_beam_reorder_copies_only_where_the_two_rows_pasts_differ():
+    """Rows that share a past (a beam and the copy it was made from) copy only the tail after the
+    point where they parted; the result is still exactly the full gather's."""
+    g = torch.Generator().manual_seed(2)
+    buf = KVBuffer()
+    k = torch.randn(4, 2, 10, 3, generator=g)
+    buf.append(k, k)
+    ref = k
+    buf.move_rows(torch.tensor([0, 0, 0, 0]))  # every row becomes row 0: most of the buffer changes,
+    ref = ref[[0, 0, 0, 0]]
+    assert buf.copied == 4 * 10  # so it is gathered whole into the spare buffer
+    for _ in range(2):  # two steps: each row gets its own positions
+        k = torch.randn(4, 2, 1, 3, generator=g)
+        buf.append(k, k)
+        ref = torch.cat([ref, k], 2)
+    buf.move_rows(torch.tensor([1, 0, 2, 2]))  # a swap and a copy: the rows parted two positions ago
+    ref = ref[[1, 0, 2, 2]]
+    assert torch.equal(buf.keys, ref) and torch.equal(buf.values, ref)
+    assert buf.copied == 3 * 2  # three rows, the last two positions each, not 3 x 12
+
+
+def test_tail_groups_split_the_rows_where_it_saves_most():
+    from kexue.generation.kvcache import _tail_groups
+
+    moved, src = torch.tensor([0, 1, 2, 3]), torch.tensor([1, 0, 3, 2])
+    groups = _tail_groups(moved, src, torch.tensor([98, 2, 99, 97]), 100)
+    # one group would copy 4 x 98 positions; rows 0, 2, 3 from 97 and row 1 from 2 copy 3 x 3 + 98
+    assert [(r.tolist(), s.tolist(), start) for r, s, start in groups] == [([1], [0], 2), ([3, 0, 2], [2, 1, 3], 97)]
+    assert _tail_groups(moved, src, torch.tensor([5, 5, 5, 5]), 10)[0][2] == 5

@@ -51,6 +51,24 @@ def run_ours(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
     return out.tokens
 
 
+def cache_copy_share(model, prompt, new_tokens: int, eos: int) -> float:
+    """Beam-4's cache copying as a share of ``generate``'s: the positions our reorders copy (first
+    layer, every step) over those a whole-past gather of every row copies (what ``reorder_cache``
+    does). An untimed run of its own."""
+    counts = [0, 0]
+
+    def reorder(state, index):
+        buf = state.cache[0] if isinstance(state.cache, list) else state.cache.layers[0].buf
+        before = buf.length * len(index)
+        state = state.reorder(index)
+        counts[0] += buf.copied
+        counts[1] += before
+        return state
+
+    decode(HFStep(model), prompt, [], Beam(4, 1.0, False), Stopping(new_tokens, eos), reorder=reorder)
+    return counts[0] / counts[1] if counts[1] else 0.0
+
+
 def run_hf(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
     kw = {
         "greedy": {"do_sample": False},
@@ -117,8 +135,9 @@ def decoding(
         overwrite: replace an existing run folder ``out``.
         details: also copy the run's timings.json (with the machine facts) here.
     Returns:
-        decoding.speedup_vs_hf.<mode>, decoding.parity.<mode>, decoding.tokens_per_s.<ours|hf>.<mode>
-        (and the same with ``.b<BATCH>_n<NEW>`` before ``.<mode>`` for each ``grid`` cell).
+        decoding.speedup_vs_hf.<mode>, decoding.parity.<mode>, decoding.tokens_per_s.<ours|hf>.<mode>,
+        decoding.cache_copy_share.beam4 (:func:`cache_copy_share`, from an untimed run) (and the same
+        with ``.b<BATCH>_n<NEW>`` before ``.<mode>`` for each ``grid`` cell).
     """
     arguments = dict(locals())  # the call as made: its command line and config.yaml
     names = comma_names(modes, MODES, "--modes")
@@ -168,13 +187,18 @@ def decoding(
                 new_figures.append(Figure(f"decoding.tokens_per_s.{who}.{key}", generated / med[who], command=cmd))
             parity = token_parity(toks["ours"], toks["hf"], eos, sampled=mode == "top_p")
             new_figures.append(Figure(f"decoding.parity.{key}", parity, command=cmd))
+            share = None
+            if mode == "beam4":
+                share = cache_copy_share(model, prompt, cell_new, eos)
+                new_figures.append(Figure(f"decoding.cache_copy_share.{key}", share, command=cmd))
             figures += new_figures
             raw[key] = {"batch": cell_batch, "new_tokens": cell_new, "seconds": times, "median": med}
             if results is not None:  # each measurement lands as soon as it is made
                 write_results(results, new_figures, merge=True)
+            copies = "" if share is None else f"; the cache copies {share:.1%} of what generate's reorders copy"
             bar.write(
                 f"{key:>14}: ours {generated / med['ours']:.1f} tok/s, HF {generate_rate(generated, med['hf'])} tok/s, "
-                f"speed-up {speedup:.2f}x (batch {cell_batch}, {cell_new} new tokens)"
+                f"speed-up {speedup:.2f}x (batch {cell_batch}, {cell_new} new tokens){copies}"
             )
     bar.close()
     write_json(out / "timings.json", {"machine": machine, "command": cmd, "targets": TARGETS, "raw": raw})

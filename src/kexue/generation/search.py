@@ -260,11 +260,15 @@ class Beam(Search):
         V, t, L = scores.shape[-1], run.t, run.stopping.max_new_tokens
         eos = run.stopping.eos_token_id
         running = run.running.index_select(0, act)
-        total = (scores.view(b, K, V) + running[:, :, None]).view(b, K * V)
-        top, flat = torch.topk(total, 2 * K, dim=1)  # (b, 2K), sorted
-        parent, token = flat // V, flat % V  # beam within the row, token id
         offset = (torch.arange(b, device=scores.device) * K)[:, None]
-        token_lp = scores.view(b * K, V)[(parent + offset).view(-1), token.view(-1)].view(b, 2 * K)
+        picked = _top_candidates(scores, running, K) if V > 2 * K else None
+        if picked is None:  # HF's selection: the top 2K of all K x V sums of a row
+            total = (scores.view(b, K, V) + running[:, :, None]).view(b, K * V)
+            top, flat = torch.topk(total, 2 * K, dim=1)  # (b, 2K), sorted
+            parent, token = flat // V, flat % V  # beam within the row, token id
+            token_lp = scores.view(b * K, V)[(parent + offset).view(-1), token.view(-1)].view(b, 2 * K)
+        else:
+            top, parent, token, token_lp = picked
         ends = torch.zeros_like(token, dtype=torch.bool) if eos is None else token == eos
         if t + 1 >= L:
             ends = torch.ones_like(ends)
@@ -354,6 +358,32 @@ class Beam(Search):
             reasons,
             run.pool_scores[:, 0].clone(),
         )
+
+
+def _top_candidates(scores: torch.Tensor, running: torch.Tensor, K: int):
+    """Beam search's top ``2K`` continuations per batch row without building the (b, K x V) sums.
+
+    Each beam's best ``2K + 1`` tokens by log-probability (one top-k per beam), their sums with the
+    beam's score, then the best ``2K + 1`` of those ``K (2K + 1)`` sums. Rounding is monotone, so a
+    token outside its beam's best ``2K + 1`` sums to at most that beam's last candidate. When every
+    beam's last candidate is below the ``2K``-th sum, the ``2K`` kept sums are finite and the best
+    ``2K + 1`` are strictly decreasing, the result is exactly what the top-k over all ``K x V`` sums
+    returns (the same values in the same order: no tie for the order or the cut to depend on).
+    Otherwise (ties, NaN, -inf) None: the caller takes that top-k. It saves writing and reading the
+    (b, K x V) sums, about a millisecond a step for beam-4 over 8 prompts and GPT-2's vocabulary on
+    one CPU thread. Returns (sums, parent beam, token, log-prob), each (b, 2K).
+    """
+    n, V = scores.shape
+    b, k = n // K, 2 * K
+    lp, tok = torch.topk(scores, k + 1, dim=1)  # (b*K, 2K+1), sorted
+    sums = (lp.view(b, K, k + 1) + running[:, :, None]).view(b, K * (k + 1))
+    top, j = torch.topk(sums, k + 1, dim=1)  # one more than kept: is the boundary a tie?
+    last = sums.view(b, K, k + 1)[:, :, k]  # each beam's (2K+1)-th sum
+    distinct = (top[:, :-1] > top[:, 1:]).all()  # the kept sums and the next one: strictly decreasing
+    if not bool(torch.isfinite(top[:, :k]).all() & distinct & (last < top[:, k - 1 : k]).all()):
+        return None
+    top, j = top[:, :k], j[:, :k]
+    return top, j // (k + 1), tok.view(b, -1).gather(1, j), lp.view(b, -1).gather(1, j)
 
 
 def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -463,6 +493,7 @@ def decode(
         mbuf[:, :T0] = mask.repeat_interleave(K, 0) if K > 1 else mask
     run = search.start(B, T0, stopping, prompt.device)
     new = buf[:, :T0]
+    work = None  # the log-probs' buffer, reused every step (a fresh (N, V) tensor each step costs page faults)
     for t in range(stopping.max_new_tokens):
         if mask is None:
             logits, state = step(new, state)
@@ -470,7 +501,9 @@ def decode(
             logits, state = step(new, state, attention_mask=mbuf[:, : T0 + t])
         scores = logits.float()
         if search.log_probs:
-            scores = scores.log_softmax(-1)
+            if work is None or work.shape[1:] != scores.shape[1:] or len(work) < len(scores):
+                work = torch.empty_like(scores)
+            scores = torch.log_softmax(scores, -1, out=work[: len(scores)])
         seen = buf[:, : T0 + t]
         scores = procs(seen, scores)
         chosen, parent = search.step(run, seen, scores, generator)
