@@ -112,3 +112,28 @@ def test_tail_groups_split_the_rows_where_it_saves_most():
     # one group would copy 4 x 98 positions; rows 0, 2, 3 from 97 and row 1 from 2 copy 3 x 3 + 98
     assert [(r.tolist(), s.tolist(), start) for r, s, start in groups] == [([1], [0], 2), ([3, 0, 2], [2, 1, 3], 97)]
     assert _tail_groups(moved, src, torch.tensor([5, 5, 5, 5]), 10)[0][2] == 5
+
+
+def test_rows_that_left_and_come_back_are_copied_whole():
+    """A move that gathers into the spare buffer and drops a row, then a move back to more rows:
+    the returning row's old slots are stale, so it copies its whole past (the full gather's result)."""
+    g = torch.Generator().manual_seed(4)
+    buf = KVBuffer()
+    k = torch.randn(4, 1, 3, 2, generator=g)
+    buf.append(k, k)
+    ref = k
+    for index in ([3, 2, 1], [0, 1, 2, 0], [1], [0, 0, 0, 0, 0]):
+        buf.move_rows(torch.tensor(index))
+        ref = ref[index]
+        assert torch.equal(buf.keys, ref) and torch.equal(buf.values, ref)
+
+
+def test_a_move_with_nothing_cached_copies_nothing():
+    buf = KVBuffer()
+    k = torch.randn(2, 1, 3, 2)
+    buf.append(k, k)
+    buf.crop_to(0)
+    buf.move_rows(torch.tensor([1, 0, 0]))
+    assert buf.rows == 3 and buf.keys.shape == (3, 1, 0, 2) and buf.copied == 0
+    k2 = torch.randn(3, 1, 1, 2)
+    assert torch.equal(buf.append(k2, k2)[0], k2)

@@ -52,9 +52,9 @@ def run_ours(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
 
 
 def cache_copy_share(model, prompt, new_tokens: int, eos: int) -> float:
-    """Beam-4's cache copying as a share of ``generate``'s: the positions our reorders copy (first
-    layer, every step) over those a whole-past gather of every row copies (what ``reorder_cache``
-    does). An untimed run of its own."""
+    """Beam-4's cache copying: the positions our reorders copy (first layer, every step) over those
+    a whole-past gather of the same rows copies (what ``reorder_cache`` does; ``generate`` also keeps
+    the rows of decided prompts, so against it the share is at most this). An untimed run of its own."""
     counts = [0, 0]
 
     def reorder(state, index):

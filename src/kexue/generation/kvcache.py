@@ -13,8 +13,9 @@ buffer per layer of shape (rows, heads, capacity, dim):
 * the capacity doubles when full (one copy of the past per doubling, not one per step);
 * a row move (a beam reorder, finished rows leaving the batch) copies nothing when no row takes
   another's place, and when rows do, only the positions where the two rows' pasts differ: each
-  slot carries the id of the write that filled it (a copy keeps the id), so two rows whose slots
-  hold the same id hold the same numbers (the same bits). Beams share most of their history (the
+  slot carries the id of the write that filled it (a copy keeps the id; a row that left the batch
+  and is filled again is marked unknown), so two rows whose slots hold the same id hold the same
+  numbers (the same bits). Beams share most of their history (the
   prompt, and every token before they parted), so a reorder copies a short tail, not the whole
   past (``kexue bench decoding`` reports the share as ``decoding.cache_copy_share.beam4``);
   only when the tails are long (more than half of the filled part) is the filled part gathered
@@ -138,6 +139,12 @@ class KVBuffer:
             return
         if m > self._k.shape[0]:
             self._alloc(m, self._k.shape[2])  # the new rows' ids are -1: they copy everything
+        if m > self.rows:  # rows left earlier and now filled again hold stale data: they copy everything
+            self._id[self.rows : m, :n] = -1
+        if n == 0:  # nothing cached yet (or all cropped): no positions to copy
+            self.rows = m
+            self._views()
+            return
         src = index.index_select(0, moved)
         ids = self._id[:, :n]
         differ = ids.index_select(0, moved) != ids.index_select(0, src)  # (moved, n)

@@ -470,6 +470,8 @@ def decode(
         attention_mask: (B, T0) 1 on prompt tokens, 0 on left padding (None: no padding).
             Processors see the padded rows, as in HF ``generate`` (e.g. :class:`MinLength`
             counts the padded width).
+    The scores a processor or a search receives are valid during that step only (beam search's
+    log-probs live in one buffer that every step overwrites): clone them to keep them.
     Returns:
         :class:`DecodeOutput` with tokens, per-token log-probs, finished flags and stop reasons.
     Example:
