@@ -265,7 +265,7 @@ def _weights(path):
     return load_file(str(path))
 
 
-@pytest.mark.parametrize("patience,lr,steps,stop", [("0", "0.05", "15", None), ("1", "1.0", "30", (27, 24))])
+@pytest.mark.parametrize("patience,lr,steps,stop", [("0", "0.05", "15", None), ("1", "1.0", "30", True)])
 def test_a_resumed_sentence_run_equals_the_straight_run(corpus, tmp_path, capsys, patience, lr, steps, stop):
     extra = ["--settings.steps", steps, "--settings.lr", lr, "--settings.patience", patience]
     _train(corpus, tmp_path / "straight", *extra)
@@ -283,10 +283,14 @@ def test_a_resumed_sentence_run_equals_the_straight_run(corpus, tmp_path, capsys
     assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
     a, b = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "straight", out))
     assert a == b
-    if stop is not None:  # valid ppl at 3, 6, ..: best at 24, worse at 27 -> stopped there, kept step 24
-        assert (a["lm.lstm_softmax.stop_step"]["value"], a["lm.lstm_softmax.best_step"]["value"]) == stop
+    if stop is not None:
+        # valid ppl at 3, 6, ..: lr 1.0 overshoots, so an evaluation gets worse before step 30; patience 1
+        # stops at that evaluation and keeps the best one's weights (which step depends on the CPU's
+        # rounding: 24 on one machine, 12 on another, so the test asks for the rule, not the step)
+        stop_step, best = a["lm.lstm_softmax.stop_step"]["value"], a["lm.lstm_softmax.best_step"]["value"]
+        assert stop_step < 30 and stop_step == best + 3 and best % 3 == 0
         assert "lm.lstm_softmax.best_valid_ppl" in a
-        assert "kept the weights of step 24" in capsys.readouterr().out
+        assert f"kept the weights of step {int(best)}" in capsys.readouterr().out
     else:
         assert set(a) == {"lm.lstm_softmax.test_ppl"}
 
