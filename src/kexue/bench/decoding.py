@@ -51,10 +51,14 @@ def run_ours(model, prompt, mode: str, new_tokens: int, eos: int, seed: int):
     return out.tokens
 
 
-def cache_copy_share(model, prompt, new_tokens: int, eos: int) -> float:
+def cache_copy_share(model, prompt, new_tokens: int, eos: int) -> float | None:
     """Beam-4's cache copying: the positions our reorders copy (first layer, every step) over those
     a whole-past gather of the same rows copies (what ``reorder_cache`` does; ``generate`` also keeps
-    the rows of decided prompts, so against it the share is at most this). An untimed run of its own."""
+    the rows of decided prompts, so against it the share is at most this). An untimed run of its own;
+    None when the step keeps transformers' own cache (transformers < 5), which has no such count."""
+    step = HFStep(model)
+    if step.cache != "inplace":
+        return None
     counts = [0, 0]
 
     def reorder(state, index):
@@ -65,7 +69,7 @@ def cache_copy_share(model, prompt, new_tokens: int, eos: int) -> float:
         counts[1] += before
         return state
 
-    decode(HFStep(model), prompt, [], Beam(4, 1.0, False), Stopping(new_tokens, eos), reorder=reorder)
+    decode(step, prompt, [], Beam(4, 1.0, False), Stopping(new_tokens, eos), reorder=reorder)
     return counts[0] / counts[1] if counts[1] else 0.0
 
 
@@ -187,9 +191,8 @@ def decoding(
                 new_figures.append(Figure(f"decoding.tokens_per_s.{who}.{key}", generated / med[who], command=cmd))
             parity = token_parity(toks["ours"], toks["hf"], eos, sampled=mode == "top_p")
             new_figures.append(Figure(f"decoding.parity.{key}", parity, command=cmd))
-            share = None
-            if mode == "beam4":
-                share = cache_copy_share(model, prompt, cell_new, eos)
+            share = cache_copy_share(model, prompt, cell_new, eos) if mode == "beam4" else None
+            if share is not None:
                 new_figures.append(Figure(f"decoding.cache_copy_share.{key}", share, command=cmd))
             figures += new_figures
             raw[key] = {"batch": cell_batch, "new_tokens": cell_new, "seconds": times, "median": med}
