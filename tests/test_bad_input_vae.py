@@ -294,6 +294,34 @@ BAD_TRAIN = [
         "settings.latent_dim",
     ),
     ("resume and overwrite", [*T, *TINY, "--resume", "--overwrite", "--out", "{run_copy}"], "--resume"),
+    ("pretrained missing", [*T, *TINY, "--pretrained", "{missing}", "--out", "OUT"], "no such run folder"),
+    ("pretrained not a run", [*T, *TINY, "--pretrained", "{not_a_run}", "--out", "OUT"], "no config.yaml"),
+    ("pretrained an lm run", [*T, *TINY, "--pretrained", "{run_lm}", "--out", "OUT"], "vae-cluster train"),
+    ("pretrained, none here", [*T, *TINY, "--pretrained", "{run}", "--out", "OUT"], "no pre-training"),
+    (
+        "pretrained differently",
+        [*T, *TINY, "--settings.pretrain_epochs", "1", "--pretrained", "{run}", "--out", "OUT"],
+        "pretrain_epochs 0 (here 1)",
+    ),
+    (
+        "pretrained on other data",
+        [
+            "vae-cluster",
+            "train",
+            "--data",
+            "{big_images}",
+            *TINY,
+            "--settings.batch_size",
+            "10",
+            "--settings.spectral_neighbors",
+            "0",
+            "--pretrained",
+            "{run}",
+            "--out",
+            "OUT",
+        ],
+        "pre-trained on digits",
+    ),
 ]
 
 E = ["vae-cluster", "eval"]
@@ -366,6 +394,11 @@ BAD_STUDY = [
     ("resume a train run", [*ST, "--seeds", "0", *TINY, "--resume", "--out", "{run_copy}"], "vae-cluster-train"),
     ("resume and overwrite", [*ST, "--seeds", "0", *TINY, "--resume", "--overwrite", "--out", "OUT"], "--resume"),
     ("config unknown nested key", [*ST, "--config", "{cfg_unknown_nested}", "--out", "OUT"], "settings.epoch"),
+    (
+        "pretrained, another seed's",
+        [*ST, "--seeds", "1", *TINY, "--settings.pretrain_epochs", "0", "--pretrained", "{run}", "--out", "OUT"],
+        "seed 0 (here 1)",
+    ),
 ]
 
 ROWS = (

@@ -204,9 +204,14 @@ def test_eval_writes_the_issue_keys_and_merges_results(run, data, tmp_path, caps
         assert merged[key]["command"].startswith(f"kexue seq2seq eval --run {run} --beam 2")
     for d in ("l2r", "r2l", "bidirectional", "bidirectional_l2r", "bidirectional_r2l"):
         assert 0 <= merged[f"seq2seq.first4_acc.{d}"]["value"] <= 1
+    details = json.loads((run / "eval-test.json").read_text())
+    for d in ("l2r", "r2l"):  # each stream of the bidirectional beam scored alone; a clean sweep is the merge
+        alone = merged[f"seq2seq.rougeL.bidirectional_{d}"]["value"]
+        assert 0 <= alone <= 100
+        if details["bidirectional_wins"][d] == details["pairs"]:
+            assert alone == pytest.approx(merged["seq2seq.rougeL.bidirectional"]["value"])
     in_run = json.loads((run / "results.json").read_text())
     assert set(ISSUE_KEYS) <= set(in_run) and "seq2seq.valid_ce.l2r" in in_run  # merged, not replaced
-    details = json.loads((run / "eval-test.json").read_text())
     assert details["pairs"] == 6 and len(details["examples"]) == 2
 
 

@@ -421,3 +421,40 @@ def test_umap_without_umap_learn_is_one_clear_error(monkeypatch):
         manifold_embedding(np.zeros((20, 3)), 2, 5, 0, "umap")
     spectral = manifold_embedding(np.random.RandomState(0).randn(60, 3), 2, 5, 0, "spectral")
     assert spectral.shape == (60, 2)
+
+
+def test_a_run_from_another_runs_pretraining_continues_as_if_it_had_pretrained(tmp_path):
+    """--pretrained: a lever of the VAE phase started from the base study's finished pre-training ends with
+    exactly the weights and initialisation of the same lever pre-trained on its own, and pre-trains nothing."""
+    import json
+    import shutil
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    from kexue.recipes.vae_cluster import run_seeds
+
+    images = _blobs()
+    base = replace(RESUME_CFG, epochs=2)
+    lever = replace(base, consistency=0.0, self_training=1.0)  # differs after the pre-training only
+    run_seeds("blobs", base, [0], tmp_path / "base", progress=False, images=images)
+    run_seeds("blobs", lever, [0], tmp_path / "alone", progress=False, images=images)
+    run_seeds("blobs", lever, [0], tmp_path / "shared", progress=False, images=images, pretrained=tmp_path / "base")
+    a, b = (load_file(tmp_path / name / "seed-0" / "model.safetensors") for name in ("alone", "shared"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    init = [json.loads((tmp_path / name / "seed-0" / "init.json").read_text()) for name in ("alone", "shared")]
+    assert init[0] == init[1]
+    assert not (tmp_path / "shared" / "seed-0" / "pretrain").exists()  # nothing pre-trained again
+    assert "pretrained" in (tmp_path / "shared" / "seed-0" / "config.yaml").read_text()
+
+    with pytest.raises(KexueError, match=r"latent_dim 4 \(here 5\)"):
+        train_cluster_vae(images, replace(lever, latent_dim=5), pretrained=tmp_path / "base" / "seed-0", progress=False)
+    with pytest.raises(KexueError, match="pre-trained on blobs, not on other"):
+        train_cluster_vae(replace(images, name="other"), lever, pretrained=tmp_path / "base" / "seed-0", progress=False)
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(tmp_path / "base" / "seed-0", unfinished)
+    ckpts = unfinished / "pretrain" / "checkpoints"
+    shutil.rmtree(sorted(ckpts.glob("step-*"))[-1])
+    (ckpts / "latest").unlink()
+    with pytest.raises(KexueError, match="has not finished"):
+        train_cluster_vae(images, lever, pretrained=unfinished, progress=False)

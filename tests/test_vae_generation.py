@@ -19,6 +19,7 @@ from kexue.models.vae_cluster import ClusterVAE
 from kexue.recipes.vae_cluster import (
     DEFAULT_SETTINGS,
     METRICS,
+    PRETRAIN_FIELDS,
     VAEClusterConfig,
     collect_studies,
     self_consistency,
@@ -201,9 +202,9 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
 
     seen = []
 
-    def fake_study(data, seeds, out, results, settings, device, resume, overwrite, preset):
+    def fake_study(data, seeds, out, results, settings, device, resume, overwrite, preset, pretrained):
         seen.append(dict(data=data, seeds=seeds, out=out, results=results, settings=settings, resume=resume,
-                         preset=preset))  # fmt: skip
+                         preset=preset, pretrained=pretrained))  # fmt: skip
         return Path(out), {m: [0.5] for m in METRICS}
 
     monkeypatch.setattr(commands, "run_study", fake_study)
@@ -235,6 +236,13 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
         assert runs[f"ablation/contrastive/{data}"]["settings"].contrastive == 1.0 and base.contrastive == 0
         assert runs[f"ablation/longer/{data}"]["settings"].epochs == 2 * base.epochs
         assert runs[f"ablation/restarts/{data}"]["settings"].gmm_restarts == 20
+        # the levers after the pre-training share the base's; the others pre-train themselves
+        for lever in ("spectral", "no_consistency", "prior_learned", "self_training", "restarts", "longer"):
+            assert runs[f"ablation/{lever}/{data}"]["pretrained"] == tmp_path / "runs" / "ablation" / "base" / data
+            shared = runs[f"ablation/{lever}/{data}"]["settings"]
+            assert all(getattr(shared, f) == getattr(base, f) for f in PRETRAIN_FIELDS)
+        for lever in ("base", "short_pretrain", "contrastive"):
+            assert runs[f"ablation/{lever}/{data}"]["pretrained"] is None
         assert all(runs[f"ablation/{lever}/{data}"]["results"] is None for lever in ("base", "spectral", "longer"))
         assert runs[f"final/{data}"]["seeds"] == "0,1,2,3,4" and runs[f"final/{data}"]["results"] is not None
     assert not any(s["resume"] for s in seen)

@@ -31,6 +31,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     preset: Preset = "ours",
+    pretrained: Path | None = None,
 ) -> dict:
     """Train the clustering VAE (labels are never used for training) and evaluate it on the test split.
 
@@ -44,8 +45,11 @@ def train(
         preset: ours (our label-free recipe, the defaults) or su2018 (the author's 2018 code: no
             pre-training, zero-initialised class means, closed-form KL, λ 5, 50 epochs); --settings.*
             flags that differ from our defaults go on top.
+        pretrained: start from the finished autoencoder pre-training of this run folder (same data,
+            seed and pre-training settings) instead of pre-training again: runs that differ only
+            after the pre-training (the VAE phase's levers) share one.
     """
-    run, record = train_run(data, out, settings, str(device), resume, overwrite, preset)
+    run, record = train_run(data, out, settings, str(device), resume, overwrite, preset, pretrained)
     return _print_scores(record, run)
 
 
@@ -100,6 +104,7 @@ def study(
     resume: bool = False,
     overwrite: bool = False,
     preset: Preset = "ours",
+    pretrained: Path | None = None,
 ) -> dict:
     """Train and evaluate several seeds; report mean ± std and best.
 
@@ -115,8 +120,13 @@ def study(
         overwrite: replace the study in a non-empty --out.
         preset: ours (the defaults) or su2018 (the author's 2018 settings); --settings.* flags that
             differ from our defaults go on top.
+        pretrained: an earlier study folder (or run folder) whose finished pre-training each seed
+            starts from (its seed-<s>/; same data and pre-training settings) instead of pre-training
+            again: studies that differ only after the pre-training share one.
     """
-    folder, per_seed = run_study(data, seeds, out, results, settings, str(device), resume, overwrite, preset)
+    folder, per_seed = run_study(
+        data, seeds, out, results, settings, str(device), resume, overwrite, preset, pretrained
+    )
     for metric in METRICS:
         s = seed_summary(per_seed[metric])
         print(f"{data} {metric}: {s['mean']:.4f} ± {s['std']:.4f} (best {s['best']:.4f}, {s['n']} seeds)")

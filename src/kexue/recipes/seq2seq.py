@@ -933,7 +933,8 @@ def evaluate_seq2seq(
     ``seq2seq.{rouge1,rouge2,rougeL,bleu}.{l2r,r2l,bidirectional}``,
     ``seq2seq.first4_acc.<decoder>`` / ``seq2seq.last4_acc.<decoder>`` (decoder l2r, r2l,
     bidirectional, and bidirectional_l2r / bidirectional_r2l: each direction's own best of the
-    bidirectional beam, decoded without early exit), ``seq2seq.latency_ratio_bidir_vs_l2r`` (the
+    bidirectional beam, decoded without early exit), ``seq2seq.rougeL.bidirectional_l2r`` /
+    ``seq2seq.rougeL.bidirectional_r2l`` (those streams' bests alone), ``seq2seq.latency_ratio_bidir_vs_l2r`` (the
     bidirectional beam with ``scoring`` over the L2R beam, same beam, same batches, one run) and
     ``seq2seq.latency_ratio_bidir_vs_l2r.su`` / ``.half``. Details and example titles go to
     ``RUN/eval-<split>.json``.
@@ -1002,6 +1003,9 @@ def evaluate_seq2seq(
             per_direction |= {"bidirectional_l2r": [r[3] for r in rows], "bidirectional_r2l": [r[4] for r in rows]}
             details["bidirectional_wins"] = {d: sum(r[1] == d for r in rows) for d in ("l2r", "r2l")}
         for key, hyp_ids in per_direction.items():
+            if key != name:  # each stream of the bidirectional beam on its own: do the streams or the merge lose?
+                stream = [tokenizer.decode(ids).strip() for ids in hyp_ids]
+                figures.append(Figure(f"seq2seq.rougeL.{key}", rouge(stream, refs, chinese)["rougeL"], command=cmd))
             first, last = edge_accuracy(hyp_ids, ref_ids, DIAGNOSTIC_TOKENS)
             figures.append(Figure(f"seq2seq.first{DIAGNOSTIC_TOKENS}_acc.{key}", first, command=cmd))
             figures.append(Figure(f"seq2seq.last{DIAGNOSTIC_TOKENS}_acc.{key}", last, command=cmd))

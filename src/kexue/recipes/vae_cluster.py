@@ -39,6 +39,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 
 from kexue.analysis.clustering import cluster_sizes, clustering_scores
 from kexue.data.images import ImageSet, load_images, random_affine
@@ -448,6 +449,84 @@ def has_checkpoint(run: Path) -> bool:
     return _phase_has_checkpoint(Path(run) / "pretrain") or _phase_has_checkpoint(Path(run) / "vae")
 
 
+# the settings that shape the autoencoder pre-training: a run may start from another run's pre-training
+# (``pretrained``) only when these and the data set are the same
+PRETRAIN_FIELDS = ("pretrain_epochs", "batch_size", "lr", "latent_dim", "num_classes", "backbone", "init", "augment",
+                   "contrastive", "seed")  # fmt: skip
+
+
+def pretrained_source(path: Path, seed: int) -> Path:
+    """The run folder a run of ``seed`` takes its pre-training from: ``path/seed-<seed>`` when ``path`` is
+    a study folder, else ``path`` itself (a ``kexue vae-cluster train`` run folder)."""
+    path = Path(path)
+    return path / f"seed-{seed}" if (path / f"seed-{seed}").is_dir() else path
+
+
+def check_pretrained(source: Path, cfg: VAEClusterConfig, images: ImageSet) -> dict[str, torch.Tensor]:
+    """The encoder and decoder weights of run folder ``source``'s finished pre-training, checked to fit ``cfg``.
+
+    ``source`` must be a ``kexue vae-cluster train`` run folder (a study's ``seed-<s>/`` is one) on the
+    data set ``images``, whose :data:`PRETRAIN_FIELDS` equal ``cfg``'s and whose last pre-training
+    checkpoint is its final step. Returns ``{name: tensor}`` of the ``encoder.*`` / ``decoder.*`` weights.
+
+    Raises:
+        KexueError: naming ``--pretrained`` and what does not match.
+    """
+    source = Path(source)
+    where = f"--pretrained {source}"
+    check(source.is_dir(), f"{where}: no such run folder")
+    check((source / "config.yaml").is_file(), f"{where}: not a run folder (no config.yaml)")
+    command, saved = run_config(source)
+    check(command == TRAIN_COMMAND, f"{where}: not a `kexue vae-cluster train` run folder (it holds a {command} run)")
+    data = str(saved.get("data"))
+    same_data = data in (images.name, images.source) or (
+        bool(images.source) and Path(data).expanduser().resolve() == Path(images.source).resolve()
+    )
+    check(same_data, f"{where}: pre-trained on {data}, not on {images.name}")
+    theirs = dict(saved.get("settings") or {})
+    for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
+        if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
+            theirs.setdefault(key[1].removeprefix("settings."), default)
+    ours = asdict(cfg)
+    differ = [f"{k} {theirs.get(k)!r} (here {ours[k]!r})" for k in PRETRAIN_FIELDS if theirs.get(k) != ours[k]]
+    check(not differ, f"{where}: its pre-training differs from this run's: " + ", ".join(differ))
+    check(cfg.pretrain_epochs > 0, f"{where}: these settings have no pre-training (pretrain_epochs 0)")
+    ckpt = latest_checkpoint(source / "pretrain" / "checkpoints")
+    check(ckpt is not None, f"{where}: holds no pre-training checkpoint")
+    want = cfg.pretrain_epochs * (len(images.train_x) // cfg.batch_size)
+    check(
+        ckpt.name == f"step-{want:06d}",
+        f"{where}: its pre-training has not finished ({ckpt.name} of {want} steps): finish that run first",
+    )
+    weights = ckpt / "model.safetensors"
+    try:
+        state = load_file(str(weights))
+    except Exception as e:  # safetensors raises several types for a corrupt header
+        raise KexueError(f"{where}: cannot read weights {weights}: {e}") from None
+    with torch.random.fork_rng(devices=[]):  # a model only for its names and shapes: the caller's draws stay
+        own = ClusterVAE(images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone, prior=cfg.prior).state_dict()
+    autoencoder = [k for k in own if k.startswith(("encoder.", "decoder."))]
+    bad = [k for k in autoencoder if k not in state or state[k].shape != own[k].shape]
+    bad += [k for k in state if k not in own]
+    check(not bad, f"{where}: weights {weights} do not fit this model ({', '.join(bad[:3])})")
+    return {k: state[k] for k in autoencoder}
+
+
+def load_pretrained(model: ClusterVAE, source: Path, cfg: VAEClusterConfig, images: ImageSet) -> None:
+    """Start ``model``'s autoencoder from run folder ``source``'s finished pre-training (:func:`check_pretrained`).
+
+    The classifier and the prior keep their initial values, as the pre-training leaves them (the mixture
+    initialisation sets both next), so a run with the same :data:`PRETRAIN_FIELDS`, seed and data set
+    continues exactly as if it had pre-trained itself: the VAE phases of several levers share one
+    pre-training.
+    """
+    state = check_pretrained(source, cfg, images)
+    own = model.state_dict()
+    with torch.no_grad():
+        for k, v in state.items():
+            own[k].copy_(v.to(own[k].device))
+
+
 def train_cluster_vae(
     images: ImageSet,
     cfg: VAEClusterConfig,
@@ -455,6 +534,7 @@ def train_cluster_vae(
     resume: bool = False,
     device: str | torch.device = "auto",
     progress: bool = True,
+    pretrained: Path | None = None,
 ) -> ClusterVAE:
     """Train the clustering VAE on ``images.train_x`` (no labels) and return it.
 
@@ -462,7 +542,9 @@ def train_cluster_vae(
     ``init.json`` (as soon as the mixture initialisation ends) and ``model.safetensors`` +
     ``model.json``. With ``resume``, each phase continues from its own checkpoints: a finished
     pre-training is not repeated, and a VAE phase with a checkpoint skips pre-training and the
-    mixture initialisation (whose scores are read back from ``init.json``). Example::
+    mixture initialisation (whose scores are read back from ``init.json``). With ``pretrained`` (a run
+    folder with the same pre-training settings, seed and data: :func:`load_pretrained`), the autoencoder
+    starts from that run's finished pre-training instead of pre-training here. Example::
 
         model = train_cluster_vae(load_images("mnist5k"), VAEClusterConfig(epochs=5))
 
@@ -496,7 +578,10 @@ def train_cluster_vae(
         return evaluate_model(m, eval_x, eval_y)
 
     # 1. autoencoder pre-training (a finished one resumes as a no-op: its last checkpoint holds the weights)
-    if cfg.pretrain_epochs and not resume_vae:
+    if pretrained is not None and not resume_vae:  # another run's finished pre-training: the same weights
+        load_pretrained(model, Path(pretrained), cfg, images)
+        print(f"autoencoder pre-training: the finished one of {pretrained}", flush=True)
+    elif cfg.pretrain_epochs and not resume_vae:
         pre = TrainConfig(
             steps=cfg.pretrain_epochs * per_epoch,
             lr=cfg.lr,
@@ -740,6 +825,7 @@ def train_run(
     resume: bool = False,
     overwrite: bool = False,
     preset: Preset = "ours",
+    pretrained: Path | None = None,
 ) -> tuple[Path, dict]:
     """Train in a run folder and score the test split: ``kexue vae-cluster train`` from Python.
 
@@ -747,7 +833,8 @@ def train_run(
     config.yaml; ``settings`` are used as given and default to the preset's own
     (``train_run("fashion_mnist", preset="su2018")``; with changes:
     ``settings=preset_settings("su2018", epochs=5)``). On the CLI, ``--preset`` sets the preset's
-    settings and ``--settings.*`` flags go on top (:func:`preset_arguments`).
+    settings and ``--settings.*`` flags go on top (:func:`preset_arguments`). ``pretrained``: a run
+    folder whose finished pre-training this run starts from (:func:`check_pretrained`).
 
     Writes the run folder (see the module docstring), ``eval.json`` and ``results.json`` (whose
     rows carry the ``kexue vae-cluster train`` command that reruns them). Returns (run folder,
@@ -768,14 +855,18 @@ def train_run(
         )
     images = load_images(data)
     check_settings(cfg, images)
+    if pretrained is not None:
+        check_pretrained(pretrained, cfg, images)  # before the run folder is made
     run = make_run_dir(
         out,
         TRAIN_COMMAND,
-        {"data": data, "settings": asdict(cfg), "device": device} | ({"preset": preset} if preset != "ours" else {}),
+        {"data": data, "settings": asdict(cfg), "device": device}
+        | ({"preset": preset} if preset != "ours" else {})
+        | ({"pretrained": str(pretrained)} if pretrained is not None else {}),
         resume=resume,
         overwrite=overwrite,
     )
-    model = train_cluster_vae(images, cfg, run, resume=resume, device=device)
+    model = train_cluster_vae(images, cfg, run, resume=resume, device=device, pretrained=pretrained)
     record = {"data": images.name, **evaluate_model(model, images.test_x, images.test_y)}
     write_json(run / "eval.json", record)
     command = command_line("vae-cluster train", train_run, arguments)
@@ -916,12 +1007,15 @@ def run_seeds(
     device: str = "auto",
     progress: bool = True,
     images: ImageSet | None = None,
+    pretrained: Path | None = None,
 ) -> dict[str, list[float]]:
     """Train one model per seed under ``out/seed-<s>/``; returns metric -> [test score per seed].
 
     A seed already finished with these settings is read back, one with a checkpoint resumes, one
     never started (or stopped before its first checkpoint) starts afresh. ``images``, when given,
-    are ``data`` already loaded. Each ``seed-<s>/config.yaml`` reruns that seed alone.
+    are ``data`` already loaded. Each ``seed-<s>/config.yaml`` reruns that seed alone. With
+    ``pretrained`` (a study or run folder), seed s starts from the finished pre-training of
+    :func:`pretrained_source` (``pretrained``/seed-<s>).
     """
     images = images if images is not None else load_images(data)
     check_settings(cfg, images)
@@ -933,14 +1027,18 @@ def run_seeds(
         if scores is None:
             resume = has_checkpoint(run)
             stale = run.is_dir() and any(run.iterdir()) and not resume
+            source = pretrained_source(pretrained, seed) if pretrained is not None else None
             make_run_dir(
                 run,
                 TRAIN_COMMAND,
-                {"data": data, "settings": asdict(seed_cfg), "device": str(device)},
+                {"data": data, "settings": asdict(seed_cfg), "device": str(device)}
+                | ({"pretrained": str(source)} if source is not None else {}),
                 resume=resume,
                 overwrite=stale,
             )
-            model = train_cluster_vae(images, seed_cfg, run, resume=resume, device=device, progress=progress)
+            model = train_cluster_vae(
+                images, seed_cfg, run, resume=resume, device=device, progress=progress, pretrained=source
+            )
             scores = evaluate_model(model, images.test_x, images.test_y)
         else:
             model = None  # read back; loaded only if a check is missing
@@ -996,13 +1094,16 @@ def run_study(
     resume: bool = False,
     overwrite: bool = False,
     preset: Preset = "ours",
+    pretrained: Path | None = None,
 ) -> tuple[Path, dict[str, list[float]]]:
     """Train and score one model per seed in a study folder: ``kexue vae-cluster study`` from Python.
 
     Writes ``out/seed-<s>/`` (one run folder per seed), ``per_seed.json`` and ``results.json``
     (mean, std and best over the seeds; its rows carry the ``kexue vae-cluster study`` command
     with the seeds and settings); with ``results``, also merges the rows into that file. With
-    ``resume``, finished seeds are read back, unfinished ones resume, new ones start.
+    ``resume``, finished seeds are read back, unfinished ones resume, new ones start. With
+    ``pretrained`` (an earlier study's folder, or one run's), each seed starts from that study's
+    finished pre-training of the same seed (:func:`check_pretrained`: same pre-training settings).
     Returns (study folder, metric -> [score per seed]). Example:
     ``folder, per_seed = run_study("digits", "0,1", "runs/s", settings=VAEClusterConfig(epochs=2))``.
     """
@@ -1016,17 +1117,18 @@ def run_study(
     check_preset(preset)
     cfg = PRESETS[preset] if settings is DEFAULT_SETTINGS else settings  # the preset's own unless given
     check_settings(cfg, images)
-    config = {
-        "data": data,
-        "seeds": seeds,
-        "results": results,
-        "settings": asdict(cfg),
-        "device": device,
-    } | ({"preset": preset} if preset != "ours" else {})  # runs made before presets existed resume unchanged
+    if pretrained is not None:  # every seed's source, before the study folder is made
+        for seed in seed_list:
+            check_pretrained(pretrained_source(pretrained, seed), replace(cfg, seed=seed), images)
+    config = (
+        {"data": data, "seeds": seeds, "results": results, "settings": asdict(cfg), "device": device}
+        | ({"preset": preset} if preset != "ours" else {})  # runs made before presets existed resume unchanged
+        | ({"pretrained": str(pretrained)} if pretrained is not None else {})
+    )
     folder = make_run_dir(
         out, STUDY_COMMAND, config, resume=resume, overwrite=overwrite, may_change=RESUME_MAY_CHANGE | {"seeds"}
     )
-    per_seed = run_seeds(data, cfg, seed_list, folder, device, images=images)
+    per_seed = run_seeds(data, cfg, seed_list, folder, device, images=images, pretrained=pretrained)
     command = command_line("vae-cluster study", run_study, arguments, keep=("data", "seeds"))
     figures = seed_figures(images.name, per_seed, command, preset)
     write_results(folder / "results.json", figures)
