@@ -133,6 +133,46 @@ def test_consistency_term_is_the_cross_entropy_against_the_target():
     assert "consistency" not in plain
 
 
+def test_anchor_term_is_the_weighted_cross_entropy_against_the_fixed_partition():
+    m, x = _hand_model(), torch.full((1, 1, 1, 1), 0.5)
+    held = torch.tensor([[0.5, 0.5]])
+    g = lambda: torch.Generator().manual_seed(0)  # the same z in both calls
+    plain, without = cluster_vae_loss(m, x, g(), balance=False)
+    loss, metrics = cluster_vae_loss(m, x, g(), balance=False, anchor_probs=held, anchor=3.0)
+    ce = -(0.5 * math.log(0.25) + 0.5 * math.log(0.75))  # p(y|z) = (1/4, 3/4) for any z
+    assert metrics["anchor"] == pytest.approx(ce) and "anchor" not in without
+    assert (loss - plain).item() == pytest.approx(3.0 * ce, rel=1e-5)
+    with pytest.raises(KexueError, match="settings.anchor"):
+        VAEClusterConfig(anchor=-1.0)
+    with pytest.raises(KexueError, match="gmm_init"):
+        VAEClusterConfig(anchor=1.0, gmm_init=False)
+
+
+def test_anchor_holds_the_initial_partition_and_resumes_exactly(tmp_path, monkeypatch):
+    """The anchor's targets are the model's p(y|μ(x)) right after the initialisation, saved with the run;
+    a run stopped in the VAE phase resumes from them to the same weights as one that was not stopped."""
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+
+    images = _blobs()
+    cfg = replace(RESUME_CFG, anchor=5.0)
+    train_cluster_vae(images, cfg, tmp_path / "straight", progress=False)
+    targets = load_file(tmp_path / "straight" / "anchor.safetensors")["targets"]
+    assert targets.shape == (len(images.train_x), 3)
+    assert torch.allclose(targets.sum(1), torch.ones(len(targets)))
+    with monkeypatch.context() as m:
+        _interrupt(m, "cluster_vae_loss", after_calls=33)
+        with pytest.raises(KeyboardInterrupt):
+            train_cluster_vae(images, cfg, tmp_path / "resumed", progress=False)
+    train_cluster_vae(images, cfg, tmp_path / "resumed", resume=True, progress=False)
+    a, b = (load_file(tmp_path / name / "model.safetensors") for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    (tmp_path / "resumed" / "anchor.safetensors").unlink()
+    with pytest.raises(KexueError, match="anchor.safetensors"):
+        train_cluster_vae(images, replace(cfg, epochs=7), tmp_path / "resumed", resume=True, progress=False)
+
+
 def test_seed_figures_mean_std_best_and_initialisation():
     per_seed = {
         "acc_hungarian": [0.5, 0.7],
@@ -458,3 +498,25 @@ def test_a_run_from_another_runs_pretraining_continues_as_if_it_had_pretrained(t
     (ckpts / "latest").unlink()
     with pytest.raises(KexueError, match="has not finished"):
         train_cluster_vae(images, lever, pretrained=unfinished, progress=False)
+
+
+def test_umap_leaves_no_busy_numba_pool_beside_torch():
+    """numba's pool of one thread per core busy-waits after UMAP and slowed the VAE phase 7-10x on a shared
+    CPU: the embedding gives numba one thread, unless the user set NUMBA_NUM_THREADS (their choice stays)."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("umap")
+    code = (
+        "import numpy as np\n"
+        "from kexue.recipes.vae_cluster import manifold_embedding\n"
+        "manifold_embedding(np.random.RandomState(0).randn(200, 5), 2, 10, 0, 'umap')\n"
+        "import numba; print(numba.config.NUMBA_NUM_THREADS)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_NUM_THREADS"}
+    for chosen, threads in ((None, "1"), ("2", "2")):
+        extra = {} if chosen is None else {"NUMBA_NUM_THREADS": chosen}
+        out = subprocess.run([sys.executable, "-c", code], env={**env, **extra}, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert out.stdout.split()[-1] == threads

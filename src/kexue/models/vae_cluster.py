@@ -299,6 +299,8 @@ def cluster_vae_loss(
     target_probs: torch.Tensor | None = None,
     consistency: float = 0.0,
     self_training: float = 0.0,
+    anchor_probs: torch.Tensor | None = None,
+    anchor: float = 0.0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """λ·recon + kl_z + kl_y (+ optional extensions); returns (loss, metrics).
 
@@ -312,6 +314,8 @@ def cluster_vae_loss(
             ``x`` is an augmented view (an extension: a cluster should survive a small shift).
         self_training: weight of KL(sharpen(target_probs) ‖ p(y|z)), DEC's self-training towards
             confident assignments (Xie et al. 2016; :func:`sharpen`). An extension; 0 = off.
+        anchor_probs: (B, K) fixed cluster probabilities of these images (the initial partition).
+        anchor: weight of the cross-entropy of p(y|z) against ``anchor_probs``. An extension; 0 = off.
     """
     t = cluster_vae_terms(model, x, generator, kl)
     loss = recon_weight * t["recon"] + t["kl_z"] + (t["kl_y"] if balance else 0.0)
@@ -330,6 +334,10 @@ def cluster_vae_loss(
         kl_target = (q * (q.clamp_min(1e-12).log() - t["log_probs"])).sum(-1).mean()
         loss = loss + self_training * kl_target
         metrics["self_training"] = kl_target.item()
+    if anchor and anchor_probs is not None:
+        held = -(anchor_probs * t["log_probs"]).sum(-1).mean()
+        loss = loss + anchor * held
+        metrics["anchor"] = held.item()
     return loss, metrics
 
 

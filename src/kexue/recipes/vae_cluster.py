@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 import re
 import shutil
+import sys
 import warnings
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -39,7 +41,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from kexue.analysis.clustering import cluster_sizes, clustering_scores
 from kexue.data.images import ImageSet, load_images, random_affine
@@ -97,6 +99,7 @@ for _command in (TRAIN_COMMAND, STUDY_COMMAND):  # runs made before these settin
             "settings.manifold": "spectral",
             "settings.contrastive": 0.0,
             "settings.init": "torch",
+            "settings.anchor": 0.0,
         },
     )
 GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
@@ -146,6 +149,10 @@ class VAEClusterConfig:
         contrastive: weight of a contrastive term in the autoencoder pre-training (an extension):
             NT-Xent between the codes μ of two random views of each image, so that the codes the
             mixture is fitted on ignore shifts, rotations and scaling (0 = off; needs pre-training).
+        anchor: weight of the cross-entropy of p(y|z) against the initial partition, an extension: each
+            training image's cluster probabilities right after the mixture initialisation, kept fixed, so
+            the VAE reshapes its latent space around the partition the embedding found instead of
+            replacing it by its prior's nearest-mean partition (0 = off; needs gmm_init).
     Example: ``VAEClusterConfig(epochs=5, kl="closed")``.
     """
 
@@ -173,6 +180,7 @@ class VAEClusterConfig:
     manifold: Literal["spectral", "umap"] = "umap"
     contrastive: NonNegativeFloat = 0.0
     init: Literal["torch", "keras"] = "torch"
+    anchor: NonNegativeFloat = 0.0
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
@@ -197,7 +205,7 @@ class VAEClusterConfig:
             )
             setattr(self, name, int(value))
         numbers = (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False))
-        for name, positive in numbers + (("self_training", False), ("contrastive", False)):
+        for name, positive in numbers + (("self_training", False), ("contrastive", False), ("anchor", False)):
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
             check(
@@ -222,6 +230,10 @@ class VAEClusterConfig:
             self.manifold in ("spectral", "umap"), f"settings.manifold must be spectral or umap, got {self.manifold!r}"
         )
         check(self.init in ("torch", "keras"), f"settings.init must be torch or keras, got {self.init!r}")
+        check(
+            not self.anchor or self.gmm_init,
+            "--settings.anchor holds the mixture initialisation's partition: it needs --settings.gmm_init true",
+        )
         check(
             not self.contrastive or self.pretrain_epochs > 0,
             "--settings.contrastive weighs a term of the autoencoder pre-training: set --settings.pretrain_epochs > 0",
@@ -414,6 +426,19 @@ def gmm_initialise(
     return {"latent_scale": scale, "gmm_log_likelihood": float(gmm.score(features))}
 
 
+def _numba_single_threaded() -> None:
+    """Give numba (UMAP's engine) a pool of one thread, unless numba is loaded already or the user chose.
+
+    UMAP with a ``random_state`` runs on one thread anyway, but numba starts its OpenMP pool of one
+    thread per core on first use, and that pool's idle workers stay busy-waiting for the rest of the
+    process: the VAE phase after the mixture initialisation then ran 7 to 10 times slower on this 2-core
+    CPU whenever another job shared it (measured: 38 instead of 396 conv steps in 4 s). numba reads
+    ``NUMBA_NUM_THREADS`` once, when it is first imported.
+    """
+    if "numba" not in sys.modules:
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+
+
 def manifold_embedding(features, dims: int, neighbors: int, seed: int, manifold: str = "spectral"):
     """``features`` (N, d) -> (N, dims): an embedding of their ``neighbors``-NN graph.
 
@@ -421,6 +446,7 @@ def manifold_embedding(features, dims: int, neighbors: int, seed: int, manifold:
     et al. 2019: min_dist 0, as many dimensions as clusters), from umap-learn (extra ``umap``).
     """
     if manifold == "umap":
+        _numba_single_threaded()
         try:
             import umap
         except ImportError:
@@ -627,6 +653,7 @@ def train_cluster_vae(
         if out_dir is not None:
             write_json(out_dir / "init.json", init)
         print(f"after GMM initialisation: test Hungarian acc {init['init_acc_hungarian']:.4f}", flush=True)
+    anchor = _anchor_targets(model, x, cfg, out_dir, resume_vae)  # the initial partition, or None
     # 3. the VAE loss of archives/5887 (plus the label-free extensions of cfg)
     main = TrainConfig(
         steps=cfg.epochs * per_epoch,
@@ -640,6 +667,7 @@ def train_cluster_vae(
     )
 
     def loss_fn(m, batch, g):
+        batch, fixed = batch if anchor is not None else (batch, None)
         view = random_affine(batch, g) if cfg.augment else batch
         target = cluster_probs(m, batch) if cfg.consistency or cfg.self_training else None
         return cluster_vae_loss(
@@ -653,12 +681,14 @@ def train_cluster_vae(
             target,
             cfg.consistency,
             cfg.self_training,
+            fixed,
+            cfg.anchor,
         )
 
     fit(
         model,
         loss_fn,
-        TensorBatches(x, batch_size=cfg.batch_size, seed=cfg.seed + 1),
+        TensorBatches(*((x,) if anchor is None else (x, anchor)), batch_size=cfg.batch_size, seed=cfg.seed + 1),
         main,
         vae_dir,
         eval_fn=eval_fn,
@@ -670,6 +700,31 @@ def train_cluster_vae(
             model, cfg, out_dir, extra={"data": images.name, "data_source": images.source or images.name, **init}
         )
     return model
+
+
+def _anchor_targets(
+    model: ClusterVAE, x: torch.Tensor, cfg: VAEClusterConfig, out_dir: Path | None, resume_vae: bool
+) -> torch.Tensor | None:
+    """``settings.anchor``'s fixed targets: p(y | μ(x)) of every training image right after the mixture
+    initialisation, (N, K); written to ``anchor.safetensors`` in the run folder and read back by a resume
+    of the VAE phase (the model has moved on by then). None when the anchor is off."""
+    if not cfg.anchor:
+        return None
+    path = out_dir / "anchor.safetensors" if out_dir is not None else None
+    if resume_vae and path is not None:
+        check(path.is_file(), f"--resume: {path} (the initial partition of --settings.anchor) is missing")
+        try:
+            targets = load_file(str(path))["targets"]
+        except Exception as e:  # safetensors raises several types for a corrupt file
+            raise KexueError(f"cannot read {path}: {e}") from None
+        check(targets.shape == (len(x), cfg.num_classes), f"{path} does not fit these training images")
+        return targets
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        targets = torch.cat([cluster_probs(model, x[i : i + 1000].to(device)).cpu() for i in range(0, len(x), 1000)])
+    if path is not None and dist.is_main():
+        save_file({"targets": targets.contiguous()}, str(path))
+    return targets
 
 
 def evaluate_model(model: ClusterVAE, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
