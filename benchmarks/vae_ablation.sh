@@ -20,10 +20,11 @@
 #                                         prior_learned (VaDE's prior; needs the balance term), self_training
 #                                         (DEC's target, weight 1), contrastive (NT-Xent in the pre-training,
 #                                         weight 1), restarts (20 mixture restarts, the best by likelihood),
-#                                         longer (twice the VAE epochs)
+#                                         longer (twice the VAE epochs), anchor (the cross-entropy towards the
+#                                         initial partition, weight 10)
 #                                         The levers that change nothing before the mixture initialisation
 #                                         (spectral, no_consistency, prior_learned, self_training, restarts,
-#                                         longer) start from the finished pre-training of the study $SHARED
+#                                         longer, anchor) start from the finished pre-training of the study $SHARED
 #                                         (--pretrained; default ablation/base, which runs first): the same
 #                                         seed and pre-training settings give the same weights, and a
 #                                         Fashion-MNIST lever then takes about 25 minutes instead of 90
@@ -93,6 +94,7 @@ for data in mnist5k fashion_mnist; do
   step "ablation/contrastive/$data" "${base[@]}" "${schedule[@]}" --settings.contrastive 1.0
   step "ablation/restarts/$data" "${shared[@]}" "${schedule[@]}" --settings.gmm_restarts 20
   step "ablation/longer/$data" "${shared[@]}" "${longer[@]}"
+  step "ablation/anchor/$data" "${shared[@]}" "${schedule[@]}" --settings.anchor 10
 done
 if [[ -z $ONLY || ablation/collect == "$ONLY"* ]]; then
   echo "[$(date +%T)] ablation/collect: $RUNS/ablation -> $ABLATION"

@@ -209,7 +209,7 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
 
     monkeypatch.setattr(commands, "run_study", fake_study)
     lines = _script_commands(tmp_path)
-    assert len(lines) == 22 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
+    assert len(lines) == 24 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
     for line in lines:
         main(line)
     runs = {Path(s["out"]).relative_to(tmp_path / "runs").as_posix(): s for s in seen}
@@ -237,7 +237,8 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
         assert runs[f"ablation/longer/{data}"]["settings"].epochs == 2 * base.epochs
         assert runs[f"ablation/restarts/{data}"]["settings"].gmm_restarts == 20
         # the levers after the pre-training share the base's; the others pre-train themselves
-        for lever in ("spectral", "no_consistency", "prior_learned", "self_training", "restarts", "longer"):
+        assert runs[f"ablation/anchor/{data}"]["settings"].anchor == 10 and base.anchor == 0
+        for lever in ("spectral", "no_consistency", "prior_learned", "self_training", "restarts", "longer", "anchor"):
             assert runs[f"ablation/{lever}/{data}"]["pretrained"] == tmp_path / "runs" / "ablation" / "base" / data
             shared = runs[f"ablation/{lever}/{data}"]["settings"]
             assert all(getattr(shared, f) == getattr(base, f) for f in PRETRAIN_FIELDS)
