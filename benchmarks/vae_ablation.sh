@@ -27,7 +27,10 @@
 #                                         longer, anchor) start from the finished pre-training of the study $SHARED
 #                                         (--pretrained; default ablation/base, which runs first): the same
 #                                         seed and pre-training settings give the same weights, and a
-#                                         Fashion-MNIST lever then takes about 25 minutes instead of 90
+#                                         Fashion-MNIST lever then takes 5 to 7 minutes instead of 20
+#                                         (measured). The Fashion-MNIST levers of 2026-12-02 ran with
+#                                         SHARED=ablation/self_training (the base ran after them, from the
+#                                         same pre-training): rerun them with that SHARED, or move them away
 #   ablation/collect                      the levers' rows -> benchmarks/results/vae_ablation.json as
 #                                         vae_ablation.<lever>.<data>.<metric> (kept apart from our final rows)
 #   final/mnist5k, final/fashion_mnist    our recipe, 5 seeds; rows vae.<data>.* in vae_cluster.json

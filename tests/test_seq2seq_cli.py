@@ -213,6 +213,12 @@ def test_eval_writes_the_issue_keys_and_merges_results(run, data, tmp_path, caps
     in_run = json.loads((run / "results.json").read_text())
     assert set(ISSUE_KEYS) <= set(in_run) and "seq2seq.valid_ce.l2r" in in_run  # merged, not replaced
     assert details["pairs"] == 6 and len(details["examples"]) == 2
+    # another split's figures go beside the test figures, not over them (the keys name no split)
+    before = (run / "results.json").read_text()
+    kexue("seq2seq", "eval", "--run", run, "--split", "valid", "--beam", "2", "--max_pairs", "3",
+          "--latency_pairs", "2", "--max_new_tokens", "4", "--examples", "0")  # fmt: skip
+    assert (run / "results.json").read_text() == before
+    assert "seq2seq.rougeL.l2r" in json.loads((run / "results-valid.json").read_text())
 
 
 def test_config_yaml_reruns_the_run(run, tmp_path):

@@ -463,7 +463,7 @@ def test_umap_without_umap_learn_is_one_clear_error(monkeypatch):
     assert spectral.shape == (60, 2)
 
 
-def test_a_run_from_another_runs_pretraining_continues_as_if_it_had_pretrained(tmp_path):
+def test_a_run_from_another_runs_pretraining_continues_as_if_it_had_pretrained(tmp_path, monkeypatch):
     """--pretrained: a lever of the VAE phase started from the base study's finished pre-training ends with
     exactly the weights and initialisation of the same lever pre-trained on its own, and pre-trains nothing."""
     import json
@@ -484,20 +484,52 @@ def test_a_run_from_another_runs_pretraining_continues_as_if_it_had_pretrained(t
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     init = [json.loads((tmp_path / name / "seed-0" / "init.json").read_text()) for name in ("alone", "shared")]
     assert init[0] == init[1]
-    assert not (tmp_path / "shared" / "seed-0" / "pretrain").exists()  # nothing pre-trained again
+    copied = tmp_path / "shared" / "seed-0" / "pretrain"  # nothing pre-trained again: the source's, copied
+    assert json.loads((copied / "source.json").read_text())["pretrained"] == str(tmp_path / "base" / "seed-0")
+    assert (copied / "metrics.jsonl").read_text() == (
+        tmp_path / "base" / "seed-0" / "pretrain" / "metrics.jsonl"
+    ).read_text()
     assert "pretrained" in (tmp_path / "shared" / "seed-0" / "config.yaml").read_text()
+    # the copy makes the run self-contained: it serves as a source itself, with the source gone
+    shutil.move(tmp_path / "base", tmp_path / "gone")
+    run_seeds("blobs", lever, [0], tmp_path / "chained", progress=False, images=images, pretrained=tmp_path / "shared")
+    c = load_file(tmp_path / "chained" / "seed-0" / "model.safetensors")
+    assert all(torch.equal(a[k], c[k]) for k in a)
+    shutil.move(tmp_path / "gone", tmp_path / "base")
+    # a run stopped before its first VAE checkpoint resumes (its pre-training is in its own folder)
+    stopped = tmp_path / "shared" / "seed-0"
+    for name in ("model.safetensors", "model.json", "eval.json", "vae"):
+        shutil.rmtree(stopped / name) if (stopped / name).is_dir() else (stopped / name).unlink()
+    train_cluster_vae(images, lever, stopped, resume=True, progress=False)
+    d = load_file(stopped / "model.safetensors")
+    assert all(torch.equal(a[k], d[k]) for k in a)
 
+    out = tmp_path / "new"
     with pytest.raises(KexueError, match=r"latent_dim 4 \(here 5\)"):
-        train_cluster_vae(images, replace(lever, latent_dim=5), pretrained=tmp_path / "base" / "seed-0", progress=False)
+        train_cluster_vae(
+            images, replace(lever, latent_dim=5), out, pretrained=tmp_path / "base" / "seed-0", progress=False
+        )
     with pytest.raises(KexueError, match="pre-trained on blobs, not on other"):
-        train_cluster_vae(replace(images, name="other"), lever, pretrained=tmp_path / "base" / "seed-0", progress=False)
+        train_cluster_vae(
+            replace(images, name="other"), lever, out, pretrained=tmp_path / "base" / "seed-0", progress=False
+        )
+    # a resume that continues the pre-training with another lr makes it nobody's pre-training
+    mixed = tmp_path / "mixed"
+    with monkeypatch.context() as m:
+        _interrupt(m, "autoencoder_loss", after_calls=33)
+        with pytest.raises(KeyboardInterrupt):
+            train_cluster_vae(images, base, mixed, progress=False)
+    (mixed / "config.yaml").write_text((tmp_path / "base" / "seed-0" / "config.yaml").read_text())
+    train_cluster_vae(images, replace(base, lr=1e-3), mixed, resume=True, progress=False)
+    with pytest.raises(KexueError, match="lr 'changed on a resume'"):
+        train_cluster_vae(images, lever, out, pretrained=mixed, progress=False)
     unfinished = tmp_path / "unfinished"
     shutil.copytree(tmp_path / "base" / "seed-0", unfinished)
     ckpts = unfinished / "pretrain" / "checkpoints"
     shutil.rmtree(sorted(ckpts.glob("step-*"))[-1])
     (ckpts / "latest").unlink()
     with pytest.raises(KexueError, match="has not finished"):
-        train_cluster_vae(images, lever, pretrained=unfinished, progress=False)
+        train_cluster_vae(images, lever, out, pretrained=unfinished, progress=False)
 
 
 def test_umap_leaves_no_busy_numba_pool_beside_torch():

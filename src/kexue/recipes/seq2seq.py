@@ -929,7 +929,8 @@ def evaluate_seq2seq(
 
     The L2R and R2L baselines decode with their beam, the bidirectional model with the synchronous
     bidirectional beam (``scoring``), all at the same ``beam``. The figures are merged into the run's
-    ``results.json`` (and into ``results`` when given), each with the command that reruns it:
+    ``results.json`` (``results-<split>.json`` for the train and valid splits, since the keys name no
+    split) and into ``results`` when given, each with the command that reruns it:
     ``seq2seq.{rouge1,rouge2,rougeL,bleu}.{l2r,r2l,bidirectional}``,
     ``seq2seq.first4_acc.<decoder>`` / ``seq2seq.last4_acc.<decoder>`` (decoder l2r, r2l,
     bidirectional, and bidirectional_l2r / bidirectional_r2l: each direction's own best of the
@@ -1032,7 +1033,7 @@ def evaluate_seq2seq(
         "examples": shown,
     }
     write_json(Path(run) / f"eval-{split}.json", details)
-    path = Path(run) / "results.json"
+    path = Path(run) / ("results.json" if split == "test" else f"results-{split}.json")  # keys name no split
     write_results(path, figures, merge=path.is_file() and _is_results(path))
     if results is not None:
         write_results(results, figures, merge=True)

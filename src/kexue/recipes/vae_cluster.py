@@ -56,6 +56,7 @@ from kexue.io import (
     run_config,
     save_figure,
     write_json,
+    write_text,
 )
 from kexue.models.vae_cluster import (
     ClusterVAE,
@@ -476,24 +477,39 @@ def has_checkpoint(run: Path) -> bool:
 
 
 # the settings that shape the autoencoder pre-training: a run may start from another run's pre-training
-# (``pretrained``) only when these and the data set are the same
+# (``pretrained``) only when these, the data set, the device type and the number of processes are the same
 PRETRAIN_FIELDS = ("pretrain_epochs", "batch_size", "lr", "latent_dim", "num_classes", "backbone", "init", "augment",
-                   "contrastive", "seed")  # fmt: skip
+                   "contrastive", "seed", "prior")  # fmt: skip
+PRETRAIN_RECORD = "settings.json"  # in pretrain/: what the pre-training actually ran with
+
+
+def _pretrain_record(cfg: VAEClusterConfig, device: torch.device) -> dict:
+    """The facts that decide a pre-training's weights: :data:`PRETRAIN_FIELDS`, device type, processes."""
+    return {**{k: getattr(cfg, k) for k in PRETRAIN_FIELDS}, "device": device.type, "processes": dist.world_size()}
 
 
 def pretrained_source(path: Path, seed: int) -> Path:
     """The run folder a run of ``seed`` takes its pre-training from: ``path/seed-<seed>`` when ``path`` is
     a study folder, else ``path`` itself (a ``kexue vae-cluster train`` run folder)."""
     path = Path(path)
-    return path / f"seed-{seed}" if (path / f"seed-{seed}").is_dir() else path
+    if (path / f"seed-{seed}").is_dir():
+        return path / f"seed-{seed}"
+    if (path / "config.yaml").is_file() and run_config(path)[0] == STUDY_COMMAND:
+        raise KexueError(f"--pretrained {path}: this study holds no seed-{seed}/ to start seed {seed} from")
+    return path
 
 
-def check_pretrained(source: Path, cfg: VAEClusterConfig, images: ImageSet) -> dict[str, torch.Tensor]:
-    """The encoder and decoder weights of run folder ``source``'s finished pre-training, checked to fit ``cfg``.
+def check_pretrained(
+    source: Path, cfg: VAEClusterConfig, images: ImageSet, device: str | torch.device = "cpu", out: Path | None = None
+) -> Path:
+    """The final checkpoint of run folder ``source``'s pre-training, checked to be the one ``cfg`` would make.
 
-    ``source`` must be a ``kexue vae-cluster train`` run folder (a study's ``seed-<s>/`` is one) on the
-    data set ``images``, whose :data:`PRETRAIN_FIELDS` equal ``cfg``'s and whose last pre-training
-    checkpoint is its final step. Returns ``{name: tensor}`` of the ``encoder.*`` / ``decoder.*`` weights.
+    ``source`` must be a ``kexue vae-cluster train`` run folder (a study's ``seed-<s>/`` is one, and so is
+    a run that itself started from another's pre-training) on the data set ``images``, whose pre-training
+    ran to its last step with the :data:`PRETRAIN_FIELDS` of ``cfg``, on this ``device`` type and with
+    this many processes (its ``pretrain/settings.json``; a run from before that record existed is read
+    from its ``config.yaml``), and whose weights fit the model of ``cfg``. ``out``, the folder about to be
+    written, must not be ``source`` or hold it.
 
     Raises:
         KexueError: naming ``--pretrained`` and what does not match.
@@ -501,6 +517,9 @@ def check_pretrained(source: Path, cfg: VAEClusterConfig, images: ImageSet) -> d
     source = Path(source)
     where = f"--pretrained {source}"
     check(source.is_dir(), f"{where}: no such run folder")
+    if out is not None:
+        mine, theirs = Path(out).resolve(), source.resolve()
+        check(mine != theirs and mine not in theirs.parents, f"{where}: --out {out} would overwrite it")
     check((source / "config.yaml").is_file(), f"{where}: not a run folder (no config.yaml)")
     command, saved = run_config(source)
     check(command == TRAIN_COMMAND, f"{where}: not a `kexue vae-cluster train` run folder (it holds a {command} run)")
@@ -509,12 +528,21 @@ def check_pretrained(source: Path, cfg: VAEClusterConfig, images: ImageSet) -> d
         bool(images.source) and Path(data).expanduser().resolve() == Path(images.source).resolve()
     )
     check(same_data, f"{where}: pre-trained on {data}, not on {images.name}")
-    theirs = dict(saved.get("settings") or {})
-    for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
-        if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
-            theirs.setdefault(key[1].removeprefix("settings."), default)
-    ours = asdict(cfg)
-    differ = [f"{k} {theirs.get(k)!r} (here {ours[k]!r})" for k in PRETRAIN_FIELDS if theirs.get(k) != ours[k]]
+    record_path = source / "pretrain" / PRETRAIN_RECORD
+    if record_path.is_file():
+        theirs = read_json(record_path, "pre-training record")
+        check(isinstance(theirs, dict), f"{record_path}: not a pre-training record")
+    else:  # a run made before the record: its config.yaml (settings.lr may have changed on a resume since)
+        theirs = saved.get("settings")
+        check(isinstance(theirs, dict), f"{where}: its config.yaml holds no settings mapping")
+        theirs = dict(theirs)
+        for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
+            if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
+                theirs.setdefault(key[1].removeprefix("settings."), default)
+        theirs |= {"device": resolve_device(str(saved.get("device", "auto"))).type, "processes": 1}
+    dev = device if isinstance(device, torch.device) else resolve_device(str(device))
+    ours = _pretrain_record(cfg, dev)
+    differ = [f"{k} {theirs.get(k)!r} (here {v!r})" for k, v in ours.items() if theirs.get(k) != v]
     check(not differ, f"{where}: its pre-training differs from this run's: " + ", ".join(differ))
     check(cfg.pretrain_epochs > 0, f"{where}: these settings have no pre-training (pretrain_epochs 0)")
     ckpt = latest_checkpoint(source / "pretrain" / "checkpoints")
@@ -531,26 +559,43 @@ def check_pretrained(source: Path, cfg: VAEClusterConfig, images: ImageSet) -> d
         raise KexueError(f"{where}: cannot read weights {weights}: {e}") from None
     with torch.random.fork_rng(devices=[]):  # a model only for its names and shapes: the caller's draws stay
         own = ClusterVAE(images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone, prior=cfg.prior).state_dict()
-    autoencoder = [k for k in own if k.startswith(("encoder.", "decoder."))]
-    bad = [k for k in autoencoder if k not in state or state[k].shape != own[k].shape]
-    bad += [k for k in state if k not in own]
+    bad = [k for k in own if k not in state or state[k].shape != own[k].shape] + [k for k in state if k not in own]
     check(not bad, f"{where}: weights {weights} do not fit this model ({', '.join(bad[:3])})")
-    return {k: state[k] for k in autoencoder}
+    return ckpt
 
 
-def load_pretrained(model: ClusterVAE, source: Path, cfg: VAEClusterConfig, images: ImageSet) -> None:
-    """Start ``model``'s autoencoder from run folder ``source``'s finished pre-training (:func:`check_pretrained`).
+def _record_pretraining(pre_dir: Path | None, record: dict, resume: bool, steps: int) -> None:
+    """Write ``pre_dir/settings.json`` when a pre-training starts; a resume that continues it with another
+    ``lr`` or device (the changes a resume allows) marks those facts as mixed, so no run takes this
+    pre-training for one made with either value."""
+    if pre_dir is None or not dist.is_main():
+        return
+    path = pre_dir / PRETRAIN_RECORD
+    if not resume:
+        pre_dir.mkdir(parents=True, exist_ok=True)
+        write_json(path, record)
+        return
+    last = latest_checkpoint(pre_dir / "checkpoints")
+    if not path.is_file() or last is None or last.name == f"step-{steps:06d}":  # finished: nothing changes
+        return
+    old = read_json(path, "pre-training record")
+    if isinstance(old, dict):
+        write_json(path, {k: v if old.get(k) == v else "changed on a resume" for k, v in record.items()})
 
-    The classifier and the prior keep their initial values, as the pre-training leaves them (the mixture
-    initialisation sets both next), so a run with the same :data:`PRETRAIN_FIELDS`, seed and data set
-    continues exactly as if it had pre-trained itself: the VAE phases of several levers share one
-    pre-training.
-    """
-    state = check_pretrained(source, cfg, images)
-    own = model.state_dict()
-    with torch.no_grad():
-        for k, v in state.items():
-            own[k].copy_(v.to(own[k].device))
+
+def _copy_pretraining(source: Path, ckpt: Path, pre_dir: Path) -> None:
+    """Make ``pre_dir`` hold ``source``'s finished pre-training: its last checkpoint, metrics and record, and
+    ``source.json`` naming where they came from. The run is then self-contained: it resumes, and serves as
+    a source itself, without ``source``."""
+    if pre_dir.exists():
+        shutil.rmtree(pre_dir)
+    (pre_dir / "checkpoints").mkdir(parents=True)
+    shutil.copytree(ckpt, pre_dir / "checkpoints" / ckpt.name)
+    write_text(pre_dir / "checkpoints" / "latest", ckpt.name + "\n")
+    for name in ("metrics.jsonl", PRETRAIN_RECORD):
+        if (source / "pretrain" / name).is_file():
+            shutil.copy2(source / "pretrain" / name, pre_dir / name)
+    write_json(pre_dir / "source.json", {"pretrained": str(source), "checkpoint": str(ckpt)})
 
 
 def train_cluster_vae(
@@ -569,8 +614,9 @@ def train_cluster_vae(
     ``model.json``. With ``resume``, each phase continues from its own checkpoints: a finished
     pre-training is not repeated, and a VAE phase with a checkpoint skips pre-training and the
     mixture initialisation (whose scores are read back from ``init.json``). With ``pretrained`` (a run
-    folder with the same pre-training settings, seed and data: :func:`load_pretrained`), the autoencoder
-    starts from that run's finished pre-training instead of pre-training here. Example::
+    folder with the same pre-training settings, seed and data: :func:`check_pretrained`), the autoencoder
+    starts from that run's finished pre-training instead of pre-training here: its last checkpoint is
+    copied into ``pretrain/`` and the run continues exactly as one whose pre-training has finished. Example::
 
         model = train_cluster_vae(load_images("mnist5k"), VAEClusterConfig(epochs=5))
 
@@ -604,10 +650,15 @@ def train_cluster_vae(
         return evaluate_model(m, eval_x, eval_y)
 
     # 1. autoencoder pre-training (a finished one resumes as a no-op: its last checkpoint holds the weights)
-    if pretrained is not None and not resume_vae:  # another run's finished pre-training: the same weights
-        load_pretrained(model, Path(pretrained), cfg, images)
+    if pretrained is not None and not resume_pre and not resume_vae:  # another run's finished pre-training
+        check(pre_dir is not None, "--pretrained needs a run folder to copy the pre-training into")
+        ckpt = check_pretrained(Path(pretrained), cfg, images, dev)
+        if dist.is_main():
+            _copy_pretraining(Path(pretrained), ckpt, pre_dir)
+        dist.barrier()
+        resume_pre = True  # continues as a run whose pre-training has finished: the same weights
         print(f"autoencoder pre-training: the finished one of {pretrained}", flush=True)
-    elif cfg.pretrain_epochs and not resume_vae:
+    if cfg.pretrain_epochs and not resume_vae:
         pre = TrainConfig(
             steps=cfg.pretrain_epochs * per_epoch,
             lr=cfg.lr,
@@ -618,6 +669,8 @@ def train_cluster_vae(
             progress=progress,
             find_unused_parameters=True,
         )  # under DDP: the classifier and μ_y wait for the VAE phase
+
+        _record_pretraining(pre_dir, _pretrain_record(cfg, dev), resume_pre, pre.steps)
 
         def pre_loss(m, batch, g):
             if cfg.contrastive:  # two random views of every image: reconstruct both, agree on their codes
@@ -910,8 +963,10 @@ def train_run(
         )
     images = load_images(data)
     check_settings(cfg, images)
-    if pretrained is not None:
-        check_pretrained(pretrained, cfg, images)  # before the run folder is made
+    if pretrained is not None:  # before the run folder is made; a resume has its own copy of the pre-training
+        pretrained = pretrained_source(pretrained, cfg.seed)
+        if not resume:
+            check_pretrained(pretrained, cfg, images, device, out)
     run = make_run_dir(
         out,
         TRAIN_COMMAND,
@@ -1172,9 +1227,11 @@ def run_study(
     check_preset(preset)
     cfg = PRESETS[preset] if settings is DEFAULT_SETTINGS else settings  # the preset's own unless given
     check_settings(cfg, images)
-    if pretrained is not None:  # every seed's source, before the study folder is made
+    if pretrained is not None:  # every new seed's source, before the study folder is made
         for seed in seed_list:
-            check_pretrained(pretrained_source(pretrained, seed), replace(cfg, seed=seed), images)
+            if out is None or not has_checkpoint(Path(out) / f"seed-{seed}"):
+                source = pretrained_source(pretrained, seed)
+                check_pretrained(source, replace(cfg, seed=seed), images, device, out)
     config = (
         {"data": data, "seeds": seeds, "results": results, "settings": asdict(cfg), "device": device}
         | ({"preset": preset} if preset != "ours" else {})  # runs made before presets existed resume unchanged
