@@ -23,8 +23,8 @@
 #                                         longer (twice the VAE epochs), anchor (the cross-entropy towards the
 #                                         initial partition, weight 10)
 #                                         The levers that change nothing before the mixture initialisation
-#                                         (spectral, no_consistency, prior_learned, self_training, restarts,
-#                                         longer, anchor) start from the finished pre-training of the study $SHARED
+#                                         (spectral, no_consistency, self_training, restarts, longer, anchor;
+#                                         not prior_learned, whose model has more parameters) start from the finished pre-training of the study $SHARED
 #                                         (--pretrained; default ablation/base, which runs first): the same
 #                                         seed and pre-training settings give the same weights, and a
 #                                         Fashion-MNIST lever then takes 5 to 7 minutes instead of 20
@@ -58,8 +58,10 @@ MNIST_LONGER=(--settings.epochs 60)
 FMNIST=(--settings.pretrain_epochs 10 --settings.epochs 3 --settings.eval_every_epochs 1)
 FMNIST_SHORT=(--settings.pretrain_epochs 2 --settings.epochs 3 --settings.eval_every_epochs 1)
 FMNIST_LONGER=(--settings.pretrain_epochs 10 --settings.epochs 6 --settings.eval_every_epochs 1)
-# The winning levers of the ablation are the defaults of VAEClusterConfig, so the final studies add nothing.
-FINAL=()
+# The winning lever of the ablation, given explicitly (the defaults of VAEClusterConfig do not hold it yet, so
+# the committed rows of the earlier recipe keep meaning what their commands say): anchor 10 (seed 0: MNIST-5k
+# 97.0 -> 97.6 %, Fashion-MNIST 52.9 -> 60.1 %, samples assigned back up on both).
+FINAL=(--settings.anchor 10)
 
 step() {  # step NAME ARGS... : `kexue ARGS --out $RUNS/NAME`, with --resume when that folder exists
   local name=$1
@@ -92,7 +94,7 @@ for data in mnist5k fashion_mnist; do
   step "ablation/spectral/$data" "${shared[@]}" "${schedule[@]}" --settings.manifold spectral
   step "ablation/short_pretrain/$data" "${base[@]}" "${short[@]}"
   step "ablation/no_consistency/$data" "${shared[@]}" "${schedule[@]}" --settings.consistency 0
-  step "ablation/prior_learned/$data" "${shared[@]}" "${schedule[@]}" --settings.prior learned --settings.balance true
+  step "ablation/prior_learned/$data" "${base[@]}" "${schedule[@]}" --settings.prior learned --settings.balance true
   step "ablation/self_training/$data" "${shared[@]}" "${schedule[@]}" --settings.self_training 1.0
   step "ablation/contrastive/$data" "${base[@]}" "${schedule[@]}" --settings.contrastive 1.0
   step "ablation/restarts/$data" "${shared[@]}" "${schedule[@]}" --settings.gmm_restarts 20

@@ -220,11 +220,11 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
         "benchmarks/results/vae_cluster.json"
     )
     assert runs["ablation/base/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0)  # our defaults
-    assert runs["final/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0)
+    assert runs["final/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0, anchor=10.0)  # the winning lever
     from kexue.reproduce.vae_cluster import FULL  # `reproduce --full` runs the script's Fashion-MNIST schedule
 
     fashion = next(a.settings for a in FULL if (a.preset, a.data) == ("ours", "fashion_mnist"))
-    assert runs["final/fashion_mnist"]["settings"] == replace(fashion, seed=0)
+    assert runs["final/fashion_mnist"]["settings"] == replace(fashion, seed=0, anchor=10.0)
     for data in ("mnist5k", "fashion_mnist"):
         base = runs[f"ablation/base/{data}"]["settings"]
         assert base.manifold == "umap" and runs[f"ablation/spectral/{data}"]["settings"].manifold == "spectral"
@@ -238,11 +238,11 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
         assert runs[f"ablation/restarts/{data}"]["settings"].gmm_restarts == 20
         # the levers after the pre-training share the base's; the others pre-train themselves
         assert runs[f"ablation/anchor/{data}"]["settings"].anchor == 10 and base.anchor == 0
-        for lever in ("spectral", "no_consistency", "prior_learned", "self_training", "restarts", "longer", "anchor"):
+        for lever in ("spectral", "no_consistency", "self_training", "restarts", "longer", "anchor"):
             assert runs[f"ablation/{lever}/{data}"]["pretrained"] == tmp_path / "runs" / "ablation" / "base" / data
             shared = runs[f"ablation/{lever}/{data}"]["settings"]
             assert all(getattr(shared, f) == getattr(base, f) for f in PRETRAIN_FIELDS)
-        for lever in ("base", "short_pretrain", "contrastive"):
+        for lever in ("base", "short_pretrain", "contrastive", "prior_learned"):
             assert runs[f"ablation/{lever}/{data}"]["pretrained"] is None
         assert all(runs[f"ablation/{lever}/{data}"]["results"] is None for lever in ("base", "spectral", "longer"))
         assert runs[f"final/{data}"]["seeds"] == "0,1,2,3,4" and runs[f"final/{data}"]["results"] is not None
