@@ -41,7 +41,7 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from kexue.analysis.clustering import cluster_sizes, clustering_scores
 from kexue.data.images import ImageSet, load_images, random_affine
@@ -78,7 +78,7 @@ from kexue.provenance import command_line
 from kexue.results import Figure, check_results_file, load_results, write_results
 from kexue.training import TensorBatches, TrainConfig, fit
 from kexue.training import distributed as dist
-from kexue.training.checkpoint import latest_checkpoint, load_weights, save_weights
+from kexue.training.checkpoint import latest_checkpoint, load_weights, read_tensors, save_weights
 
 # (value, source) of the published numbers we stand beside (other settings: see docs/vae_cluster.md)
 PUBLISHED = {
@@ -488,6 +488,15 @@ def _pretrain_record(cfg: VAEClusterConfig, device: torch.device) -> dict:
     return {**{k: getattr(cfg, k) for k in PRETRAIN_FIELDS}, "device": device.type, "processes": dist.world_size()}
 
 
+def with_added_settings(settings: dict) -> dict:
+    """A train run's saved ``settings`` with every setting added since at the default it had before."""
+    out = dict(settings)
+    for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
+        if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
+            out.setdefault(key[1].removeprefix("settings."), default)
+    return out
+
+
 def pretrained_source(path: Path, seed: int) -> Path:
     """The run folder a run of ``seed`` takes its pre-training from: ``path/seed-<seed>`` when ``path`` is
     a study folder, else ``path`` itself (a ``kexue vae-cluster train`` run folder)."""
@@ -535,11 +544,8 @@ def check_pretrained(
     else:  # a run made before the record: its config.yaml (settings.lr may have changed on a resume since)
         theirs = saved.get("settings")
         check(isinstance(theirs, dict), f"{where}: its config.yaml holds no settings mapping")
-        theirs = dict(theirs)
-        for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
-            if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
-                theirs.setdefault(key[1].removeprefix("settings."), default)
-        theirs |= {"device": resolve_device(str(saved.get("device", "auto"))).type, "processes": 1}
+        device_type = resolve_device(str(saved.get("device", "auto"))).type
+        theirs = with_added_settings(theirs) | {"device": device_type, "processes": 1}
     dev = device if isinstance(device, torch.device) else resolve_device(str(device))
     ours = _pretrain_record(cfg, dev)
     differ = [f"{k} {theirs.get(k)!r} (here {v!r})" for k, v in ours.items() if theirs.get(k) != v]
@@ -553,10 +559,7 @@ def check_pretrained(
         f"{where}: its pre-training has not finished ({ckpt.name} of {want} steps): finish that run first",
     )
     weights = ckpt / "model.safetensors"
-    try:
-        state = load_file(str(weights))
-    except Exception as e:  # safetensors raises several types for a corrupt header
-        raise KexueError(f"{where}: cannot read weights {weights}: {e}") from None
+    state = read_tensors(weights)
     with torch.random.fork_rng(devices=[]):  # a model only for its names and shapes: the caller's draws stay
         own = ClusterVAE(images.image_size, cfg.latent_dim, cfg.num_classes, cfg.backbone, prior=cfg.prior).state_dict()
     bad = [k for k in own if k not in state or state[k].shape != own[k].shape] + [k for k in state if k not in own]
@@ -766,11 +769,11 @@ def _anchor_targets(
     path = out_dir / "anchor.safetensors" if out_dir is not None else None
     if resume_vae and path is not None:
         check(path.is_file(), f"--resume: {path} (the initial partition of --settings.anchor) is missing")
-        try:
-            targets = load_file(str(path))["targets"]
-        except Exception as e:  # safetensors raises several types for a corrupt file
-            raise KexueError(f"cannot read {path}: {e}") from None
-        check(targets.shape == (len(x), cfg.num_classes), f"{path} does not fit these training images")
+        targets = read_tensors(path, "anchor targets").get("targets")
+        check(
+            targets is not None and targets.shape == (len(x), cfg.num_classes),
+            f"{path} does not fit these training images",
+        )
         return targets
     device = next(model.parameters()).device
     with torch.no_grad():
@@ -1092,10 +1095,7 @@ def finished_scores(run: Path, cfg: VAEClusterConfig, images: ImageSet) -> dict[
     if not (meta_path.is_file() and (Path(run) / "model.safetensors").is_file()):
         return None
     meta = read_json(meta_path, "model file")
-    saved = dict(meta.get("config") or {})
-    for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
-        if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
-            saved.setdefault(key[1].removeprefix("settings."), default)
+    saved = with_added_settings(meta.get("config") or {})
     if saved != asdict(cfg) or not is_training_data(images, meta):
         return None
     done = Path(run) / "eval.json"

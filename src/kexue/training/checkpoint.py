@@ -42,15 +42,21 @@ def _dedupe(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def read_tensors(path: str | Path, what: str = "weights") -> dict[str, torch.Tensor]:
+    """``{name: tensor}`` of a safetensors file; a missing or unreadable file is one KexueError naming ``what``."""
+    path = Path(path)
+    if not path.is_file():
+        raise KexueError(f"{what} file not found: {path}")
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises several types for a corrupt header
+        raise KexueError(f"cannot read {what} {path}: {e}") from None
+
+
 def load_weights(module: torch.nn.Module, path: str | Path, strict: bool = True) -> torch.nn.Module:
     """Load safetensors weights into ``module``; a missing or unreadable file is a KexueError."""
     path = Path(path)
-    if not path.is_file():
-        raise KexueError(f"weights file not found: {path}")
-    try:
-        state = load_file(str(path))
-    except Exception as e:  # safetensors raises several types for a corrupt header
-        raise KexueError(f"cannot read weights {path}: {e}") from None
+    state = read_tensors(path)
     device = next((p.device for p in module.parameters()), torch.device("cpu"))
     try:
         module.load_state_dict({k: v.to(device) for k, v in state.items()}, strict=strict)
@@ -163,8 +169,5 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         ) from None
     extra_path = path / "extra.safetensors"
     if extra_path.is_file():
-        try:
-            state["tensors"] = load_file(str(extra_path))
-        except Exception as e:
-            raise KexueError(f"cannot read checkpoint tensors {extra_path}: {e}") from None
+        state["tensors"] = read_tensors(extra_path, "checkpoint tensors")
     return state
