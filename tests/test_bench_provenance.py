@@ -167,3 +167,36 @@ def test_no_hand_assembled_command_strings(module):
             assert not node.value.lstrip().startswith("kexue "), f"{module}:{node.lineno}: {node.value!r}"
         if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
             assert not str(node.values[0].value).lstrip().startswith("kexue "), f"{module}:{node.lineno}"
+
+
+def _load_pin_script():
+    spec = importlib.util.spec_from_file_location("pin_default", ROOT / "benchmarks" / "pin_default.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_changed_default_is_pinned_into_the_committed_rows_measured_under_it(capsys):
+    """benchmarks/pin_default.py: a row's command names only non-default flags, so when a default changes
+    the rows measured under the old one get it; the pinned command is what command_line derives today."""
+    from kexue.recipes.vae_cluster import preset_settings, run_study
+
+    pin = _load_pin_script()
+    args = ("kexue vae-cluster", "--settings.anchor", "0.0")
+    study = "kexue vae-cluster study --data m --seeds 0"
+    assert pin.pin(f"{study} --settings.epochs 3 --pretrained r", *args) == (
+        f"{study} --settings.epochs 3 --settings.anchor 0.0 --pretrained r"
+    )
+    assert pin.pin(f"{study} --preset su2018", *args) == f"{study} --settings.anchor 0.0 --preset su2018"
+    assert pin.pin(study, *args) == f"{study} --settings.anchor 0.0"
+    named = f"{study} --settings.anchor 10.0"
+    assert pin.pin(named, *args) == named and pin.pin("kexue lm train", *args) == "kexue lm train"
+    assert pin.main(["--check"]) == 0 and capsys.readouterr().out == ""  # nothing committed is left unpinned
+    rows = json.loads((ROOT / "benchmarks/results/vae_cluster.json").read_text())
+    today = command_line(
+        "vae-cluster study",
+        run_study,
+        {"data": "mnist5k", "seeds": "0,1,2", "settings": preset_settings("su2018"), "preset": "su2018"},
+        keep=("data", "seeds"),
+    )
+    assert rows["vae.su2018.mnist5k.acc_hungarian"]["command"] == today

@@ -144,8 +144,11 @@ def test_anchor_term_is_the_weighted_cross_entropy_against_the_fixed_partition()
     assert (loss - plain).item() == pytest.approx(3.0 * ce, rel=1e-5)
     with pytest.raises(KexueError, match="settings.anchor"):
         VAEClusterConfig(anchor=-1.0)
-    with pytest.raises(KexueError, match="gmm_init"):
-        VAEClusterConfig(anchor=1.0, gmm_init=False)
+    # without the mixture initialisation there is no partition to hold: the (default) anchor is unused
+    from kexue.recipes.vae_cluster import _anchor_targets
+
+    assert _anchor_targets(m, x, VAEClusterConfig(anchor=1.0, gmm_init=False), None, False) is None
+    assert VAEClusterConfig().anchor == 10.0 and VAEClusterConfig(anchor=0.0).anchor == 0.0
 
 
 def test_anchor_holds_the_initial_partition_and_resumes_exactly(tmp_path, monkeypatch):
@@ -439,7 +442,7 @@ def test_su2018_preset_is_the_authors_setting():
     author = VAEClusterConfig(
         epochs=50, batch_size=100, lr=1e-3, latent_dim=20, num_classes=10, kl="closed", recon_weight=5.0,
         balance=True, batch_balance=0.0, pretrain_epochs=0, gmm_init=False, spectral_neighbors=0, consistency=0.0,
-        augment=False, prior="unit", self_training=0.0, contrastive=0.0, manifold="spectral",
+        augment=False, prior="unit", self_training=0.0, contrastive=0.0, manifold="spectral", anchor=0.0,
     )  # fmt: skip
     assert preset_settings("su2018") == author
     assert preset_settings("su2018", epochs=5, seed=3) == replace(author, epochs=5, seed=3)

@@ -219,8 +219,9 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
     assert runs["su2018/mnist5k"]["seeds"] == "0,1,2" and str(runs["su2018/mnist5k"]["results"]).endswith(
         "benchmarks/results/vae_cluster.json"
     )
-    assert runs["ablation/base/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0)  # our defaults
-    assert runs["final/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0, anchor=10.0)  # the winning lever
+    # the levers' base: our defaults as they were before the anchor (the winning lever) became one of them
+    assert runs["ablation/base/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0, anchor=0.0)
+    assert runs["final/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0) and DEFAULT_SETTINGS.anchor == 10
     from kexue.reproduce.vae_cluster import FULL  # `reproduce --full` runs the script's Fashion-MNIST schedule
 
     fashion = next(a.settings for a in FULL if (a.preset, a.data) == ("ours", "fashion_mnist"))
@@ -238,6 +239,8 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
         assert runs[f"ablation/restarts/{data}"]["settings"].gmm_restarts == 20
         # the levers after the pre-training share the base's; the others pre-train themselves
         assert runs[f"ablation/anchor/{data}"]["settings"].anchor == 10 and base.anchor == 0
+        levers = {Path(name).parent.name for name in runs if name.startswith("ablation/")} - {"anchor"}
+        assert all(runs[f"ablation/{lever}/{data}"]["settings"].anchor == 0 for lever in levers)
         for lever in ("spectral", "no_consistency", "self_training", "restarts", "longer", "anchor"):
             assert runs[f"ablation/{lever}/{data}"]["pretrained"] == tmp_path / "runs" / "ablation" / "base" / data
             shared = runs[f"ablation/{lever}/{data}"]["settings"]

@@ -114,7 +114,7 @@ class VAEClusterConfig:
 
     The defaults are our best label-free recipe; the author's setting (archives/5887) is
     ``pretrain_epochs=0, gmm_init=False, augment=False, consistency=0, balance=True,
-    batch_balance=0, spectral_neighbors=0``.
+    batch_balance=0, spectral_neighbors=0, anchor=0`` (the preset ``su2018``).
 
     Attributes:
         epochs: VAE training epochs (ours: 30; author: 50).
@@ -153,7 +153,8 @@ class VAEClusterConfig:
         anchor: weight of the cross-entropy of p(y|z) against the initial partition, an extension: each
             training image's cluster probabilities right after the mixture initialisation, kept fixed, so
             the VAE reshapes its latent space around the partition the embedding found instead of
-            replacing it by its prior's nearest-mean partition (0 = off; needs gmm_init).
+            replacing it by its prior's nearest-mean partition (ours: 10, the ablation's winner; 0 = off,
+            as before 2026-12-02). Unused without gmm_init, which makes that partition (like manifold).
     Example: ``VAEClusterConfig(epochs=5, kl="closed")``.
     """
 
@@ -181,7 +182,7 @@ class VAEClusterConfig:
     manifold: Literal["spectral", "umap"] = "umap"
     contrastive: NonNegativeFloat = 0.0
     init: Literal["torch", "keras"] = "torch"
-    anchor: NonNegativeFloat = 0.0
+    anchor: NonNegativeFloat = 10.0
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
@@ -232,10 +233,6 @@ class VAEClusterConfig:
         )
         check(self.init in ("torch", "keras"), f"settings.init must be torch or keras, got {self.init!r}")
         check(
-            not self.anchor or self.gmm_init,
-            "--settings.anchor holds the mixture initialisation's partition: it needs --settings.gmm_init true",
-        )
-        check(
             not self.contrastive or self.pretrain_epochs > 0,
             "--settings.contrastive weighs a term of the autoencoder pre-training: set --settings.pretrain_epochs > 0",
         )
@@ -273,6 +270,7 @@ PRESETS: dict[str, VAEClusterConfig] = {
         self_training=0.0,
         contrastive=0.0,
         manifold="spectral",  # unused without a mixture initialisation; kept as the runs made before umap
+        anchor=0.0,  # no initial partition to hold
     ),
 }
 
@@ -763,8 +761,9 @@ def _anchor_targets(
 ) -> torch.Tensor | None:
     """``settings.anchor``'s fixed targets: p(y | μ(x)) of every training image right after the mixture
     initialisation, (N, K); written to ``anchor.safetensors`` in the run folder and read back by a resume
-    of the VAE phase (the model has moved on by then). None when the anchor is off."""
-    if not cfg.anchor:
+    of the VAE phase (the model has moved on by then). None when the anchor is off or there is no
+    initial partition to hold (``gmm_init`` false)."""
+    if not cfg.anchor or not cfg.gmm_init:
         return None
     path = out_dir / "anchor.safetensors" if out_dir is not None else None
     if resume_vae and path is not None:
@@ -862,7 +861,7 @@ def load_model(run: Path, device: str | torch.device = "cpu") -> tuple[ClusterVA
     try:
         unknown = sorted(set(meta["config"]) - {f.name for f in fields(VAEClusterConfig)})
         check(not unknown, f"unknown setting{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
-        cfg = VAEClusterConfig(**meta["config"])
+        cfg = VAEClusterConfig(**with_added_settings(meta["config"]))  # a setting added since: its old default
         size = tuple(int(v) for v in meta["image_size"])
         check(len(size) == 2 and min(size) > 0, f"image_size {meta['image_size']!r} is not two sizes")
         model = ClusterVAE(size, cfg.latent_dim, cfg.num_classes, meta["backbone"], prior=cfg.prior)

@@ -25,6 +25,7 @@ from kexue.recipes.vae_cluster import (
     plot_samples,
     preset_settings,
     run_study,
+    with_added_settings,
 )
 from kexue.reproduce.report import SectionResult
 from kexue.results import Figure, load_results
@@ -154,13 +155,13 @@ def run(out: Path, quick: bool = True) -> SectionResult:
                 "published": published_text(arm.preset, arm.data),
             }
         )
-        cfg = VAEClusterConfig(**meta["config"])  # the settings the study used
+        cfg = VAEClusterConfig(**with_added_settings(meta["config"]))  # the settings the study used
         init = per_seed.get("init_acc_hungarian", [])
         after_init = f"; {sum(init) / len(init):.1%} Hungarian right after the initialisation" if init else ""
         notes.append(
             f"- **{RECIPE_NAMES[arm.preset]}, {arm.data}**: {cfg.pretrain_epochs} epochs of AE pre-training, "
             f"{'a mixture initialisation' if cfg.gmm_init else 'μ_y zero-initialised'}, {cfg.epochs} VAE epochs, "
-            f"`kl={cfg.kl}`, λ={cfg.recon_weight:g}, prior {cfg.prior}{after_init}."
+            f"`kl={cfg.kl}`, λ={cfg.recon_weight:g}, prior {cfg.prior}, anchor {cfg.anchor:g}{after_init}."
         )
     others = "; ".join(f"{name} {value} % {metric}, {data}" for name, metric, data, value in OTHER_ANCHORS)
     notes += [
