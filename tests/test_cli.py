@@ -191,6 +191,32 @@ def test_study_resume_reads_back_resumes_and_starts(tmp_path, capsys):
     assert (tmp_path / "s2" / "model.safetensors").read_bytes() == (study / "seed-2" / "model.safetensors").read_bytes()
 
 
+def test_study_jobs_trains_seeds_in_processes_with_the_results_of_one_at_a_time(tmp_path, capsys):
+    """--jobs 2: two seeds at once, each in a process of its own with its share of the threads; every seed's
+    weights and scores are those of the same study run one seed at a time on that many threads."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the workers get 2 // 2 = 1 thread each, as the serial run below
+    try:
+        args = ["vae-cluster", "study", "--data", "digits", "--seeds", "0,1", *TINY]
+        main([*args, "--jobs", "2", "--out", str(tmp_path / "jobs")])
+        assert "seeds 0, 1: 2 at a time, 1 torch thread(s) each" in capsys.readouterr().out
+        torch.set_num_threads(1)
+        main([*args, "--out", str(tmp_path / "serial")])
+    finally:
+        torch.set_num_threads(threads)
+    for seed in ("seed-0", "seed-1"):
+        weights = [(tmp_path / run / seed / "model.safetensors").read_bytes() for run in ("jobs", "serial")]
+        assert weights[0] == weights[1]
+    per_seed = [json.loads((tmp_path / run / "per_seed.json").read_text()) for run in ("jobs", "serial")]
+    assert per_seed[0] == per_seed[1] and len(per_seed[0]["acc_hungarian"]) == 2
+    rows = json.loads((tmp_path / "jobs" / "results.json").read_text())
+    assert all(row["command"].endswith("--device cpu --jobs 2") for row in rows.values())
+    code, io = _run([*args, "--jobs", "0", "--out", str(tmp_path / "zero")], capsys)
+    assert code == 2 and "jobs" in io.err and not (tmp_path / "zero").exists()
+
+
 def test_console_script_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "kexue", "--help"], capture_output=True, text=True, check=True).stdout
     assert "reproduce" in out and "vae-cluster" in out

@@ -105,6 +105,7 @@ def study(
     overwrite: bool = False,
     preset: Preset = "ours",
     pretrained: Path | None = None,
+    jobs: PositiveInt = 1,
 ) -> dict:
     """Train and evaluate several seeds; report mean ± std and best.
 
@@ -123,9 +124,12 @@ def study(
         pretrained: an earlier study folder (or run folder) whose finished pre-training each seed
             starts from (its seed-<s>/; same data and pre-training settings) instead of pre-training
             again: studies that differ only after the pre-training share one.
+        jobs: seeds trained at once, each in its own process with its share of the torch threads
+            (1: one after the other, with progress bars); each seed gets the result it would get
+            alone on that many threads.
     """
     folder, per_seed = run_study(
-        data, seeds, out, results, settings, str(device), resume, overwrite, preset, pretrained
+        data, seeds, out, results, settings, str(device), resume, overwrite, preset, pretrained, jobs
     )
     for metric in METRICS:
         s = seed_summary(per_seed[metric])

@@ -1117,6 +1117,7 @@ def run_seeds(
     progress: bool = True,
     images: ImageSet | None = None,
     pretrained: Path | None = None,
+    jobs: int = 1,
 ) -> dict[str, list[float]]:
     """Train one model per seed under ``out/seed-<s>/``; returns metric -> [test score per seed].
 
@@ -1124,49 +1125,102 @@ def run_seeds(
     never started (or stopped before its first checkpoint) starts afresh. ``images``, when given,
     are ``data`` already loaded. Each ``seed-<s>/config.yaml`` reruns that seed alone. With
     ``pretrained`` (a study or run folder), seed s starts from the finished pre-training of
-    :func:`pretrained_source` (``pretrained``/seed-<s>).
+    :func:`pretrained_source` (``pretrained``/seed-<s>). With ``jobs`` > 1, the seeds still to
+    train run that many at a time, each in its own process with its share of the torch threads
+    (:func:`_seed_in_worker`; no progress bars, a line per finished seed); each seed's run folder
+    is the one it would have had alone.
     """
     images = images if images is not None else load_images(data)
     check_settings(cfg, images)
+    check(jobs >= 1, f"--jobs must be >= 1, got {jobs}")
+    check(jobs == 1 or dist.world_size() == 1, "--jobs > 1 runs seeds in processes of its own: not under torchrun")
+    scores_of: dict[int, dict[str, float]] = {}
+    todo = []
+    for seed in seeds:
+        scores = finished_scores(Path(out) / f"seed-{seed}", replace(cfg, seed=seed), images)
+        if scores is not None and "sample_self_consistency" in scores:
+            scores_of[seed] = _report_seed(data, seed, scores)
+        else:
+            todo.append(seed)
+    if jobs > 1 and len(todo) > 1:
+        import concurrent.futures as futures
+        import multiprocessing
+
+        workers = min(jobs, len(todo))
+        threads = max(1, torch.get_num_threads() // workers)
+        print(f"[{data}] seeds {', '.join(map(str, todo))}: {workers} at a time, {threads} torch thread(s) each")
+        context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or numba pools
+        with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+            running = {
+                pool.submit(_seed_in_worker, data, cfg, seed, out, device, pretrained, threads): seed for seed in todo
+            }
+            for done in futures.as_completed(running):
+                scores_of[running[done]] = _report_seed(data, running[done], done.result())
+    else:
+        for seed in todo:
+            scores = train_seed(data, cfg, seed, out, device, progress, images, pretrained)
+            scores_of[seed] = _report_seed(data, seed, scores)
     per_seed: dict[str, list[float]] = {}
     for seed in seeds:
-        run = Path(out) / f"seed-{seed}"
-        seed_cfg = replace(cfg, seed=seed)
-        scores = finished_scores(run, seed_cfg, images)
-        if scores is None:
-            resume = has_checkpoint(run)
-            stale = run.is_dir() and any(run.iterdir()) and not resume
-            source = pretrained_source(pretrained, seed) if pretrained is not None else None
-            make_run_dir(
-                run,
-                TRAIN_COMMAND,
-                {"data": data, "settings": asdict(seed_cfg), "device": str(device)}
-                | ({"pretrained": str(source)} if source is not None else {}),
-                resume=resume,
-                overwrite=stale,
-            )
-            model = train_cluster_vae(
-                images, seed_cfg, run, resume=resume, device=device, progress=progress, pretrained=source
-            )
-            scores = evaluate_model(model, images.test_x, images.test_y)
-        else:
-            model = None  # read back; loaded only if a check is missing
-        if "sample_self_consistency" not in scores:  # a fresh seed, or one finished before this check existed
-            model = model if model is not None else load_model(run)[0]
-            scores["sample_self_consistency"] = self_consistency(model, SELF_CONSISTENCY_PER_CLASS)  # no labels
-            write_json(run / "eval.json", {"data": images.name, **scores})
-        print(
-            f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
-            flush=True,
-        )
-        meta = read_json(run / "model.json", "model file")  # the scores right after the mixture initialisation
-        scores = {
-            **scores,
-            **{k: v for k, v in _scores_only(meta).items() if k in ("init_acc_hungarian", "init_acc_majority")},
-        }
-        for k, v in scores.items():
+        meta = read_json(Path(out) / f"seed-{seed}" / "model.json", "model file")  # right after the initialisation
+        init = {k: v for k, v in _scores_only(meta).items() if k in ("init_acc_hungarian", "init_acc_majority")}
+        for k, v in {**scores_of[seed], **init}.items():
             per_seed.setdefault(k, []).append(float(v))
     return per_seed
+
+
+def train_seed(
+    data: str,
+    cfg: VAEClusterConfig,
+    seed: int,
+    out: Path,
+    device: str = "auto",
+    progress: bool = True,
+    images: ImageSet | None = None,
+    pretrained: Path | None = None,
+) -> dict[str, float]:
+    """One seed of a study in ``out/seed-<seed>/``: read back if finished, else resumed or started; its
+    test scores with ``sample_self_consistency`` (the class-conditional samples assigned back, no labels)."""
+    images = images if images is not None else load_images(data)
+    run = Path(out) / f"seed-{seed}"
+    seed_cfg = replace(cfg, seed=seed)
+    scores = finished_scores(run, seed_cfg, images)
+    model = None  # read back; loaded only if a check is missing
+    if scores is None:
+        resume = has_checkpoint(run)
+        stale = run.is_dir() and any(run.iterdir()) and not resume
+        source = pretrained_source(pretrained, seed) if pretrained is not None else None
+        make_run_dir(
+            run,
+            TRAIN_COMMAND,
+            {"data": data, "settings": asdict(seed_cfg), "device": str(device)}
+            | ({"pretrained": str(source)} if source is not None else {}),
+            resume=resume,
+            overwrite=stale,
+        )
+        model = train_cluster_vae(
+            images, seed_cfg, run, resume=resume, device=device, progress=progress, pretrained=source
+        )
+        scores = evaluate_model(model, images.test_x, images.test_y)
+    if "sample_self_consistency" not in scores:  # a fresh seed, or one finished before this check existed
+        model = model if model is not None else load_model(run)[0]
+        scores["sample_self_consistency"] = self_consistency(model, SELF_CONSISTENCY_PER_CLASS)  # no labels
+        write_json(run / "eval.json", {"data": images.name, **scores})
+    return scores
+
+
+def _seed_in_worker(data, cfg, seed, out, device, pretrained, threads) -> dict[str, float]:
+    """:func:`train_seed` in a worker process of ``run_seeds(jobs > 1)``, on ``threads`` torch threads."""
+    torch.set_num_threads(threads)
+    return train_seed(data, cfg, seed, out, device, progress=False, pretrained=pretrained)
+
+
+def _report_seed(data: str, seed: int, scores: dict[str, float]) -> dict[str, float]:
+    print(
+        f"[{data} seed {seed}] Hungarian {scores['acc_hungarian']:.4f}  majority {scores['acc_majority']:.4f}",
+        flush=True,
+    )
+    return scores
 
 
 def seed_figures(data: str, per_seed: dict[str, list[float]], command: str, preset: str = "ours") -> list[Figure]:
@@ -1204,6 +1258,7 @@ def run_study(
     overwrite: bool = False,
     preset: Preset = "ours",
     pretrained: Path | None = None,
+    jobs: int = 1,
 ) -> tuple[Path, dict[str, list[float]]]:
     """Train and score one model per seed in a study folder: ``kexue vae-cluster study`` from Python.
 
@@ -1213,11 +1268,13 @@ def run_study(
     ``resume``, finished seeds are read back, unfinished ones resume, new ones start. With
     ``pretrained`` (an earlier study's folder, or one run's), each seed starts from that study's
     finished pre-training of the same seed (:func:`check_pretrained`: same pre-training settings).
+    With ``jobs`` > 1, that many seeds train at once, each in its own process (:func:`run_seeds`).
     Returns (study folder, metric -> [score per seed]). Example:
     ``folder, per_seed = run_study("digits", "0,1", "runs/s", settings=VAEClusterConfig(epochs=2))``.
     """
     arguments = dict(locals())
     seed_list = parse_seeds(seeds)
+    check(isinstance(jobs, int) and jobs >= 1, f"--jobs must be an integer >= 1, got {jobs!r}")
     device = str(device)
     resolve_device(device)
     check_run_flags(out, resume, overwrite, "study")
@@ -1239,7 +1296,7 @@ def run_study(
     folder = make_run_dir(
         out, STUDY_COMMAND, config, resume=resume, overwrite=overwrite, may_change=RESUME_MAY_CHANGE | {"seeds"}
     )
-    per_seed = run_seeds(data, cfg, seed_list, folder, device, images=images, pretrained=pretrained)
+    per_seed = run_seeds(data, cfg, seed_list, folder, device, images=images, pretrained=pretrained, jobs=jobs)
     command = command_line("vae-cluster study", run_study, arguments, keep=("data", "seeds"))
     figures = seed_figures(images.name, per_seed, command, preset)
     write_results(folder / "results.json", figures)
