@@ -12,9 +12,10 @@
 #   su2018/mnist5k, su2018/fashion_mnist  the author's recipe (--preset su2018: no pre-training, μ_y
 #                                         zero-initialised, closed-form KL, λ 5, Adam 1e-3, batch 100,
 #                                         50 epochs); rows vae.su2018.<data>.* in vae_cluster.json
-#   ablation/<lever>/<data>               our recipe (the defaults: 100 epochs of AE pre-training, UMAP of the
-#                                         codes' 20-NN graph, a mixture on it, 30 VAE epochs with the
-#                                         augmentation-consistency term) with one lever changed, seed 0:
+#   ablation/<lever>/<data>               our recipe before the anchor became a default (100 epochs of AE
+#                                         pre-training, UMAP of the codes' 20-NN graph, a mixture on it, 30 VAE
+#                                         epochs with the augmentation-consistency term; --settings.anchor 0)
+#                                         with one lever changed, seed 0:
 #                                         base (none), spectral (the spectral embedding instead of UMAP),
 #                                         short_pretrain (a fifth of the pre-training), no_consistency,
 #                                         prior_learned (VaDE's prior; needs the balance term), self_training
@@ -59,8 +60,11 @@ FMNIST=(--settings.pretrain_epochs 10 --settings.epochs 3 --settings.eval_every_
 FMNIST_SHORT=(--settings.pretrain_epochs 2 --settings.epochs 3 --settings.eval_every_epochs 1)
 FMNIST_LONGER=(--settings.pretrain_epochs 10 --settings.epochs 6 --settings.eval_every_epochs 1)
 # The winning lever of the ablation: anchor 10 (seed 0: MNIST-5k 97.0 -> 97.6 %, Fashion-MNIST 52.9 -> 60.1 %,
-# samples assigned back up on both). It is the default since 2026-12-02; the final studies ran before that and
-# name it, so their committed commands are what ran (and still mean the same).
+# samples assigned back up on both). It is the default since 2026-12-02; the flag stays so that the final studies'
+# steps are the commands they were started with (a row written by today's code omits it: same meaning).
+# The committed Fashion-MNIST study ran seeds 3 and 4 in a second process beside it (`--seeds 3,4`, the same
+# settings, in another folder; each seed folder moved into final/fashion_mnist before the study reached it, which
+# read them back): what `--jobs 2` now does.
 FINAL=(--settings.anchor 10)
 # The levers were measured on the recipe before the anchor became the default: every lever but `anchor` names
 # the old default (benchmarks/pin_default.py pinned it into the rows committed before the change).

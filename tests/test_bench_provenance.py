@@ -178,20 +178,28 @@ def _load_pin_script():
 
 def test_a_changed_default_is_pinned_into_the_committed_rows_measured_under_it(capsys):
     """benchmarks/pin_default.py: a row's command names only non-default flags, so when a default changes
-    the rows measured under the old one get it; the pinned command is what command_line derives today."""
-    from kexue.recipes.vae_cluster import preset_settings, run_study
+    the rows measured under the old one get it, once; the pinned command is what command_line derives today."""
+    from dataclasses import fields
+
+    from kexue.recipes.vae_cluster import VAEClusterConfig, preset_settings, run_study
 
     pin = _load_pin_script()
-    args = ("kexue vae-cluster", "--settings.anchor", "0.0")
+    prefixes, flag, old, files = pin.CHANGES["anchor-2026-12-02"]
+    assert fields(VAEClusterConfig)[-1].name == "anchor"  # pin() places a setting as the last field
+    args = (prefixes, flag, old)
     study = "kexue vae-cluster study --data m --seeds 0"
     assert pin.pin(f"{study} --settings.epochs 3 --pretrained r", *args) == (
         f"{study} --settings.epochs 3 --settings.anchor 0.0 --pretrained r"
     )
     assert pin.pin(f"{study} --preset su2018", *args) == f"{study} --settings.anchor 0.0 --preset su2018"
+    assert pin.pin(f"{study} --jobs 2", *args) == f"{study} --settings.anchor 0.0 --jobs 2"
     assert pin.pin(study, *args) == f"{study} --settings.anchor 0.0"
     named = f"{study} --settings.anchor 10.0"
-    assert pin.pin(named, *args) == named and pin.pin("kexue lm train", *args) == "kexue lm train"
-    assert pin.main(["--check"]) == 0 and capsys.readouterr().out == ""  # nothing committed is left unpinned
+    assert pin.pin(named, *args) == named and pin.pin("kexue vae-cluster eval --run r", *args).endswith("--run r")
+    # applied once: the ledger lists the rows pinned, and each still measured as then names the flag
+    assert pin.main(["--check"]) == 0 and capsys.readouterr().out == ""
+    ledger = json.loads(pin.LEDGER.read_text())["anchor-2026-12-02"]
+    assert set(ledger) == set(files) and sum(map(len, ledger.values())) == 310
     rows = json.loads((ROOT / "benchmarks/results/vae_cluster.json").read_text())
     today = command_line(
         "vae-cluster study",

@@ -217,6 +217,33 @@ def test_study_jobs_trains_seeds_in_processes_with_the_results_of_one_at_a_time(
     assert code == 2 and "jobs" in io.err and not (tmp_path / "zero").exists()
 
 
+def test_a_seed_failing_in_a_worker_is_one_error_line_and_leaves_no_half_made_seed(tmp_path, capsys):
+    study = tmp_path / "study"
+    args = ["vae-cluster", "study", "--data", "digits", *TINY, "--out", str(study)]
+    main([*args, "--seeds", "0"])
+    (study / "seed-1").write_text("not a folder")  # seed 1's worker cannot make its run folder
+    code, io = _run([*args, "--seeds", "0,1,2,3", "--jobs", "2", "--resume"], capsys)
+    assert code == 2 and io.err.count("kexue: error:") == 1 and "seed-1" in io.err and "Traceback" not in io.err
+    from kexue.recipes.vae_cluster import has_checkpoint
+
+    for seed in ("seed-2", "seed-3"):  # finished, resumable, or removed when stopped before a checkpoint
+        run = study / seed
+        assert not run.exists() or (run / "model.safetensors").is_file() or has_checkpoint(run)
+    assert (study / "seed-0" / "model.safetensors").is_file()
+
+
+def test_an_old_runs_config_reruns_it_with_the_settings_added_since_at_their_old_defaults(tmp_path):
+    """--config RUN/config.yaml of a run made before --settings.anchor existed runs anchor 0 (its default
+    then), not today's 10: the config reruns what that run ran."""
+    run = tmp_path / "old"
+    main(["vae-cluster", "train", "--data", "digits", *TINY, "--out", str(run)])
+    text = (run / "config.yaml").read_text()
+    assert "anchor: 10.0" in text  # today's default
+    (run / "config.yaml").write_text("".join(line for line in text.splitlines(True) if "anchor" not in line))
+    main(["vae-cluster", "train", "--config", str(run / "config.yaml"), "--out", str(tmp_path / "again")])
+    assert json.loads((tmp_path / "again" / "model.json").read_text())["config"]["anchor"] == 0.0
+
+
 def test_console_script_help_lists_commands():
     out = subprocess.run([sys.executable, "-m", "kexue", "--help"], capture_output=True, text=True, check=True).stdout
     assert "reproduce" in out and "vae-cluster" in out

@@ -202,9 +202,9 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
 
     seen = []
 
-    def fake_study(data, seeds, out, results, settings, device, resume, overwrite, preset, pretrained):
+    def fake_study(data, seeds, out, results, settings, device, resume, overwrite, preset, pretrained, jobs=1):
         seen.append(dict(data=data, seeds=seeds, out=out, results=results, settings=settings, resume=resume,
-                         preset=preset, pretrained=pretrained))  # fmt: skip
+                         preset=preset, pretrained=pretrained, jobs=jobs))  # fmt: skip
         return Path(out), {m: [0.5] for m in METRICS}
 
     monkeypatch.setattr(commands, "run_study", fake_study)

@@ -240,7 +240,7 @@ def _checked_mapping(value: str, flag: str, known: set[str], prefix: str, comman
     import yaml
 
     from kexue.errors import KexueError
-    from kexue.io import read_yaml
+    from kexue.io import config_command, read_yaml, with_added_defaults
 
     if prefix and not os.path.exists(value):
         try:
@@ -255,6 +255,8 @@ def _checked_mapping(value: str, flag: str, known: set[str], prefix: str, comman
             )
     else:
         data = read_yaml(value, flag)
+        if flag == "--config" and os.path.isfile(value):  # a run's config.yaml: the settings added since
+            data = with_added_defaults(config_command(value, flag), data)  # at their old defaults
     data.pop("command", None)  # configs written before 0.2 named the command in a key
     flat = _flatten(data, prefix)
     groups = {k.split(".")[0] for k in known if "." in k}

@@ -300,16 +300,39 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def config_command(path: str | os.PathLike, what: str = "run config") -> str | None:
+    """The command named in a config file's header line (``# kexue run config: <command>``), else None."""
+    text = read_text(path, what)
+    first = text.splitlines()[0] if text else ""
+    return first[len(CONFIG_HEADER) :].strip() if first.startswith(CONFIG_HEADER) else None
+
+
 def run_config(folder: str | os.PathLike) -> tuple[str | None, dict]:
     """``(command, config)`` saved in a run folder's ``config.yaml`` (command None if unknown)."""
     path = Path(folder) / "config.yaml"
-    text = read_text(path, "run config")
-    first = text.splitlines()[0] if text else ""
-    command = first[len(CONFIG_HEADER) :].strip() if first.startswith(CONFIG_HEADER) else None
+    command = config_command(path)
     data = read_yaml(path, "run config")
     command = command or data.pop("command", None)
     data.pop("command", None)
     return command, data
+
+
+def with_added_defaults(command: str | None, config: dict) -> dict:
+    """A saved run ``config`` of ``command`` with every setting added since (:data:`ADDED_SETTINGS`) at the
+    default it had before, so that rerunning an old run's config.yaml runs what that run ran."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for (cmd, key), default in ADDED_SETTINGS.items():
+        if cmd != command:
+            continue
+        *parents, leaf = key.split(".")
+        node = out
+        for part in parents:
+            node = node.get(part) if isinstance(node.get(part), dict) else None
+            if node is None:
+                break
+        if node is not None:
+            node.setdefault(leaf, default)
+    return out
 
 
 def clean_temporaries(folder: str | os.PathLike) -> int:

@@ -47,7 +47,6 @@ from kexue.analysis.clustering import cluster_sizes, clustering_scores
 from kexue.data.images import ImageSet, load_images, random_affine
 from kexue.errors import KexueError
 from kexue.io import (
-    ADDED_SETTINGS,
     RESUME_MAY_CHANGE,
     check_output_dir,
     make_run_dir,
@@ -55,6 +54,7 @@ from kexue.io import (
     register_added_settings,
     run_config,
     save_figure,
+    with_added_defaults,
     write_json,
     write_text,
 )
@@ -488,11 +488,7 @@ def _pretrain_record(cfg: VAEClusterConfig, device: torch.device) -> dict:
 
 def with_added_settings(settings: dict) -> dict:
     """A train run's saved ``settings`` with every setting added since at the default it had before."""
-    out = dict(settings)
-    for key, default in ADDED_SETTINGS.items():  # a run made before a setting existed had it at its default
-        if key[0] == TRAIN_COMMAND and key[1].startswith("settings."):
-            out.setdefault(key[1].removeprefix("settings."), default)
-    return out
+    return with_added_defaults(TRAIN_COMMAND, {"settings": settings})["settings"]
 
 
 def pretrained_source(path: Path, seed: int) -> Path:
@@ -1132,8 +1128,7 @@ def run_seeds(
     """
     images = images if images is not None else load_images(data)
     check_settings(cfg, images)
-    check(jobs >= 1, f"--jobs must be >= 1, got {jobs}")
-    check(jobs == 1 or dist.world_size() == 1, "--jobs > 1 runs seeds in processes of its own: not under torchrun")
+    check_jobs(jobs)
     scores_of: dict[int, dict[str, float]] = {}
     todo = []
     for seed in seeds:
@@ -1143,19 +1138,30 @@ def run_seeds(
         else:
             todo.append(seed)
     if jobs > 1 and len(todo) > 1:
-        import concurrent.futures as futures
         import multiprocessing
 
         workers = min(jobs, len(todo))
         threads = max(1, torch.get_num_threads() // workers)
-        print(f"[{data}] seeds {', '.join(map(str, todo))}: {workers} at a time, {threads} torch thread(s) each")
+        print(
+            f"[{data}] seeds {', '.join(map(str, todo))}: {workers} at a time, {threads} torch thread(s) each",
+            flush=True,
+        )
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: no forked torch or numba pools
-        with futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-            running = {
-                pool.submit(_seed_in_worker, data, cfg, seed, out, device, pretrained, threads): seed for seed in todo
-            }
-            for done in futures.as_completed(running):
-                scores_of[running[done]] = _report_seed(data, running[done], done.result())
+        new_runs = [Path(out) / f"seed-{seed}" for seed in todo if not (Path(out) / f"seed-{seed}").exists()]
+        pool = context.Pool(workers)
+        try:
+            tasks = [(data, cfg, seed, out, device, pretrained, threads) for seed in todo]
+            for seed, scores in pool.imap_unordered(_seed_in_worker, tasks):
+                scores_of[seed] = _report_seed(data, seed, scores)
+        except BaseException:  # a failed seed or Ctrl-C: stop the others now (each resumes from its checkpoints)
+            pool.terminate()
+            for run in new_runs:  # a seed folder the workers made that holds nothing to resume from goes again
+                if run.is_dir() and not has_checkpoint(run) and not (run / "model.safetensors").exists():
+                    shutil.rmtree(run, ignore_errors=True)
+            raise
+        finally:
+            pool.close()
+            pool.join()
     else:
         for seed in todo:
             scores = train_seed(data, cfg, seed, out, device, progress, images, pretrained)
@@ -1169,6 +1175,15 @@ def run_seeds(
     return per_seed
 
 
+def check_jobs(jobs: int) -> None:
+    """``--jobs``: an integer >= 1, and 1 under torchrun (whose processes already split the work)."""
+    check(
+        isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1,
+        f"--jobs must be an integer >= 1, got {jobs!r}",
+    )
+    check(jobs == 1 or dist.world_size() == 1, "--jobs > 1 runs seeds in processes of its own: not under torchrun")
+
+
 def train_seed(
     data: str,
     cfg: VAEClusterConfig,
@@ -1180,7 +1195,8 @@ def train_seed(
     pretrained: Path | None = None,
 ) -> dict[str, float]:
     """One seed of a study in ``out/seed-<seed>/``: read back if finished, else resumed or started; its
-    test scores with ``sample_self_consistency`` (the class-conditional samples assigned back, no labels)."""
+    test scores with ``sample_self_consistency`` (the class-conditional samples assigned back, no labels).
+    Example: ``train_seed("digits", VAEClusterConfig(epochs=2), 3, Path("runs/study"))`` (``runs/study/seed-3``)."""
     images = images if images is not None else load_images(data)
     run = Path(out) / f"seed-{seed}"
     seed_cfg = replace(cfg, seed=seed)
@@ -1209,10 +1225,11 @@ def train_seed(
     return scores
 
 
-def _seed_in_worker(data, cfg, seed, out, device, pretrained, threads) -> dict[str, float]:
+def _seed_in_worker(task: tuple) -> tuple[int, dict[str, float]]:
     """:func:`train_seed` in a worker process of ``run_seeds(jobs > 1)``, on ``threads`` torch threads."""
+    data, cfg, seed, out, device, pretrained, threads = task
     torch.set_num_threads(threads)
-    return train_seed(data, cfg, seed, out, device, progress=False, pretrained=pretrained)
+    return seed, train_seed(data, cfg, seed, out, device, progress=False, pretrained=pretrained)
 
 
 def _report_seed(data: str, seed: int, scores: dict[str, float]) -> dict[str, float]:
@@ -1274,7 +1291,7 @@ def run_study(
     """
     arguments = dict(locals())
     seed_list = parse_seeds(seeds)
-    check(isinstance(jobs, int) and jobs >= 1, f"--jobs must be an integer >= 1, got {jobs!r}")
+    check_jobs(jobs)
     device = str(device)
     resolve_device(device)
     check_run_flags(out, resume, overwrite, "study")
