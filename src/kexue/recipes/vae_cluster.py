@@ -1031,9 +1031,16 @@ def plot_clusters(model: ClusterVAE, x: torch.Tensor, path: Path, per_cluster: i
             ax.axis("off")
             if j < len(members):
                 ax.imshow(x[members[j], 0].numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[k, 0].set_title(f"{k}", fontsize=6, loc="left")
+    _label_rows(axes)
     fig.suptitle("real members of each cluster (row = cluster)", fontsize=8)
     return save_figure(fig, path)
+
+
+def _label_rows(axes) -> None:
+    """Write each row's index left of its first image (a title would hide under the row above)."""
+    for k in range(axes.shape[0]):
+        ax = axes[k, 0]
+        ax.text(-0.1, 0.5, f"{k}", transform=ax.transAxes, fontsize=7, ha="right", va="center")
 
 
 def plot_samples(model: ClusterVAE, path: Path, per_class: int = 10, seed: int = 0) -> Path:
@@ -1050,6 +1057,7 @@ def plot_samples(model: ClusterVAE, path: Path, per_class: int = 10, seed: int =
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         ax.imshow(imgs[i, 0].numpy(), cmap="gray", vmin=0, vmax=1)
+    _label_rows(axes)
     fig.suptitle("class-conditional samples, z ~ N(mu_y, I) (row = class)", fontsize=8)
     return save_figure(fig, path)
 
