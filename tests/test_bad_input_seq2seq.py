@@ -138,7 +138,12 @@ ROWS = [
     ("train-lr-type", with_flag(TRAIN, "--settings.lr", "fast"), "--settings.lr"),
     ("train-dropout-one", with_flag(TRAIN, "--settings.dropout", "1.0"), "--settings.dropout"),
     ("train-cross-dropout", with_flag(TRAIN, "--settings.cross_dropout", "-0.1"), "--settings.cross_dropout"),
-    ("train-lambda-zero", with_flag(TRAIN, "--settings.cross_weight", "0"), "--settings.cross_weight"),
+    ("train-lambda-negative", with_flag(TRAIN, "--settings.cross_weight", "-0.1"), "--settings.cross_weight"),
+    (
+        "train-lambda-zero-pseudo",
+        with_flag(with_flag(TRAIN, "--settings.cross_weight", "0"), "--settings.cross_history", "pseudo"),
+        "reads no history",
+    ),
     ("train-history-choice", with_flag(TRAIN, "--settings.cross_history", "silver"), "--settings.cross_history"),
     ("train-tokenizer-choice", with_flag(TRAIN, "--settings.tokenizer", "wordpiece"), "--settings.tokenizer"),
     ("train-vocab-small", with_flag(TRAIN, "--settings.vocab_size", "100"), "--settings.vocab_size 100"),

@@ -163,6 +163,32 @@ def test_generate_from_a_file_with_processors_and_half_beam(run, data, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3  # blank lines skipped, one title a text
 
 
+def test_cross_weight_zero_trains_the_capacity_control(data, capsys):
+    """λ = 0: the third model is one decoder trained on both directions that never reads the other."""
+    out = data["root"] / "shared"
+    kexue(
+        "seq2seq",
+        "train",
+        "--corpus",
+        data["en"],
+        *TINY,
+        "--settings.steps",
+        "2",
+        "--settings.vocab_size",
+        "300",
+        "--settings.cross_weight",
+        "0",
+        "--out",
+        out,
+    )
+    cfg = json.loads((out / "bidirectional" / "model.json").read_text())
+    assert cfg["directions"] == "both" and cfg["cross_weight"] == 0.0
+    models, _, _ = recipe.load_models(out, ("bidirectional",))
+    assert models["bidirectional"].cross is False
+    titles = recipe.generate(out, text="A small tool to convert images.", decoding="bidirectional", beam=2)
+    assert titles[0].l2r_ids is not None and titles[0].r2l_ids is not None
+
+
 def test_chinese_run_uses_characters_and_pseudo_histories(zh_run, capsys):
     assert json.loads((zh_run / "bidirectional" / "model.json").read_text())["tokenizer"] == "char"
     assert (zh_run / "pseudo.safetensors").is_file()

@@ -108,7 +108,9 @@ class Seq2SeqSettings:
         decoder_layers: decoder blocks.
         ff_mult: feed-forward width as a multiple of dim.
         dropout: dropout rate, in [0, 1).
-        cross_weight: λ of H = H→ + λ·tanh(H←) (the paper: 0.1).
+        cross_weight: λ of H = H→ + λ·tanh(H←) (the paper: 0.1). 0 drops the cross term: the third model
+            is then one decoder trained on both directions that never reads the other (the capacity
+            control: it shares its decoder between the directions as the bidirectional model does).
         cross_dropout: dropout on the cross term H←, in [0, 1) (the paper: 0.3).
         cross_history: gold (each stream reads the other's gold tokens) or pseudo (the other direction's
             history is the greedy decode of the one-direction baseline: the baselines are trained first and
@@ -135,7 +137,7 @@ class Seq2SeqSettings:
     decoder_layers: PositiveInt = 3
     ff_mult: PositiveInt = 4
     dropout: Dropout = 0.1
-    cross_weight: PositiveFloat = 0.1
+    cross_weight: NonNegativeFloat = 0.1
     cross_dropout: Dropout = 0.3
     cross_history: CrossHistory = "gold"
     tokenizer: TokenizerKind = "auto"
@@ -173,7 +175,7 @@ class Seq2SeqSettings:
                 "seed": 0,
             },
             fractions={"dropout": "[0,1)", "cross_dropout": "[0,1)"},
-            numbers={"cross_weight": ">0", "lr": ">0"},
+            numbers={"cross_weight": ">=0", "lr": ">0"},
             choices={
                 "cross_history": ("gold", "pseudo"),
                 "tokenizer": ("auto", "bpe", "char"),
@@ -182,6 +184,11 @@ class Seq2SeqSettings:
         check(
             self.dim % self.heads == 0,
             f"--settings.dim {self.dim} must be a multiple of --settings.heads {self.heads}",
+        )
+        check(
+            self.cross_weight > 0 or self.cross_history == "gold",
+            "--settings.cross_weight 0 reads no history of the other direction: "
+            "--settings.cross_history pseudo would decode histories that nothing reads (use gold)",
         )
         check(
             self.tokenizer == "char" or self.vocab_size > 262,
