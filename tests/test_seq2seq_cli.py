@@ -163,8 +163,9 @@ def test_generate_from_a_file_with_processors_and_half_beam(run, data, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3  # blank lines skipped, one title a text
 
 
-def test_cross_weight_zero_trains_the_capacity_control(data, capsys):
-    """λ = 0: the third model is one decoder trained on both directions that never reads the other."""
+def test_cross_weight_zero_trains_the_capacity_control(data, tmp_path):
+    """λ = 0: the third model is one decoder trained on both directions that never reads the other; its
+    figures are named `shared`, so they never overwrite the bidirectional model's rows."""
     out = data["root"] / "shared"
     kexue(
         "seq2seq",
@@ -185,8 +186,32 @@ def test_cross_weight_zero_trains_the_capacity_control(data, capsys):
     assert cfg["directions"] == "both" and cfg["cross_weight"] == 0.0
     models, _, _ = recipe.load_models(out, ("bidirectional",))
     assert models["bidirectional"].cross is False
-    titles = recipe.generate(out, text="A small tool to convert images.", decoding="bidirectional", beam=2)
-    assert titles[0].l2r_ids is not None and titles[0].r2l_ids is not None
+    results = tmp_path / "results.json"
+    kexue(
+        "seq2seq",
+        "eval",
+        "--run",
+        out,
+        "--beam",
+        "2",
+        "--max_pairs",
+        "4",
+        "--latency_pairs",
+        "2",
+        "--threads",
+        "1",
+        "--device",
+        "cpu",
+        "--results",
+        results,
+    )
+    keys = set(json.loads(results.read_text()))
+    assert not any("bidir" in k for k in keys)
+    for key in ("seq2seq.rougeL.shared", "seq2seq.rougeL.shared_l2r", "seq2seq.latency_ratio_shared_vs_l2r.half"):
+        assert key in keys
+    assert "seq2seq.valid_ce.shared" in json.loads((out / "results.json").read_text())
+    examples = json.loads((out / "eval-test.json").read_text())["examples"]
+    assert set(examples[0]) == {"source", "reference", "l2r", "r2l", "shared"}
 
 
 def test_chinese_run_uses_characters_and_pseudo_histories(zh_run, capsys):

@@ -187,16 +187,19 @@ def evaluate(
         results,
     )
     v = ev.values()
-    for name in recipe.MODELS:
+    third = "bidirectional" if "seq2seq.rougeL.bidirectional" in v else "shared"  # shared: the λ = 0 control
+    for name in ("l2r", "r2l", third):
         print(
             f"{name:>13}: ROUGE-1 {v[f'seq2seq.rouge1.{name}']:.2f}  ROUGE-2 {v[f'seq2seq.rouge2.{name}']:.2f}  "
             f"ROUGE-L {v[f'seq2seq.rougeL.{name}']:.2f}  BLEU {v[f'seq2seq.bleu.{name}']:.2f}  "
             f"first-4 {v[f'seq2seq.first4_acc.{name}']:.3f}  last-4 {v[f'seq2seq.last4_acc.{name}']:.3f}"
         )
     ratios = ", ".join(
-        f"{k.rsplit('.', 1)[1]} {x:.2f}x" for k, x in v.items() if k.startswith("seq2seq.latency_ratio_bidir_vs_l2r.")
+        f"{k.rsplit('.', 1)[1]} {x:.2f}x"
+        for k, x in v.items()
+        if k.startswith("seq2seq.latency_ratio_") and k.count(".") == 2
     )
-    print(f"latency bidirectional / L2R (beam {beam}, batch {batch_size}): {ratios}")
+    print(f"latency {third} / L2R (beam {beam}, batch {batch_size}): {ratios}")
     for line in recipe.iter_examples(ev):
         print(line)
     return v

@@ -18,7 +18,9 @@ other stream with a one-direction model's decodes instead (the paper's fix for t
 Parameters are shared by the two streams (official code: one decoder applied to the stacked
 ``[2, batch, ...]`` streams; the start tokens ``<l2r>``/``<r2l>`` tell the directions apart).
 ``bidirectional=False`` (or ``cross_weight=0``) removes the cross term: the same network is then
-the L2R-only / R2L-only baseline of equal size (train it with ``directions="l2r"`` or ``"r2l"``).
+the L2R-only / R2L-only baseline of equal size (train it with ``directions="l2r"`` or ``"r2l"``), or,
+trained on both directions, the capacity control: one decoder shared by two streams that never read
+each other.
 Pre-LayerNorm blocks (the official code is post-norm; pre-norm trains without warm-up), sinusoidal
 positions, one embedding for source, target and output (tied).
 
@@ -195,7 +197,8 @@ class SyncBidirectionalTransformer(nn.Module):
         vocab_size: shared source/target vocabulary.
         dim, heads, encoder_layers, decoder_layers, ff_mult, dropout: Transformer size.
         cross_weight: λ of H = H→ + λ tanh(H←) (paper 0.1). cross_dropout: dropout on H← (0.3).
-        bidirectional: False (or ``cross_weight`` 0) drops the cross term: a one-direction baseline.
+        bidirectional: False (or ``cross_weight`` 0) drops the cross term: a one-direction baseline
+            (or, trained on both directions, two streams that share the decoder without reading each other).
         pad_id, eos_id, l2r_id, r2l_id: padding, end, and the two start tokens (sb-nmt: 0, 1, 2, 3).
     Example: ``SyncBidirectionalTransformer(100, dim=64)(src, l2r_in, r2l_in)`` -> two (B, T, V) logits.
     """

@@ -32,7 +32,7 @@ import math
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -594,10 +594,25 @@ def train_seq2seq(
     )
     cmd = command_line("seq2seq train", train_seq2seq, arguments)
     figures = [Figure(f"seq2seq.valid_ce.{name}", valid_ce[name], command=cmd) for name in MODELS]
+    figures = _control_keys(figures, cfg)
     write_results(out / "results.json", figures, merge=(out / "results.json").is_file())
     if results is not None:
         write_results(results, figures, merge=True)
     return Seq2SeqRun(out, valid_ce, steps, time.perf_counter() - t0, kind, len(keep), figures)
+
+
+def _model_label(name: str, cfg: Seq2SeqModelConfig) -> str:
+    """What a run's model is called in its figures: the third model of a λ = 0 run is ``shared``."""
+    return "shared" if name == "bidirectional" and cfg.cross_weight == 0 else name
+
+
+def _control_keys(figures: list[Figure], cfg: Seq2SeqModelConfig) -> list[Figure]:
+    """With λ = 0 the third model is the capacity control, not the bidirectional model: its figures are
+    named ``shared`` (``seq2seq.rougeL.shared``, ``seq2seq.latency_ratio_shared_vs_l2r``, ...), so that
+    they never overwrite the bidirectional model's rows in a results file."""
+    if cfg.cross_weight > 0:
+        return figures
+    return [replace(f, key=f.key.replace("bidirectional", "shared").replace("bidir_", "shared_")) for f in figures]
 
 
 # ---- trained runs --------------------------------------------------------------------------------
@@ -944,7 +959,9 @@ def evaluate_seq2seq(
     bidirectional beam, decoded without early exit), ``seq2seq.rougeL.bidirectional_l2r`` /
     ``seq2seq.rougeL.bidirectional_r2l`` (those streams' bests alone), ``seq2seq.latency_ratio_bidir_vs_l2r`` (the
     bidirectional beam with ``scoring`` over the L2R beam, same beam, same batches, one run) and
-    ``seq2seq.latency_ratio_bidir_vs_l2r.su`` / ``.half``. Details and example titles go to
+    ``seq2seq.latency_ratio_bidir_vs_l2r.su`` / ``.half``. A run trained with ``--settings.cross_weight 0``
+    (the capacity control) names its third model ``shared`` instead (``seq2seq.rougeL.shared``,
+    ``seq2seq.latency_ratio_shared_vs_l2r``, ...). Details and example titles go to
     ``RUN/eval-<split>.json``.
 
     Args:
@@ -1024,7 +1041,7 @@ def evaluate_seq2seq(
     for name, ratio in ratios.items():
         figures.append(Figure(f"seq2seq.latency_ratio_bidir_vs_l2r.{name}", ratio, command=cmd))
     shown = [
-        {"source": p.source, "reference": p.target, **{name: decoded[name][i] for name in MODELS}}
+        {"source": p.source, "reference": p.target, **{_model_label(name, cfg): decoded[name][i] for name in MODELS}}
         for i, p in enumerate(pairs[:examples])
     ]
     details |= {
@@ -1040,6 +1057,7 @@ def evaluate_seq2seq(
         "examples": shown,
     }
     write_json(Path(run) / f"eval-{split}.json", details)
+    figures = _control_keys(figures, cfg)
     path = Path(run) / ("results.json" if split == "test" else f"results-{split}.json")  # keys name no split
     write_results(path, figures, merge=path.is_file() and _is_results(path))
     if results is not None:
@@ -1059,5 +1077,5 @@ def iter_examples(evaluation: Seq2SeqEval) -> Iterator[str]:
     """Lines that show each example's reference beside the three decoders' titles."""
     for i, ex in enumerate(evaluation.examples, 1):
         yield f"[{i}] reference:     {ex['reference']}"
-        for name in MODELS:
+        for name in (k for k in ex if k not in ("source", "reference")):
             yield f"    {name + ':':<14} {ex[name]}"
