@@ -151,15 +151,29 @@ def test_anchor_term_is_the_weighted_cross_entropy_against_the_fixed_partition()
     assert VAEClusterConfig().anchor == 10.0 and VAEClusterConfig(anchor=0.0).anchor == 0.0
 
 
-def test_anchor_holds_the_initial_partition_and_resumes_exactly(tmp_path, monkeypatch):
+def test_anchor_release_falls_linearly_to_zero():
+    from kexue.recipes.vae_cluster import anchor_weight
+
+    released = VAEClusterConfig(anchor=10.0, anchor_epochs=2)
+    assert [anchor_weight(released, s, per_epoch=5) for s in (0, 1, 5, 9, 10, 30)] == pytest.approx(
+        [10.0, 9.0, 5.0, 1.0, 0.0, 0.0]
+    )
+    assert anchor_weight(VAEClusterConfig(anchor=10.0), 1000, per_epoch=5) == 10.0  # held: no release
+    with pytest.raises(KexueError, match="anchor_epochs"):
+        VAEClusterConfig(anchor_epochs=0)
+
+
+@pytest.mark.parametrize("anchor_epochs", [None, 6])  # 6: resumed at step 30 of a 36-step release
+def test_anchor_holds_the_initial_partition_and_resumes_exactly(tmp_path, monkeypatch, anchor_epochs):
     """The anchor's targets are the model's p(y|μ(x)) right after the initialisation, saved with the run;
-    a run stopped in the VAE phase resumes from them to the same weights as one that was not stopped."""
+    a run stopped in the VAE phase resumes from them (and mid-release, from the same point of the
+    anchor's schedule) to the same weights as one that was not stopped."""
     from dataclasses import replace
 
     from safetensors.torch import load_file
 
     images = _blobs()
-    cfg = replace(RESUME_CFG, anchor=5.0)
+    cfg = replace(RESUME_CFG, anchor=5.0, anchor_epochs=anchor_epochs)
     train_cluster_vae(images, cfg, tmp_path / "straight", progress=False)
     targets = load_file(tmp_path / "straight" / "anchor.safetensors")["targets"]
     assert targets.shape == (len(images.train_x), 3)

@@ -101,6 +101,7 @@ for _command in (TRAIN_COMMAND, STUDY_COMMAND):  # runs made before these settin
             "settings.contrastive": 0.0,
             "settings.init": "torch",
             "settings.anchor": 0.0,
+            "settings.anchor_epochs": None,
         },
     )
 GMM_MAX_POINTS = 20000  # images entering the mixture initialisation (a seeded subset beyond this)
@@ -155,6 +156,9 @@ class VAEClusterConfig:
             the VAE reshapes its latent space around the partition the embedding found instead of
             replacing it by its prior's nearest-mean partition (ours: 10, the ablation's winner; 0 = off,
             as before 2026-12-02). Unused without gmm_init, which makes that partition (like manifold).
+        anchor_epochs: release the anchor: its weight falls linearly from ``anchor`` to 0 over the first
+            N VAE epochs (and stays 0 after), so the VAE holds the initial partition early and may improve
+            it later; None (default): held at ``anchor`` for the whole VAE phase.
     Example: ``VAEClusterConfig(epochs=5, kl="closed")``.
     """
 
@@ -183,6 +187,7 @@ class VAEClusterConfig:
     contrastive: NonNegativeFloat = 0.0
     init: Literal["torch", "keras"] = "torch"
     anchor: NonNegativeFloat = 10.0
+    anchor_epochs: PositiveInt | None = None
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
@@ -207,6 +212,15 @@ class VAEClusterConfig:
             )
             setattr(self, name, int(value))
         numbers = (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False))
+        check(
+            self.anchor_epochs is None
+            or (
+                isinstance(self.anchor_epochs, int)
+                and not isinstance(self.anchor_epochs, bool)
+                and self.anchor_epochs >= 1
+            ),
+            f"settings.anchor_epochs must be an integer >= 1 or None, got {self.anchor_epochs!r}",
+        )
         for name, positive in numbers + (("self_training", False), ("contrastive", False), ("anchor", False)):
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -717,7 +731,8 @@ def train_cluster_vae(
     )
 
     def loss_fn(m, batch, g):
-        batch, fixed = batch if anchor is not None else (batch, None)
+        batch, fixed, step = batch if anchor is not None else (batch, None, 0)
+        weight = anchor_weight(cfg, int(step), per_epoch)
         view = random_affine(batch, g) if cfg.augment else batch
         target = cluster_probs(m, batch) if cfg.consistency or cfg.self_training else None
         return cluster_vae_loss(
@@ -732,13 +747,14 @@ def train_cluster_vae(
             cfg.consistency,
             cfg.self_training,
             fixed,
-            cfg.anchor,
+            weight,
         )
 
+    batches = TensorBatches(*((x,) if anchor is None else (x, anchor)), batch_size=cfg.batch_size, seed=cfg.seed + 1)
     fit(
         model,
         loss_fn,
-        TensorBatches(*((x,) if anchor is None else (x, anchor)), batch_size=cfg.batch_size, seed=cfg.seed + 1),
+        batches if anchor is None else _WithStep(batches),
         main,
         vae_dir,
         eval_fn=eval_fn,
@@ -750,6 +766,26 @@ def train_cluster_vae(
             model, cfg, out_dir, extra={"data": images.name, "data_source": images.source or images.name, **init}
         )
     return model
+
+
+def anchor_weight(cfg: VAEClusterConfig, step: int, per_epoch: int) -> float:
+    """The anchor's weight at VAE step ``step``: ``cfg.anchor``, falling linearly to 0 over the first
+    ``cfg.anchor_epochs`` epochs when that is set. Example: anchor 10, anchor_epochs 2, 5 steps an
+    epoch: 10 at step 0, 5 at step 5, 0 from step 10 on."""
+    if cfg.anchor_epochs is None:
+        return cfg.anchor
+    return cfg.anchor * max(0.0, 1.0 - step / (cfg.anchor_epochs * per_epoch))
+
+
+class _WithStep:
+    """The batches of ``data`` with their step appended (the anchor's release schedule reads it: a
+    resume continues it exactly)."""
+
+    def __init__(self, data: TensorBatches):
+        self.data = data
+
+    def batch(self, micro_step: int):
+        return (*self.data.batch(micro_step), torch.tensor(micro_step))
 
 
 def _anchor_targets(
