@@ -186,8 +186,8 @@ class VAEClusterConfig:
     manifold: Literal["spectral", "umap"] = "umap"
     contrastive: NonNegativeFloat = 0.0
     init: Literal["torch", "keras"] = "torch"
-    anchor: NonNegativeFloat = 10.0
     anchor_epochs: PositiveInt | None = None
+    anchor: NonNegativeFloat = 10.0  # the last field: benchmarks/pin_default.py places it there
 
     def __post_init__(self) -> None:
         # The parser enforces the annotations on the command line; these checks are for Python
