@@ -71,23 +71,16 @@ def kexue(*args):
     main([str(a) for a in args])
 
 
+def train_en(data, name, *flags):
+    """A tiny English run (BPE of 300) in data["root"] / name, with ``flags`` on top."""
+    out = data["root"] / name
+    kexue("seq2seq", "train", "--corpus", data["en"], *TINY, "--settings.vocab_size", "300", *flags, "--out", out)
+    return out
+
+
 @pytest.fixture(scope="module")
 def run(data):
-    out = data["root"] / "run"
-    kexue(
-        "seq2seq",
-        "train",
-        "--corpus",
-        data["en"],
-        *TINY,
-        "--settings.steps",
-        "4",
-        "--settings.vocab_size",
-        "300",
-        "--out",
-        out,
-    )
-    return out
+    return train_en(data, "run", "--settings.steps", "4")
 
 
 @pytest.fixture(scope="module")
@@ -166,22 +159,7 @@ def test_generate_from_a_file_with_processors_and_half_beam(run, data, capsys):
 def test_cross_weight_zero_trains_the_capacity_control(data, tmp_path):
     """λ = 0: the third model is one decoder trained on both directions that never reads the other; its
     figures are named `shared`, so they never overwrite the bidirectional model's rows."""
-    out = data["root"] / "shared"
-    kexue(
-        "seq2seq",
-        "train",
-        "--corpus",
-        data["en"],
-        *TINY,
-        "--settings.steps",
-        "2",
-        "--settings.vocab_size",
-        "300",
-        "--settings.cross_weight",
-        "0",
-        "--out",
-        out,
-    )
+    out = train_en(data, "shared", "--settings.steps", "2", "--settings.cross_weight", "0")
     cfg = json.loads((out / "bidirectional" / "model.json").read_text())
     assert cfg["directions"] == "both" and cfg["cross_weight"] == 0.0
     models, _, _ = recipe.load_models(out, ("bidirectional",))

@@ -211,7 +211,6 @@ class VAEClusterConfig:
                 f"settings.{name} must be an integer >= {low}, got {value!r}",
             )
             setattr(self, name, int(value))
-        numbers = (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False))
         check(
             self.anchor_epochs is None
             or (
@@ -221,6 +220,7 @@ class VAEClusterConfig:
             ),
             f"settings.anchor_epochs must be an integer >= 1 or None, got {self.anchor_epochs!r}",
         )
+        numbers = (("lr", True), ("recon_weight", True), ("batch_balance", False), ("consistency", False))
         for name, positive in numbers + (("self_training", False), ("contrastive", False), ("anchor", False)):
             value = getattr(self, name)
             number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
