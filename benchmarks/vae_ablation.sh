@@ -34,7 +34,16 @@
 #                                         same pre-training): rerun them with that SHARED, or move them away
 #   ablation/collect                      the levers' rows -> benchmarks/results/vae_ablation.json as
 #                                         vae_ablation.<lever>.<data>.<metric> (kept apart from our final rows)
-#   final/mnist5k, final/fashion_mnist    our recipe, 5 seeds; rows vae.<data>.* in vae_cluster.json
+#   final/mnist5k, final/fashion_mnist    our recipe with the anchor held (the default of 2026-12-02), 5 seeds;
+#                                         collected as vae_release.held.<data>.* in vae_release.json; on
+#                                         Fashion-MNIST still our final recipe: rows vae.fashion_mnist.* in vae_cluster.json
+#   in $RELEASE (default runs/vae-release), from final/<data>'s pre-training (`bash ... release` runs the first two):
+#     release10/mnist5k                   our recipe (the anchor released over the first 10 VAE epochs, the default
+#                                         since 2026-12-03), 5 seeds; rows vae.mnist5k.* in vae_cluster.json
+#     release3/fashion_mnist              the same, released over Fashion-MNIST's 3 VAE epochs (0.3 points below held)
+#     no_anchor/mnist5k                   seeds 1-3 without the anchor, for comparison
+#     release/collect                     held/, release*/, no_anchor/ -> vae_release.json as
+#                                         vae_release.<study>.<data>.<metric> (held/ links to $RUNS/final)
 #
 # Wall time, measured on this 2-core CPU with 1 torch thread per run while another 1-thread run shared it
 # (each step prints its own): su2018/mnist5k 793 s for 3 seeds; su2018/fashion_mnist about 70 min;
@@ -46,6 +55,7 @@ cd "$(dirname "$0")/.."
 KEXUE=${KEXUE:-.venv/bin/kexue}
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/vae-ablation}
+RELEASE=${RELEASE:-runs/vae-release}
 ONLY=${1:-}
 SHARED=${SHARED:-ablation/base}  # the study whose pre-training the VAE-phase levers start from
 RESULTS=benchmarks/results/vae_cluster.json
@@ -65,7 +75,9 @@ FMNIST_LONGER=(--settings.pretrain_epochs 10 --settings.epochs 6 --settings.eval
 # The committed Fashion-MNIST study ran seeds 3 and 4 in a second process beside it (`--seeds 3,4`, the same
 # settings, in another folder; each seed folder moved into final/fashion_mnist before the study reached it, which
 # read them back): what `--jobs 2` now does.
-FINAL=(--settings.anchor 10)
+# Held throughout the VAE phase: the default of 2026-12-02; since 2026-12-03 the anchor is released over the first
+# 10 VAE epochs (--settings.anchor_epochs), so these steps name the old value.
+FINAL=(--settings.anchor 10 --settings.anchor_epochs null)
 # The levers were measured on the recipe before the anchor became the default: every lever but `anchor` names
 # the old default (benchmarks/pin_default.py pinned it into the rows committed before the change).
 BEFORE=(--settings.anchor 0)
@@ -107,7 +119,7 @@ for data in mnist5k fashion_mnist; do
   step "ablation/contrastive/$data" "${base[@]}" "${schedule[@]}" --settings.contrastive 1.0
   step "ablation/restarts/$data" "${shared[@]}" "${schedule[@]}" --settings.gmm_restarts 20
   step "ablation/longer/$data" "${shared[@]}" "${longer[@]}"
-  step "ablation/anchor/$data" "${shared[@]}" "${schedule[@]}" --settings.anchor 10  # the later flag wins
+  step "ablation/anchor/$data" "${shared[@]}" "${schedule[@]}" --settings.anchor 10 --settings.anchor_epochs null
 done
 if [[ -z $ONLY || ablation/collect == "$ONLY"* ]]; then
   echo "[$(date +%T)] ablation/collect: $RUNS/ablation -> $ABLATION"
@@ -115,7 +127,26 @@ if [[ -z $ONLY || ablation/collect == "$ONLY"* ]]; then
 rows = collect_studies(sys.argv[1], sys.argv[2]); print(f"{len(rows)} rows into {sys.argv[2]}")' "$RUNS/ablation" "$ABLATION"
 fi
 
-# 3. Our final recipe, 5 seeds (labels only score).
-step final/mnist5k vae-cluster study --data mnist5k --seeds 0,1,2,3,4 "${MNIST[@]}" "${FINAL[@]}" --results "$RESULTS"
+# 3. Our recipe with the anchor held, 5 seeds (labels only score; collected with the release studies below;
+# Fashion-MNIST's is our final one there).
+step final/mnist5k vae-cluster study --data mnist5k --seeds 0,1,2,3,4 "${MNIST[@]}" "${FINAL[@]}"
 step final/fashion_mnist vae-cluster study --data fashion_mnist --seeds 0,1,2,3,4 "${FMNIST[@]}" "${FINAL[@]}" \
   --results "$RESULTS"
+
+# 4. Releasing the anchor (the default since 2026-12-03), from the held studies' pre-training (the same seeds and
+# pre-training settings: the same weights; only the VAE phase runs, about 7 min a seed on MNIST-5k, 10 on
+# Fashion-MNIST, one at a time).
+RELEASE_MNIST=(vae-cluster study --data mnist5k --pretrained "$RUNS/final/mnist5k")
+RUNS=$RELEASE step release10/mnist5k "${RELEASE_MNIST[@]}" --seeds 0,1,2,3,4 --jobs 2 --results "$RESULTS"
+RUNS=$RELEASE step release3/fashion_mnist vae-cluster study --data fashion_mnist --seeds 0,1,2,3,4 --jobs 2 \
+  "${FMNIST[@]}" --settings.anchor_epochs 3 --pretrained "$RUNS/final/fashion_mnist"
+RUNS=$RELEASE step no_anchor/mnist5k "${RELEASE_MNIST[@]}" --seeds 1,2,3 --settings.anchor 0
+if [[ -z $ONLY || release/collect == "$ONLY"* ]]; then
+  echo "[$(date +%T)] release/collect: $RELEASE -> benchmarks/results/vae_release.json"
+  if [[ -z ${DRY_RUN:-} ]]; then
+    ln -sfn "$(realpath --relative-to="$RELEASE" "$RUNS/final")" "$RELEASE/held"
+    "$PY" -c 'import sys; from kexue.recipes.vae_cluster import collect_studies
+rows = collect_studies(sys.argv[1], sys.argv[2], prefix="vae_release"); print(f"{len(rows)} rows into {sys.argv[2]}")' \
+      "$RELEASE" benchmarks/results/vae_release.json
+  fi
+fi

@@ -184,22 +184,37 @@ def test_a_changed_default_is_pinned_into_the_committed_rows_measured_under_it(c
     from kexue.recipes.vae_cluster import VAEClusterConfig, preset_settings, run_study
 
     pin = _load_pin_script()
-    prefixes, flag, old, files = pin.CHANGES["anchor-2026-12-02"]
-    assert fields(VAEClusterConfig)[-1].name == "anchor"  # pin() places a setting as the last field
-    args = (prefixes, flag, old)
+    anchor, release = pin.CHANGES["anchor-2026-12-02"], pin.CHANGES["anchor-epochs-2026-12-03"]
+    names = [f.name for f in fields(VAEClusterConfig)]
+    assert names[-2:] == ["anchor_epochs", "anchor"]  # pin() follows the class's order
+    assert release.later == ("--settings.anchor",) and not anchor.later
     study = "kexue vae-cluster study --data m --seeds 0"
-    assert pin.pin(f"{study} --settings.epochs 3 --pretrained r", *args) == (
+    assert pin.pin(f"{study} --settings.epochs 3 --pretrained r", anchor) == (
         f"{study} --settings.epochs 3 --settings.anchor 0.0 --pretrained r"
     )
-    assert pin.pin(f"{study} --preset su2018", *args) == f"{study} --settings.anchor 0.0 --preset su2018"
-    assert pin.pin(f"{study} --jobs 2", *args) == f"{study} --settings.anchor 0.0 --jobs 2"
-    assert pin.pin(study, *args) == f"{study} --settings.anchor 0.0"
+    assert pin.pin(f"{study} --preset su2018", anchor) == f"{study} --settings.anchor 0.0 --preset su2018"
+    assert pin.pin(f"{study} --jobs 2", anchor) == f"{study} --settings.anchor 0.0 --jobs 2"
+    assert pin.pin(study, anchor) == f"{study} --settings.anchor 0.0"
     named = f"{study} --settings.anchor 10.0"
-    assert pin.pin(named, *args) == named and pin.pin("kexue vae-cluster eval --run r", *args).endswith("--run r")
+    assert pin.pin(named, anchor) == named and pin.pin("kexue vae-cluster eval --run r", anchor).endswith("--run r")
+    # the release goes before a named anchor, after the other settings; a row without the anchor keeps its command
+    assert pin.pin(f"{study} --settings.epochs 3 --settings.anchor 10.0 --pretrained r", release) == (
+        f"{study} --settings.epochs 3 --settings.anchor_epochs null --settings.anchor 10.0 --pretrained r"
+    )
+    assert pin.pin(f"{study} --settings.epochs 3 --jobs 2", release) == (
+        f"{study} --settings.epochs 3 --settings.anchor_epochs null --jobs 2"
+    )
+    assert pin.pin(f"{study} --jobs 2", release) == f"{study} --settings.anchor_epochs null --jobs 2"
+    for moot in (f"{study} --settings.anchor 0.0 --preset su2018", f"{study} --settings.anchor_epochs 3"):
+        assert pin.pin(moot, release) == moot
     # applied once: the ledger lists the rows pinned, and each still measured as then names the flag
     assert pin.main(["--check"]) == 0 and capsys.readouterr().out == ""
-    ledger = json.loads(pin.LEDGER.read_text())["anchor-2026-12-02"]
-    assert set(ledger) == set(files) and sum(map(len, ledger.values())) == 310
+    ledger = json.loads(pin.LEDGER.read_text())
+    assert set(ledger["anchor-2026-12-02"]) == set(anchor.files)
+    assert sum(map(len, ledger["anchor-2026-12-02"].values())) == 310
+    pinned = {file: set(keys) for file, keys in ledger["anchor-epochs-2026-12-03"].items()}
+    ablation = json.loads((ROOT / "benchmarks/results/vae_ablation.json").read_text())
+    assert pinned["vae_ablation.json"] == {k for k in ablation if k.startswith("vae_ablation.anchor.")}  # held
     rows = json.loads((ROOT / "benchmarks/results/vae_cluster.json").read_text())
     today = command_line(
         "vae-cluster study",
@@ -208,3 +223,21 @@ def test_a_changed_default_is_pinned_into_the_committed_rows_measured_under_it(c
         keep=("data", "seeds"),
     )
     assert rows["vae.su2018.mnist5k.acc_hungarian"]["command"] == today
+
+
+def test_a_pinned_row_that_a_new_measurement_replaced_is_not_checked(tmp_path, monkeypatch):
+    """pin_default --check: a pinned row stripped of its flag is a problem; one replaced by a new measurement
+    (its other flags changed, even at the same value) or with a new value is not."""
+    pin = _load_pin_script()
+    monkeypatch.setattr(pin, "RESULTS", tmp_path)
+    flag = "--settings.anchor_epochs"
+    then = "kexue vae-cluster study --data m --seeds 0 --settings.anchor_epochs null"
+    rows = {
+        "stripped": {"value": 0.5, "command": "kexue vae-cluster study --data m --seeds 0"},
+        "replaced": {"value": 0.5, "command": "kexue vae-cluster study --data m --seeds 0 --pretrained r"},
+        "remeasured": {"value": 0.7, "command": "kexue vae-cluster study --data m --seeds 0"},
+        "kept": {"value": 0.5, "command": then},
+    }
+    (tmp_path / "r.json").write_text(json.dumps({k: {**r, "published": None, "source": None} for k, r in rows.items()}))
+    ledger = {"r.json": {k: {"value": 0.5, "command": then} for k in rows} | {"gone": {"value": 0.1, "command": then}}}
+    assert pin.problems("anchor-epochs-2026-12-03", ledger) == [f"r.json: stripped no longer names {flag}"]

@@ -158,7 +158,10 @@ def test_anchor_release_falls_linearly_to_zero():
     assert [anchor_weight(released, s, per_epoch=5) for s in (0, 1, 5, 9, 10, 30)] == pytest.approx(
         [10.0, 9.0, 5.0, 1.0, 0.0, 0.0]
     )
-    assert anchor_weight(VAEClusterConfig(anchor=10.0), 1000, per_epoch=5) == 10.0  # held: no release
+    held = VAEClusterConfig(anchor=10.0, anchor_epochs=None)
+    assert anchor_weight(held, 1000, per_epoch=5) == 10.0  # held: no release
+    assert VAEClusterConfig().anchor_epochs == 10  # ours: released over the first 10 of 30 VAE epochs
+    assert anchor_weight(VAEClusterConfig(), 50, per_epoch=10) == pytest.approx(5.0)
     with pytest.raises(KexueError, match="anchor_epochs"):
         VAEClusterConfig(anchor_epochs=0)
 

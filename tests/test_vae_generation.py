@@ -188,7 +188,7 @@ def test_full_mode_runs_the_authors_length_and_five_seeds_of_ours():
 
 
 def _script_commands(tmp_path, only="") -> list[list[str]]:
-    env = {**os.environ, "DRY_RUN": "1", "RUNS": str(tmp_path / "runs")}
+    env = {**os.environ, "DRY_RUN": "1", "RUNS": str(tmp_path / "runs"), "RELEASE": str(tmp_path / "release")}
     out = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "vae_ablation.sh"), *([only] if only else [])],
         env=env, capture_output=True, text=True, check=True,
@@ -209,10 +209,10 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
 
     monkeypatch.setattr(commands, "run_study", fake_study)
     lines = _script_commands(tmp_path)
-    assert len(lines) == 24 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
+    assert len(lines) == 27 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
     for line in lines:
         main(line)
-    runs = {Path(s["out"]).relative_to(tmp_path / "runs").as_posix(): s for s in seen}
+    runs = {Path(s["out"]).relative_to(tmp_path).as_posix().removeprefix("runs/"): s for s in seen}
     su = runs["su2018/fashion_mnist"]
     assert su["preset"] == "su2018" and su["settings"].epochs == 50 and su["settings"].pretrain_epochs == 0
     assert su["settings"].kl == "closed" and su["settings"].gmm_init is False
@@ -221,11 +221,24 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
     )
     # the levers' base: our defaults as they were before the anchor (the winning lever) became one of them
     assert runs["ablation/base/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0, anchor=0.0)
-    assert runs["final/mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0) and DEFAULT_SETTINGS.anchor == 10
+    # final/: the anchor held (the default before its release); release*/: our recipe, from final/'s pre-training
+    held = replace(DEFAULT_SETTINGS, seed=0, anchor_epochs=None)
+    assert runs["final/mnist5k"]["settings"] == held and DEFAULT_SETTINGS.anchor == 10
     from kexue.reproduce.vae_cluster import FULL  # `reproduce --full` runs the script's Fashion-MNIST schedule
 
     fashion = next(a.settings for a in FULL if (a.preset, a.data) == ("ours", "fashion_mnist"))
-    assert runs["final/fashion_mnist"]["settings"] == replace(fashion, seed=0, anchor=10.0)
+    assert runs["final/fashion_mnist"]["settings"] == replace(fashion, seed=0, anchor_epochs=None)
+    assert fashion.anchor_epochs is None and runs["final/fashion_mnist"]["results"] is not None  # held: ours there
+    ours = {"mnist5k": runs["release/release10/mnist5k"], "fashion_mnist": runs["release/release3/fashion_mnist"]}
+    assert ours["mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0) and DEFAULT_SETTINGS.anchor_epochs == 10
+    assert ours["fashion_mnist"]["settings"] == replace(fashion, seed=0, anchor_epochs=3)
+    no_anchor = runs["release/no_anchor/mnist5k"]
+    assert no_anchor["settings"] == replace(DEFAULT_SETTINGS, seed=0, anchor=0.0) and no_anchor["results"] is None
+    for data, study in ours.items():
+        assert study["pretrained"] == tmp_path / "runs" / "final" / data and study["jobs"] == 2
+        assert study["seeds"] == "0,1,2,3,4"
+    assert str(ours["mnist5k"]["results"]).endswith("benchmarks/results/vae_cluster.json")
+    assert ours["fashion_mnist"]["results"] is None and runs["final/mnist5k"]["results"] is None
     for data in ("mnist5k", "fashion_mnist"):
         base = runs[f"ablation/base/{data}"]["settings"]
         assert base.manifold == "umap" and runs[f"ablation/spectral/{data}"]["settings"].manifold == "spectral"
@@ -239,6 +252,7 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
         assert runs[f"ablation/restarts/{data}"]["settings"].gmm_restarts == 20
         # the levers after the pre-training share the base's; the others pre-train themselves
         assert runs[f"ablation/anchor/{data}"]["settings"].anchor == 10 and base.anchor == 0
+        assert runs[f"ablation/anchor/{data}"]["settings"].anchor_epochs is None  # measured held
         levers = {Path(name).parent.name for name in runs if name.startswith("ablation/")} - {"anchor"}
         assert all(runs[f"ablation/{lever}/{data}"]["settings"].anchor == 0 for lever in levers)
         for lever in ("spectral", "no_consistency", "self_training", "restarts", "longer", "anchor"):
@@ -248,7 +262,7 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
         for lever in ("base", "short_pretrain", "contrastive", "prior_learned"):
             assert runs[f"ablation/{lever}/{data}"]["pretrained"] is None
         assert all(runs[f"ablation/{lever}/{data}"]["results"] is None for lever in ("base", "spectral", "longer"))
-        assert runs[f"final/{data}"]["seeds"] == "0,1,2,3,4" and runs[f"final/{data}"]["results"] is not None
+        assert runs[f"final/{data}"]["seeds"] == "0,1,2,3,4"
     assert not any(s["resume"] for s in seen)
 
 

@@ -59,6 +59,7 @@ class Arm:
     settings: VAEClusterConfig
 
 
+FASHION_SETTINGS = VAEClusterConfig(pretrain_epochs=10, epochs=3, eval_every_epochs=1, anchor_epochs=None)
 QUICK_EPOCHS = 20  # digits: 14 steps per epoch
 QUICK = [
     Arm("su2018", "digits", "0", preset_settings("su2018", epochs=QUICK_EPOCHS)),
@@ -68,10 +69,18 @@ FULL = [
     Arm("su2018", "mnist5k", "0,1,2", DEFAULT_SETTINGS),  # the author's 50 epochs
     Arm("su2018", "fashion_mnist", "0", DEFAULT_SETTINGS),
     Arm("ours", "mnist5k", "0,1,2,3,4", DEFAULT_SETTINGS),
-    # Fashion-MNIST has 15x the images per epoch: a shorter schedule (benchmarks/vae_ablation.sh, FMNIST)
-    Arm("ours", "fashion_mnist", "0,1,2,3,4", VAEClusterConfig(pretrain_epochs=10, epochs=3, eval_every_epochs=1)),
+    # Fashion-MNIST has 15x the images per epoch: a shorter schedule (benchmarks/vae_ablation.sh, FMNIST), the
+    # anchor held (released over its 3 epochs measured lower: docs/vae_cluster.md, "Releasing the anchor")
+    Arm("ours", "fashion_mnist", "0,1,2,3,4", FASHION_SETTINGS),
 ]
 RECIPE_NAMES = {"su2018": "author (`--preset su2018`)", "ours": "ours (defaults)"}
+
+
+def _release(cfg: VAEClusterConfig) -> str:
+    """How the anchor's weight moves over the VAE phase, for the report's notes ('' when it is off)."""
+    if not cfg.anchor or not cfg.gmm_init:
+        return ""
+    return " held" if cfg.anchor_epochs is None else f" released over the first {cfg.anchor_epochs} epochs"
 
 
 def with_anchor(figure: Figure) -> Figure:
@@ -161,7 +170,8 @@ def run(out: Path, quick: bool = True) -> SectionResult:
         notes.append(
             f"- **{RECIPE_NAMES[arm.preset]}, {arm.data}**: {cfg.pretrain_epochs} epochs of AE pre-training, "
             f"{'a mixture initialisation' if cfg.gmm_init else 'μ_y zero-initialised'}, {cfg.epochs} VAE epochs, "
-            f"`kl={cfg.kl}`, λ={cfg.recon_weight:g}, prior {cfg.prior}, anchor {cfg.anchor:g}{after_init}."
+            f"`kl={cfg.kl}`, λ={cfg.recon_weight:g}, prior {cfg.prior}, "
+            f"anchor {cfg.anchor:g}{_release(cfg)}{after_init}."
         )
     others = "; ".join(f"{name} {value} % {metric}, {data}" for name, metric, data, value in OTHER_ANCHORS)
     notes += [
