@@ -20,12 +20,14 @@ Changes:
   studies), vae_ablation.json (the levers other than ``anchor``) and vae_su_init.json.
 - ``anchor-epochs-2026-12-03`` (issue 15): ``--settings.anchor_epochs`` null (the anchor held for the
   whole VAE phase) -> 10 (released over the first 10 VAE epochs: the 5-seed studies' winner), in
-  vae_cluster.json, vae_ablation.json and vae_release.json. The setting comes just before ``anchor``
+  vae_cluster.json, vae_ablation.json, vae_release.json and (added to the change after it was applied)
+  reproduce_quick.json, whose quick report ran before the release existed. The setting comes just before ``anchor``
   in its class, so it goes before a named ``--settings.anchor``; rows that turn the anchor off
   (``--settings.anchor 0.0``) are left alone: there, when the anchor is released changes nothing.
 
-Usage: ``python benchmarks/pin_default.py`` applies the changes not yet applied; ``--check`` changes
-nothing, and exits 1 if a change is not applied or a pinned row no longer names its flag.
+Usage: ``python benchmarks/pin_default.py`` applies the changes not yet applied (and a change to a file
+added to its list later); ``--check`` changes nothing, and exits 1 if a change is not applied to one of
+its files or a pinned row no longer names its flag with the old value.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ CHANGES = {
         VAE_COMMANDS,
         "--settings.anchor_epochs",
         "null",
-        ("vae_cluster.json", "vae_ablation.json", "vae_release.json"),
+        ("vae_cluster.json", "vae_ablation.json", "vae_release.json", "reproduce_quick.json"),
         later=("--settings.anchor",),
         moot=("--settings.anchor", ("0", "0.0")),
     ),
@@ -84,7 +86,8 @@ def pin(command: str, change: Change) -> str:
         return command
     if change.moot is not None:
         flag, values = change.moot
-        if flag in words and words.index(flag) + 1 < len(words) and words[words.index(flag) + 1] in values:
+        named = [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
+        if named and named[-1] in values:  # the last one given wins on the command line
             return command
     later_fields = [i for i, w in enumerate(words) if w in change.later]
     settings = [i for i, w in enumerate(words) if w.startswith("--settings.")]
@@ -98,12 +101,12 @@ def pin(command: str, change: Change) -> str:
     return shlex.join(words[:at] + [change.flag, change.old] + words[at:])
 
 
-def apply(name: str) -> dict[str, dict[str, dict]]:
-    """Pin change ``name`` into its files; returns file -> {key: {"value", "command"}} of the rows pinned
-    (the command as pinned)."""
+def apply(name: str, files: tuple[str, ...] | None = None) -> dict[str, dict[str, dict]]:
+    """Pin change ``name`` into ``files`` (default: all of its files); returns file -> {key: {"value",
+    "command"}} of the rows pinned (the command as pinned), every file listed even with none."""
     change = CHANGES[name]
     pinned: dict[str, dict[str, dict]] = {}
-    for file in change.files:
+    for file in change.files if files is None else files:
         rows = load_results(RESULTS / file)
         done = {}
         for key, row in rows.items():
@@ -113,33 +116,39 @@ def apply(name: str) -> dict[str, dict[str, dict]]:
                 done[key] = {"value": row["value"], "command": command}
         if done:
             write_json(RESULTS / file, rows)
-            pinned[file] = done
+        pinned[file] = done
     return pinned
 
 
 def _without(command: str, flag: str) -> list[str]:
     words = shlex.split(command)
-    if flag in words:
+    while flag in words:
         at = words.index(flag)
         del words[at : at + 2]
     return words
 
 
+def _names(command: str, flag: str, value: str) -> bool:
+    words = shlex.split(command)
+    named = [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
+    return bool(named) and named[-1] == value
+
+
 def problems(name: str, pinned: dict[str, dict]) -> list[str]:
-    """Pinned rows of change ``name`` still measured as then whose command no longer names the flag. A row
-    is still as then when its value is (and, where the ledger holds the pinned command, its other flags
-    are) unchanged: a new measurement that replaced it, under the new default, is not checked."""
-    flag = CHANGES[name].flag
+    """Pinned rows of change ``name`` still measured as then whose command no longer names the flag with its
+    old value. A row is still as then when its value is (and, where the ledger holds the pinned command,
+    its other flags are) unchanged: a new measurement that replaced it, under the new default, is not checked."""
+    flag, old = CHANGES[name].flag, CHANGES[name].old
     out = []
     for file, keys in pinned.items():
         rows = load_results(RESULTS / file)
         for key, then in keys.items():
             row = rows.get(key)
-            if row is None or flag in shlex.split(row["command"]):
+            if row is None or _names(row["command"], flag, old):
                 continue
             value, command = (then["value"], then["command"]) if isinstance(then, dict) else (then, None)
             if row["value"] == value and (command is None or _without(command, flag) == _without(row["command"], flag)):
-                out.append(f"{file}: {key} no longer names {flag}")
+                out.append(f"{file}: {key} no longer names {flag} {old}")
     return out
 
 
@@ -147,18 +156,19 @@ def main(argv: list[str]) -> int:
     check_only = "--check" in argv
     ledger = json.loads(LEDGER.read_text(encoding="utf-8")) if LEDGER.is_file() else {}
     failed = False
-    for name in CHANGES:
-        if name in ledger:
-            for line in problems(name, ledger[name]):
-                print(line)
-                failed = True
-        elif check_only:
-            print(f"{name}: not applied")
+    for name, change in CHANGES.items():
+        missing = tuple(f for f in change.files if f not in ledger.get(name, {}))  # files added to a change later
+        if missing and check_only:
+            print(f"{name}: not applied to {', '.join(missing)}")
             failed = True
-        else:
-            ledger[name] = apply(name)
+        elif missing:
+            done = apply(name, missing)
+            ledger[name] = ledger.get(name, {}) | done
             write_json(LEDGER, ledger)
-            print(f"{name}: pinned {sum(map(len, ledger[name].values()))} rows")
+            print(f"{name}: pinned {sum(map(len, done.values()))} rows in {', '.join(missing)}")
+        for line in problems(name, ledger.get(name, {})):
+            print(line)
+            failed = True
     return 1 if failed else 0
 
 

@@ -37,7 +37,8 @@
 #   final/mnist5k, final/fashion_mnist    our recipe with the anchor held (the default of 2026-12-02), 5 seeds;
 #                                         collected as vae_release.held.<data>.* in vae_release.json; on
 #                                         Fashion-MNIST still our final recipe: rows vae.fashion_mnist.* in vae_cluster.json
-#   in $RELEASE (default runs/vae-release), from final/<data>'s pre-training (`bash ... release` runs the first two):
+#   in $RELEASE (default runs/vae-release), from final/<data>'s pre-training (`bash ... release` runs the two
+#   release studies and the collection, `bash ... no_anchor` the third study):
 #     release10/mnist5k                   our recipe (the anchor released over the first 10 VAE epochs, the default
 #                                         since 2026-12-03), 5 seeds; rows vae.mnist5k.* in vae_cluster.json
 #     release3/fashion_mnist              the same, released over Fashion-MNIST's 3 VAE epochs (0.3 points below held)
@@ -129,13 +130,13 @@ fi
 
 # 3. Our recipe with the anchor held, 5 seeds (labels only score; collected with the release studies below;
 # Fashion-MNIST's is our final one there).
-step final/mnist5k vae-cluster study --data mnist5k --seeds 0,1,2,3,4 "${MNIST[@]}" "${FINAL[@]}"
-step final/fashion_mnist vae-cluster study --data fashion_mnist --seeds 0,1,2,3,4 "${FMNIST[@]}" "${FINAL[@]}" \
+step final/mnist5k vae-cluster study --data mnist5k --seeds 0,1,2,3,4 --jobs 2 "${MNIST[@]}" "${FINAL[@]}"
+step final/fashion_mnist vae-cluster study --data fashion_mnist --seeds 0,1,2,3,4 --jobs 2 "${FMNIST[@]}" "${FINAL[@]}" \
   --results "$RESULTS"
 
 # 4. Releasing the anchor (the default since 2026-12-03), from the held studies' pre-training (the same seeds and
 # pre-training settings: the same weights; only the VAE phase runs, about 7 min a seed on MNIST-5k, 10 on
-# Fashion-MNIST, one at a time).
+# Fashion-MNIST, alone; two seeds at a time with --jobs 2).
 RELEASE_MNIST=(vae-cluster study --data mnist5k --pretrained "$RUNS/final/mnist5k")
 RUNS=$RELEASE step release10/mnist5k "${RELEASE_MNIST[@]}" --seeds 0,1,2,3,4 --jobs 2 --results "$RESULTS"
 RUNS=$RELEASE step release3/fashion_mnist vae-cluster study --data fashion_mnist --seeds 0,1,2,3,4 --jobs 2 \
@@ -148,5 +149,8 @@ if [[ -z $ONLY || release/collect == "$ONLY"* ]]; then
     "$PY" -c 'import sys; from kexue.recipes.vae_cluster import collect_studies
 rows = collect_studies(sys.argv[1], sys.argv[2], prefix="vae_release"); print(f"{len(rows)} rows into {sys.argv[2]}")' \
       "$RELEASE" benchmarks/results/vae_release.json
+    # the rows keep the commands their studies wrote: one written before a default changed must name the old
+    # value (benchmarks/pin_default.py); resuming such a study with today's code rewrites its command
+    "$PY" benchmarks/pin_default.py --check
   fi
 fi

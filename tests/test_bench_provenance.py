@@ -179,9 +179,9 @@ def _load_pin_script():
 def test_a_changed_default_is_pinned_into_the_committed_rows_measured_under_it(capsys):
     """benchmarks/pin_default.py: a row's command names only non-default flags, so when a default changes
     the rows measured under the old one get it, once; the pinned command is what command_line derives today."""
-    from dataclasses import fields
+    from dataclasses import fields, replace
 
-    from kexue.recipes.vae_cluster import VAEClusterConfig, preset_settings, run_study
+    from kexue.recipes.vae_cluster import DEFAULT_SETTINGS, VAEClusterConfig, preset_settings, run_study
 
     pin = _load_pin_script()
     anchor, release = pin.CHANGES["anchor-2026-12-02"], pin.CHANGES["anchor-epochs-2026-12-03"]
@@ -213,8 +213,27 @@ def test_a_changed_default_is_pinned_into_the_committed_rows_measured_under_it(c
     assert set(ledger["anchor-2026-12-02"]) == set(anchor.files)
     assert sum(map(len, ledger["anchor-2026-12-02"].values())) == 310
     pinned = {file: set(keys) for file, keys in ledger["anchor-epochs-2026-12-03"].items()}
-    ablation = json.loads((ROOT / "benchmarks/results/vae_ablation.json").read_text())
-    assert pinned["vae_ablation.json"] == {k for k in ablation if k.startswith("vae_ablation.anchor.")}  # held
+    results = {f: json.loads((ROOT / "benchmarks/results" / f).read_text()) for f in pinned}
+    assert pinned["vae_ablation.json"] == {
+        k for k in results["vae_ablation.json"] if k.startswith("vae_ablation.anchor.")
+    }
+    assert pinned["vae_release.json"] == {k for k in results["vae_release.json"] if k.startswith("vae_release.held.")}
+    assert pinned["reproduce_quick.json"] == {k for k in results["reproduce_quick.json"] if k.startswith("vae.digits.")}
+    assert pinned["vae_cluster.json"] == {f"vae.{d}.{m}" for d in ("mnist5k", "fashion_mnist") for m in [
+        k.split(".", 2)[2] for k in results["vae_cluster.json"] if k.startswith("vae.mnist5k.")]}  # fmt: skip
+    held = command_line(
+        "vae-cluster study",
+        run_study,
+        {"data": "mnist5k", "seeds": "0,1,2,3,4", "settings": replace(DEFAULT_SETTINGS, anchor_epochs=None), "jobs": 2},
+        keep=("data", "seeds"),
+    )
+    assert results["vae_release.json"]["vae_release.held.mnist5k.acc_hungarian"]["command"] == held
+    # every results file with vae-cluster rows is in the change, or none of its rows is affected by it
+    for path in sorted((ROOT / "benchmarks/results").glob("*.json")):
+        rows = json.loads(path.read_text())
+        commands = [r["command"] for r in rows.values() if isinstance(r, dict) and "command" in r]
+        affected = [c for c in commands if pin.pin(c, release) != c]
+        assert path.name in release.files or not affected, f"{path.name}: {affected[:1]}"
     rows = json.loads((ROOT / "benchmarks/results/vae_cluster.json").read_text())
     today = command_line(
         "vae-cluster study",
@@ -240,4 +259,9 @@ def test_a_pinned_row_that_a_new_measurement_replaced_is_not_checked(tmp_path, m
     }
     (tmp_path / "r.json").write_text(json.dumps({k: {**r, "published": None, "source": None} for k, r in rows.items()}))
     ledger = {"r.json": {k: {"value": 0.5, "command": then} for k in rows} | {"gone": {"value": 0.1, "command": then}}}
-    assert pin.problems("anchor-epochs-2026-12-03", ledger) == [f"r.json: stripped no longer names {flag}"]
+    rows["renamed"] = {"value": 0.5, "command": then.replace("null", "3")}  # names the flag, not its old value
+    (tmp_path / "r.json").write_text(json.dumps({k: {**r, "published": None, "source": None} for k, r in rows.items()}))
+    ledger["r.json"]["renamed"] = {"value": 0.5, "command": then}
+    assert pin.problems("anchor-epochs-2026-12-03", ledger) == [
+        f"r.json: {key} no longer names {flag} null" for key in ("stripped", "renamed")
+    ]

@@ -63,7 +63,9 @@ FASHION_SETTINGS = VAEClusterConfig(pretrain_epochs=10, epochs=3, eval_every_epo
 QUICK_EPOCHS = 20  # digits: 14 steps per epoch
 QUICK = [
     Arm("su2018", "digits", "0", preset_settings("su2018", epochs=QUICK_EPOCHS)),
-    Arm("ours", "digits", "0", VAEClusterConfig(epochs=QUICK_EPOCHS, pretrain_epochs=QUICK_EPOCHS)),
+    # the anchor held, as in the committed quick report: the release is tuned to MNIST-5k's 30 VAE epochs, and on
+    # these 20 epochs of digits it measured lower (one seed, `kexue reproduce --only vae --quick`, 2026-12-03)
+    Arm("ours", "digits", "0", VAEClusterConfig(epochs=QUICK_EPOCHS, pretrain_epochs=QUICK_EPOCHS, anchor_epochs=None)),
 ]
 FULL = [
     Arm("su2018", "mnist5k", "0,1,2", DEFAULT_SETTINGS),  # the author's 50 epochs
