@@ -43,6 +43,9 @@
 #                                         since 2026-12-03), 5 seeds; rows vae.mnist5k.* in vae_cluster.json
 #     release3/fashion_mnist              the same, released over Fashion-MNIST's 3 VAE epochs (0.3 points below held)
 #     no_anchor/mnist5k                   seeds 1-3 without the anchor, for comparison
+#   pretrain40/fashion_mnist              in $PRETRAIN (default runs/vae-pretrain): Fashion-MNIST's final recipe, seed 0,
+#                                         with 40 epochs of AE pre-training instead of 10 (N2D pre-trains far longer);
+#                                         pretrain/collect -> vae_pretrain.json as vae_pretrain.pretrain40.fashion_mnist.*
 #     release/collect                     held/, release*/, no_anchor/ -> vae_release.json as
 #                                         vae_release.<study>.<data>.<metric> (held/ links to $RUNS/final)
 #
@@ -57,6 +60,7 @@ KEXUE=${KEXUE:-.venv/bin/kexue}
 PY=${PY:-.venv/bin/python}
 RUNS=${RUNS:-runs/vae-ablation}
 RELEASE=${RELEASE:-runs/vae-release}
+PRETRAIN=${PRETRAIN:-runs/vae-pretrain}
 ONLY=${1:-}
 SHARED=${SHARED:-ablation/base}  # the study whose pre-training the VAE-phase levers start from
 RESULTS=benchmarks/results/vae_cluster.json
@@ -153,4 +157,15 @@ rows = collect_studies(sys.argv[1], sys.argv[2], prefix="vae_release"); print(f"
     # value (benchmarks/pin_default.py); resuming such a study with today's code rewrites its command
     "$PY" benchmarks/pin_default.py --check
   fi
+fi
+
+# 5. Fashion-MNIST's ceiling is its initial partition: does a longer pre-training (4x) lift it? Seed 0, the final
+# recipe otherwise (the anchor held); about 65 minutes alone at one thread, most of it pre-training.
+RUNS=$PRETRAIN step pretrain40/fashion_mnist vae-cluster study --data fashion_mnist --seeds 0 \
+  --settings.pretrain_epochs 40 --settings.epochs 3 --settings.eval_every_epochs 1 --settings.anchor_epochs null
+if [[ -z $ONLY || pretrain/collect == "$ONLY"* ]]; then
+  echo "[$(date +%T)] pretrain/collect: $PRETRAIN -> benchmarks/results/vae_pretrain.json"
+  [[ -n ${DRY_RUN:-} ]] || "$PY" -c 'import sys; from kexue.recipes.vae_cluster import collect_studies
+rows = collect_studies(sys.argv[1], sys.argv[2], prefix="vae_pretrain"); print(f"{len(rows)} rows into {sys.argv[2]}")' \
+    "$PRETRAIN" benchmarks/results/vae_pretrain.json
 fi

@@ -188,7 +188,13 @@ def test_full_mode_runs_the_authors_length_and_five_seeds_of_ours():
 
 
 def _script_commands(tmp_path, only="") -> list[list[str]]:
-    env = {**os.environ, "DRY_RUN": "1", "RUNS": str(tmp_path / "runs"), "RELEASE": str(tmp_path / "release")}
+    env = {
+        **os.environ,
+        "DRY_RUN": "1",
+        "RUNS": str(tmp_path / "runs"),
+        "RELEASE": str(tmp_path / "release"),
+        "PRETRAIN": str(tmp_path / "pretrain"),
+    }
     out = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "vae_ablation.sh"), *([only] if only else [])],
         env=env, capture_output=True, text=True, check=True,
@@ -209,7 +215,7 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
 
     monkeypatch.setattr(commands, "run_study", fake_study)
     lines = _script_commands(tmp_path)
-    assert len(lines) == 27 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
+    assert len(lines) == 28 and all(line[:2] == ["vae-cluster", "study"] for line in lines)
     for line in lines:
         main(line)
     runs = {Path(s["out"]).relative_to(tmp_path).as_posix().removeprefix("runs/"): s for s in seen}
@@ -232,6 +238,8 @@ def test_ablation_script_commands_parse_and_set_their_lever(tmp_path, monkeypatc
     ours = {"mnist5k": runs["release/release10/mnist5k"], "fashion_mnist": runs["release/release3/fashion_mnist"]}
     assert ours["mnist5k"]["settings"] == replace(DEFAULT_SETTINGS, seed=0) and DEFAULT_SETTINGS.anchor_epochs == 10
     assert ours["fashion_mnist"]["settings"] == replace(fashion, seed=0, anchor_epochs=3)
+    longer = runs["pretrain/pretrain40/fashion_mnist"]  # the final Fashion-MNIST recipe, 4x the pre-training
+    assert longer["settings"] == replace(fashion, seed=0, pretrain_epochs=4 * fashion.pretrain_epochs)
     no_anchor = runs["release/no_anchor/mnist5k"]
     assert no_anchor["settings"] == replace(DEFAULT_SETTINGS, seed=0, anchor=0.0) and no_anchor["results"] is None
     for data, study in ours.items():
