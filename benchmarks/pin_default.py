@@ -6,11 +6,10 @@ command runs. Each change is recorded below and applied once: every row of its f
 runs that command and does not name the flag gets ``<flag> <old value>``, placed where
 ``command_line`` puts it (in the order of its settings class: before the first named flag of a field
 that follows it there, else after the other ``--settings.*`` flags, before the parameters that follow
-the settings). Values stay as measured;
-nothing is rerun. The rows pinned, with their values (and, since the second change, their pinned
-commands), go to ``results/pinned_defaults.json``; rows
-written later by the same command (under the new default) are never touched, and a pinned row that a
-new measurement has replaced (its value, or its other flags, changed) is no longer checked.
+the settings). Values stay as measured; nothing is rerun. The rows pinned, with their values (and, since
+the second change, their pinned commands), go to ``results/pinned_defaults.json``; rows written later
+by the same command (under the new default) are never touched, and a pinned row that a new measurement
+has replaced (its value, or its other flags, changed) is no longer checked.
 
 Changes:
 
@@ -78,6 +77,12 @@ CHANGES = {
 AFTER_SETTINGS = ("--device", "--resume", "--overwrite", "--preset", "--pretrained", "--jobs")
 
 
+def _last(words: list[str], flag: str) -> str | None:
+    """The value of the last ``flag`` in ``words`` (the one that wins on a command line), or None."""
+    named = [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
+    return named[-1] if named else None
+
+
 def pin(command: str, change: Change) -> str:
     """``command`` with ``change.flag change.old`` added when it runs one of ``change.commands``, does not
     name the flag, and is not a row the change cannot affect (``change.moot``)."""
@@ -86,8 +91,7 @@ def pin(command: str, change: Change) -> str:
         return command
     if change.moot is not None:
         flag, values = change.moot
-        named = [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
-        if named and named[-1] in values:  # the last one given wins on the command line
+        if _last(words, flag) in values:
             return command
     later_fields = [i for i, w in enumerate(words) if w in change.later]
     settings = [i for i, w in enumerate(words) if w.startswith("--settings.")]
@@ -129,9 +133,7 @@ def _without(command: str, flag: str) -> list[str]:
 
 
 def _names(command: str, flag: str, value: str) -> bool:
-    words = shlex.split(command)
-    named = [words[i + 1] for i, w in enumerate(words[:-1]) if w == flag]
-    return bool(named) and named[-1] == value
+    return _last(shlex.split(command), flag) == value
 
 
 def problems(name: str, pinned: dict[str, dict]) -> list[str]:

@@ -43,11 +43,11 @@
 #                                         since 2026-12-03), 5 seeds; rows vae.mnist5k.* in vae_cluster.json
 #     release3/fashion_mnist              the same, released over Fashion-MNIST's 3 VAE epochs (0.3 points below held)
 #     no_anchor/mnist5k                   seeds 1-3 without the anchor, for comparison
+#     release/collect                     held/, release*/, no_anchor/ -> vae_release.json as
+#                                         vae_release.<study>.<data>.<metric> (held/ links to $RUNS/final)
 #   pretrain40/fashion_mnist              in $PRETRAIN (default runs/vae-pretrain): Fashion-MNIST's final recipe, seed 0,
 #                                         with 40 epochs of AE pre-training instead of 10 (N2D pre-trains far longer);
 #                                         pretrain/collect -> vae_pretrain.json as vae_pretrain.pretrain40.fashion_mnist.*
-#     release/collect                     held/, release*/, no_anchor/ -> vae_release.json as
-#                                         vae_release.<study>.<data>.<metric> (held/ links to $RUNS/final)
 #
 # Wall time, measured on this 2-core CPU with 1 torch thread per run while another 1-thread run shared it
 # (each step prints its own): su2018/mnist5k 793 s for 3 seeds; su2018/fashion_mnist about 70 min;
@@ -160,7 +160,7 @@ rows = collect_studies(sys.argv[1], sys.argv[2], prefix="vae_release"); print(f"
 fi
 
 # 5. Fashion-MNIST's ceiling is its initial partition: does a longer pre-training (4x) lift it? Seed 0, the final
-# recipe otherwise (the anchor held); about 65 minutes alone at one thread, most of it pre-training.
+# recipe otherwise (the anchor held); 93 minutes at one thread beside another job, 86 of them pre-training.
 RUNS=$PRETRAIN step pretrain40/fashion_mnist vae-cluster study --data fashion_mnist --seeds 0 \
   --settings.pretrain_epochs 40 --settings.epochs 3 --settings.eval_every_epochs 1 --settings.anchor_epochs null
 if [[ -z $ONLY || pretrain/collect == "$ONLY"* ]]; then
