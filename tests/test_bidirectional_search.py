@@ -1,6 +1,7 @@
 """Bidirectional beam search: hand-made probability tables worked out by hand, and the cross term off
 is exactly the engine's one-direction beam."""
 
+import copy
 import math
 
 import pytest
@@ -235,6 +236,36 @@ def test_cross_term_off_is_exactly_the_one_direction_beam(half_trained_one_direc
                 seq = seq[:-1][::-1] + seq[-1:]
             assert out.sequences()[row] == seq
             assert out.scores[row].item() == max(ref["l2r"].scores[row].item(), ref["r2l"].scores[row].item())
+
+
+@pytest.mark.parametrize(
+    "scoring,k,length_penalty", [("su", 2, 0.0), ("su", 3, 1.0), ("half", 4, 0.0), ("half", 4, 1.0)]
+)
+def test_the_lockstep_path_with_a_zero_cross_term_is_the_one_direction_beam(
+    half_trained_one_direction_model, scoring, k, length_penalty
+):
+    """The paired path itself (both streams in one pass, Su's k x k pairs or the paper's half beam), with λ = 0
+    forced into it: each direction must then be the one-direction beam (k each for Su's scoring, k/2 each for
+    the half beam), up to float rounding of the batched pass."""
+    model = copy.deepcopy(half_trained_one_direction_model)
+    model.cross = True  # what a λ > 0 model does; λ = 0 makes H = H→ exactly
+    for block in model.decoder:
+        block.self_attn.cross_weight = 0.0
+    src, _ = reverse_pairs(8, torch.Generator().manual_seed(1))
+    width = k if scoring == "su" else k // 2
+    ref = {d: one_direction(half_trained_one_direction_model, src, d, width, length_penalty) for d in ("l2r", "r2l")}
+    out = bidirectional_decode(
+        model,
+        src,
+        search=Beam(k, length_penalty),
+        stopping=Stopping(8, model.eos_id),
+        early_exit=False,
+        scoring=scoring,
+    )
+    for d in ("l2r", "r2l"):
+        got = getattr(out, d)
+        assert got.sequences() == ref[d].sequences() and got.stop_reasons == ref[d].stop_reasons
+        torch.testing.assert_close(got.scores, ref[d].scores, atol=1e-5, rtol=0)
 
 
 def test_lambda_zero_skips_the_cross_term(half_trained_one_direction_model):

@@ -398,3 +398,23 @@ def test_a_flag_at_our_default_value_still_goes_on_top_of_the_preset(tmp_path, m
     assert cfg.kl == "sampled" and cfg.augment is True and cfg.epochs == 1
     assert cfg.pretrain_epochs == 0 and cfg.gmm_init is False and cfg.recon_weight == 5.0  # the rest: the author's
     assert _with_preset("lm", ["lm", "train", "--preset", "x"]) == ["lm", "train", "--preset", "x"]
+
+
+def test_every_boolean_option_may_be_given_bare():
+    """A command's ``bool`` argument is a flag (``--offline``), not only ``--offline true``: FLAGS lists them all."""
+    import importlib
+    import inspect
+    import typing
+
+    from kexue.cli import FLAGS, GROUPS
+
+    found = set()
+    for _, commands in GROUPS.values():
+        for target in commands.values():
+            module, name = target.split(":")
+            function = getattr(importlib.import_module(module), name)
+            hints = typing.get_type_hints(function)
+            for p in inspect.signature(function).parameters:
+                if hints.get(p) is bool:
+                    found.add(f"--{p}")
+    assert found and found <= FLAGS, sorted(found - FLAGS)

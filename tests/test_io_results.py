@@ -75,3 +75,17 @@ def test_weights_roundtrip_with_tied_parameters_and_bad_file(tmp_path):
         load_weights(b, tmp_path / "bad.safetensors")
     with pytest.raises(KexueError, match="do not fit"):
         load_weights(torch.nn.Linear(2, 2), tmp_path / "w.safetensors")
+
+
+def test_a_non_utf8_file_names_the_line_of_the_bad_byte(tmp_path):
+    from kexue.io import read_json, read_text
+
+    bad = tmp_path / "texts.txt"
+    bad.write_bytes("第一行\nsecond \xff line\n".encode().replace(b"\xc3\xbf", b"\xff"))
+    with pytest.raises(
+        KexueError, match=r"^--file .*texts\.txt is not UTF-8 text \(byte 0xff at line 2, byte offset 17\)$"
+    ):
+        read_text(bad, "--file")
+    bad.write_bytes(b'{"a":\n\n "\xfe"}')
+    with pytest.raises(KexueError, match=r"byte 0xfe at line 3, byte offset 9"):
+        read_json(bad, "--config")

@@ -6,6 +6,7 @@ import json
 import shutil
 
 import pytest
+import torch
 
 pytest.importorskip("tokenizers")
 pytest.importorskip("rouge_score")
@@ -301,3 +302,62 @@ def test_pseudo_histories_follow_the_baselines_on_resume(zh_run, tmp_path, capsy
     assert "decoding it again" in capsys.readouterr().out
     with safe_open(str(path), "pt") as f:
         assert f.metadata() == {"l2r_step": "5", "r2l_step": "5"}
+
+
+def test_full_reproduce_runs_the_documented_measured_setting():
+    """``kexue reproduce --full`` trains and evaluates with the command docs/seq2seq.md gives for the
+    committed figures (benchmarks/results/seq2seq.json), so a full run re-measures those figures."""
+    from pathlib import Path
+
+    from kexue.reproduce.seq2seq import SETTINGS
+
+    docs = (Path(__file__).parents[1] / "docs" / "seq2seq.md").read_text(encoding="utf-8")
+    measured = docs[docs.index("## Measured") :]
+    block = measured[measured.index("```bash") : measured.index("```", measured.index("```bash") + 7)]
+    train, evaluate = (line for line in block.replace("\\\n", " ").splitlines() if line.startswith("kexue"))
+    words = train.split()
+    documented = {
+        w.removeprefix("--settings."): words[i + 1] for i, w in enumerate(words) if w.startswith("--settings.")
+    }
+    full = SETTINGS[False]["train"]
+    assert set(documented) == set(full)
+    for key, value in full.items():
+        assert (value if isinstance(value, str) else float(value)) == (
+            documented[key] if isinstance(value, str) else float(documented[key])
+        ), key
+    words = evaluate.split()
+    assert str(SETTINGS[False]["eval"]["max_pairs"]) == words[words.index("--max_pairs") + 1]
+
+
+def test_text_in_another_script_than_the_runs_tokenizer_warns(run, zh_run, capsys):
+    """Chinese into an English (BPE) run, English into a Chinese (char) run: titles still come, with one
+    warning line on stderr; text like the run's gives none."""
+    capsys.readouterr()
+    for folder, text, warned in (
+        (run, "一个用于管理软件包的命令行工具。", True),
+        (zh_run, "A command-line tool to manage software packages.", True),
+        (run, "A command-line tool to manage software packages.", False),
+        (zh_run, "一个用于管理软件包的命令行工具。", False),
+    ):
+        kexue("seq2seq", "generate", "--run", folder, "--text", text, "--decoding", "l2r", "--beam", "2")
+        io = capsys.readouterr()
+        assert len(io.out.splitlines()) == 1
+        warnings = [line for line in io.err.splitlines() if line.startswith("kexue: warning:")]
+        assert len(warnings) == int(warned), io.err
+        if warned:
+            assert "tokenizer is " + ("bpe" if folder == run else "char") in warnings[0]
+
+
+def test_the_baselines_do_not_depend_on_the_cross_settings(data):
+    """λ and the history setting touch only the bidirectional model: a λ = 0 (capacity control) run and a
+    pseudo-history run train bit-identical L2R and R2L baselines, so one run's baselines serve the other."""
+    from safetensors.torch import load_file
+
+    a = train_en(data, "base-a", "--settings.steps", "3", "--settings.cross_weight", "0")
+    b = train_en(data, "base-b", "--settings.steps", "3", "--settings.cross_history", "pseudo")
+    for name in ("l2r", "r2l"):
+        wa, wb = load_file(a / name / "model.safetensors"), load_file(b / name / "model.safetensors")
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+        assert (a / name / "metrics.jsonl").read_text() == (b / name / "metrics.jsonl").read_text()
+    wa, wb = load_file(a / "bidirectional" / "model.safetensors"), load_file(b / "bidirectional" / "model.safetensors")
+    assert not all(torch.equal(wa[k], wb[k]) for k in wa)  # the third models do differ

@@ -1,5 +1,5 @@
 """Synchronous bidirectional Transformer: what each stream may see, KV cache == full recompute, padding,
-the loss, and a tiny reverse task learned by both directions."""
+the loss, and a tiny copy-and-reverse task learned by both directions."""
 
 import pytest
 import torch
@@ -193,6 +193,8 @@ def reverse_pairs(n, generator):
 
 
 def test_reversing_digits_is_learned_by_both_directions():
+    """The issue's copy-and-reverse task: with the target the source reversed, the L2R stream has to reverse
+    the digits and the R2L stream (which writes y_n .. y_1) has to copy them; both learn their task."""
     torch.manual_seed(0)
     model = SyncBidirectionalTransformer(
         14, dim=32, heads=2, encoder_layers=1, decoder_layers=2, ff_mult=2, dropout=0.0, cross_dropout=0.0

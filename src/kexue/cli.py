@@ -98,8 +98,20 @@ GROUPS: dict[str, tuple[str, dict[str, str]]] = {
     ),
 }
 
-# Boolean options that may be given bare (``--quick``) as well as ``--quick true``.
-FLAGS = {"--quick", "--full", "--resume", "--overwrite", "--draw", "--replot", "--exact_conv"}
+# Boolean options that may be given bare (``--quick``) as well as ``--quick true``: every bool argument of a
+# command (tested).
+FLAGS = {
+    "--quick",
+    "--full",
+    "--resume",
+    "--overwrite",
+    "--draw",
+    "--replot",
+    "--exact_conv",
+    "--offline",
+    "--manpages",
+    "--generation",
+}
 
 
 # Optional packages -> the extra that brings them (pyproject.toml).

@@ -61,7 +61,9 @@ def _describe(e: BaseException) -> str:
     if isinstance(e, PermissionError):
         return "permission denied"
     if isinstance(e, UnicodeDecodeError):
-        return f"is not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})"
+        line = getattr(e, "line", None)  # known when the whole file was decoded at once (_utf8)
+        where = f"line {line}, byte offset {e.start}" if line is not None else f"offset {e.start}"
+        return f"is not UTF-8 text (byte 0x{e.object[e.start]:02x} at {where})"
     if isinstance(e, json.JSONDecodeError):
         return f"is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
     if isinstance(e, yaml.YAMLError):
@@ -103,16 +105,31 @@ def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
         return p.read_bytes()
 
 
+class _NotUtf8(UnicodeDecodeError):
+    """A UnicodeDecodeError of a whole file's bytes, which knows the line of the bad byte."""
+
+    line: int
+
+
+def _utf8(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        err = _NotUtf8(e.encoding, e.object, e.start, e.end, e.reason)
+        err.line = data.count(b"\n", 0, e.start) + 1
+        raise err from None
+
+
 def read_text(path: str | os.PathLike, what: str = "file") -> str:
     """The UTF-8 text of a user-named file; a missing, unreadable or non-UTF-8 file is a KexueError."""
     with reading(path, what) as p:
-        return p.read_bytes().decode("utf-8")
+        return _utf8(p.read_bytes())
 
 
 def read_json(path: str | os.PathLike, what: str = "JSON file", kind: type | None = dict) -> Any:
     """Parsed JSON of a user-named file; with ``kind``, the top level must be of that type."""
     with reading(path, what) as p:
-        data = json.loads(p.read_bytes().decode("utf-8"))
+        data = json.loads(_utf8(p.read_bytes()))
     if kind is not None and not isinstance(data, kind):
         raise KexueError(f"{what} {path} should hold a JSON {kind.__name__}, not {type(data).__name__}")
     return data
@@ -121,7 +138,7 @@ def read_json(path: str | os.PathLike, what: str = "JSON file", kind: type | Non
 def read_yaml(path: str | os.PathLike, what: str = "YAML file") -> dict:
     """A YAML mapping from a user-named file (safe loader: no Python tags); empty file -> {}."""
     with reading(path, what) as p:
-        data = yaml.safe_load(p.read_bytes().decode("utf-8"))
+        data = yaml.safe_load(_utf8(p.read_bytes()))
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -228,7 +228,11 @@ def split_by_group(
     order = sorted(sizes, key=lambda g: _rank(g, seed))
     wanted = [i for i, f in enumerate(fractions) if f > 0]
     if len(order) < len(wanted):
-        raise KexueError(f"cannot split {len(order)} group(s) into {len(wanted)} non-empty splits")
+        raise KexueError(
+            f"{name + ': ' if name else ''}cannot split {len(order)} group(s) into {len(wanted)} non-empty splits "
+            f"(train / valid / test): give pairs of at least {len(wanted)} different groups (a pair without a group "
+            "is grouped by its source text)"
+        )
     ends = [sum(fractions[: k + 1]) * len(pairs) for k in range(3)]  # cumulative pairs where split k ends
     split_of: dict[str, int] = {}
     j, taken, in_split = 0, 0, 0  # current split wanted[j], pairs assigned so far, groups in wanted[j]
