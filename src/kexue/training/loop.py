@@ -179,7 +179,7 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 def _diverged(what: str, step: int, ckpt_dir: Path | None) -> KexueError:
     last = latest_checkpoint(ckpt_dir) if ckpt_dir is not None and ckpt_dir.is_dir() else None
     kept = f"; last good checkpoint: {last}" if last else "; no checkpoint was written yet"
-    return KexueError(f"training diverged: {what} at step {step}, stopping (try a lower --lr){kept}")
+    return KexueError(f"training diverged: {what} at step {step}, stopping (try a lower learning rate){kept}")
 
 
 def _finite_norm(tensors) -> float:
