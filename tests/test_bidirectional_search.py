@@ -251,9 +251,14 @@ def test_the_lockstep_path_with_a_zero_cross_term_is_the_one_direction_beam(
     model.cross = True  # what a λ > 0 model does; λ = 0 makes H = H→ exactly
     for block in model.decoder:
         block.self_attn.cross_weight = 0.0
+    calls = []
+    pair_step = model.pair_step
+    model.pair_step = lambda *args: calls.append(1) or pair_step(*args)  # the paired path must run
+    model.step = None  # and never the one-direction one
     src, _ = reverse_pairs(8, torch.Generator().manual_seed(1))
     width = k if scoring == "su" else k // 2
     ref = {d: one_direction(half_trained_one_direction_model, src, d, width, length_penalty) for d in ("l2r", "r2l")}
+    assert len({len(s) for d in ref for s in ref[d].sequences()}) > 1  # the beams end at various lengths
     out = bidirectional_decode(
         model,
         src,
@@ -262,6 +267,7 @@ def test_the_lockstep_path_with_a_zero_cross_term_is_the_one_direction_beam(
         early_exit=False,
         scoring=scoring,
     )
+    assert calls
     for d in ("l2r", "r2l"):
         got = getattr(out, d)
         assert got.sequences() == ref[d].sequences() and got.stop_reasons == ref[d].stop_reasons

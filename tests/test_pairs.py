@@ -150,6 +150,11 @@ def test_split_by_group_gives_every_split_a_group_or_refuses():
     assert [len(split_by_group(three)[s]) for s in SPLITS] == [1, 1, 1]
     with pytest.raises(KexueError, match="cannot split 2 group"):
         split_by_group(three[:2])
+    with pytest.raises(
+        KexueError,
+        match=r"^pairs\.tsv: cannot split 1 group\(s\) into 2 non-empty splits \(train / test\): .* 2 different",
+    ):
+        split_by_group(three[:1], (0.5, 0.0, 0.5), name="pairs.tsv")
     with pytest.raises(KexueError, match="summing to 1"):
         split_by_group(three, (0.5, 0.5, 0.5))
     only_train = split_by_group(three, (1.0, 0.0, 0.0))

@@ -2,11 +2,14 @@
 models), every decoding mode (Chinese text with the character tokenizer too), the documented evaluation
 keys, a run's config.yaml rerunning it, resume, pseudo histories, and the recipes' metrics."""
 
+import inspect
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 pytest.importorskip("tokenizers")
 pytest.importorskip("rouge_score")
@@ -16,6 +19,7 @@ from kexue.cli import main
 from kexue.data.pairs import load_pairs
 from kexue.io import run_config
 from kexue.recipes import seq2seq as recipe
+from kexue.reproduce.seq2seq import BEAM, CORPUS, SETTINGS
 
 TINY = [
     "--threads",
@@ -243,6 +247,12 @@ def test_eval_writes_the_issue_keys_and_merges_results(run, data, tmp_path, caps
     in_run = json.loads((run / "results.json").read_text())
     assert set(ISSUE_KEYS) <= set(in_run) and "seq2seq.valid_ce.l2r" in in_run  # merged, not replaced
     assert details["pairs"] == 6 and len(details["examples"]) == 2
+    # the share of distinct titles (a decoder that ignores its source writes one title): sixths, references too
+    shares = details["distinct_titles"]
+    assert set(shares) == {"l2r", "r2l", "bidirectional", "reference"}
+    assert all(round(6 * v, 9) in range(1, 7) for v in shares.values())
+    test_pairs = recipe.load_corpus(str(data["en"]), "the test corpus")["test"][:6]
+    assert shares["reference"] == len({p.target for p in test_pairs}) / 6
     # another split's figures go beside the test figures, not over them (the keys name no split)
     before = (run / "results.json").read_text()
     kexue("seq2seq", "eval", "--run", run, "--split", "valid", "--beam", "2", "--max_pairs", "3",
@@ -305,12 +315,9 @@ def test_pseudo_histories_follow_the_baselines_on_resume(zh_run, tmp_path, capsy
 
 
 def test_full_reproduce_runs_the_documented_measured_setting():
-    """``kexue reproduce --full`` trains and evaluates with the command docs/seq2seq.md gives for the
-    committed figures (benchmarks/results/seq2seq.json), so a full run re-measures those figures."""
-    from pathlib import Path
-
-    from kexue.reproduce.seq2seq import SETTINGS
-
+    """``kexue reproduce --full`` trains and evaluates with the settings, corpus, beam and test pairs of the
+    command docs/seq2seq.md gives for the committed figures (benchmarks/results/seq2seq.json); threads and
+    device are the machine's."""
     docs = (Path(__file__).parents[1] / "docs" / "seq2seq.md").read_text(encoding="utf-8")
     measured = docs[docs.index("## Measured") :]
     block = measured[measured.index("```bash") : measured.index("```", measured.index("```bash") + 7)]
@@ -325,19 +332,27 @@ def test_full_reproduce_runs_the_documented_measured_setting():
         assert (value if isinstance(value, str) else float(value)) == (
             documented[key] if isinstance(value, str) else float(documented[key])
         ), key
+    assert words[words.index("--corpus") + 1] == CORPUS
     words = evaluate.split()
     assert str(SETTINGS[False]["eval"]["max_pairs"]) == words[words.index("--max_pairs") + 1]
+    beam = (
+        words[words.index("--beam") + 1]
+        if "--beam" in words
+        else inspect.signature(recipe.evaluate_seq2seq).parameters["beam"].default
+    )
+    assert int(beam) == BEAM
 
 
 def test_text_in_another_script_than_the_runs_tokenizer_warns(run, zh_run, capsys):
     """Chinese into an English (BPE) run, English into a Chinese (char) run: titles still come, with one
-    warning line on stderr; text like the run's gives none."""
+    warning line on stderr; text like the run's, or Chinese with a few Latin words, gives none."""
     capsys.readouterr()
     for folder, text, warned in (
         (run, "一个用于管理软件包的命令行工具。", True),
         (zh_run, "A command-line tool to manage software packages.", True),
         (run, "A command-line tool to manage software packages.", False),
         (zh_run, "一个用于管理软件包的命令行工具。", False),
+        (zh_run, "libfoo 的 Python 3 绑定", False),  # mixed, as Chinese descriptions often are
     ):
         kexue("seq2seq", "generate", "--run", folder, "--text", text, "--decoding", "l2r", "--beam", "2")
         io = capsys.readouterr()
@@ -351,8 +366,6 @@ def test_text_in_another_script_than_the_runs_tokenizer_warns(run, zh_run, capsy
 def test_the_baselines_do_not_depend_on_the_cross_settings(data):
     """λ and the history setting touch only the bidirectional model: a λ = 0 (capacity control) run and a
     pseudo-history run train bit-identical L2R and R2L baselines, so one run's baselines serve the other."""
-    from safetensors.torch import load_file
-
     a = train_en(data, "base-a", "--settings.steps", "3", "--settings.cross_weight", "0")
     b = train_en(data, "base-b", "--settings.steps", "3", "--settings.cross_history", "pseudo")
     for name in ("l2r", "r2l"):
@@ -361,3 +374,13 @@ def test_the_baselines_do_not_depend_on_the_cross_settings(data):
         assert (a / name / "metrics.jsonl").read_text() == (b / name / "metrics.jsonl").read_text()
     wa, wb = load_file(a / "bidirectional" / "model.safetensors"), load_file(b / "bidirectional" / "model.safetensors")
     assert not all(torch.equal(wa[k], wb[k]) for k in wa)  # the third models do differ
+
+
+def test_the_summary_counts_the_pairs_left_out_for_a_long_target(data, capsys):
+    out = train_en(data, "short", "--settings.steps", "1", "--settings.max_target_tokens", "20")
+    tokenizer = recipe.load_tokenizer(out)
+    train = recipe.load_corpus(str(data["en"]))["train"]
+    long = sum(len(tokenizer.encode(p.target).ids) > 20 for p in train)
+    assert 0 < long < len(train) - 8
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert summary.startswith(f"seq2seq: {len(train) - long} pairs ({long} more left out: a target empty or over ")

@@ -62,7 +62,7 @@ def _describe(e: BaseException) -> str:
         return "permission denied"
     if isinstance(e, UnicodeDecodeError):
         line = getattr(e, "line", None)  # known when the whole file was decoded at once (_utf8)
-        where = f"line {line}, byte offset {e.start}" if line is not None else f"offset {e.start}"
+        where = f"line {line}, byte {e.column} of the line" if line is not None else f"offset {e.start}"
         return f"is not UTF-8 text (byte 0x{e.object[e.start]:02x} at {where})"
     if isinstance(e, json.JSONDecodeError):
         return f"is not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
@@ -106,9 +106,11 @@ def read_bytes(path: str | os.PathLike, what: str = "file") -> bytes:
 
 
 class _NotUtf8(UnicodeDecodeError):
-    """A UnicodeDecodeError of a whole file's bytes, which knows the line of the bad byte."""
+    """A UnicodeDecodeError of a whole file's bytes, which knows the line of the bad byte and its place in
+    that line (1-based, in bytes)."""
 
     line: int
+    column: int
 
 
 def _utf8(data: bytes) -> str:
@@ -117,6 +119,7 @@ def _utf8(data: bytes) -> str:
     except UnicodeDecodeError as e:
         err = _NotUtf8(e.encoding, e.object, e.start, e.end, e.reason)
         err.line = data.count(b"\n", 0, e.start) + 1
+        err.column = e.start - data.rfind(b"\n", 0, e.start)
         raise err from None
 
 

@@ -23,12 +23,14 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from kexue.cli import FLAGS
+
 # Arguments that say where output goes or how a folder is reused, not what is computed.
 NOT_IN_COMMAND = frozenset(
     {"out", "resume", "overwrite", "config", "results", "figure", "details", "error_figure", "time_figure"}
 )
-# Booleans the CLI accepts bare (kept in sync with kexue.cli.FLAGS).
-BARE_FLAGS = frozenset({"quick", "full", "resume", "overwrite", "draw", "replot", "exact_conv"})
+# Booleans the CLI accepts bare: a true one is written bare in a rerun command.
+BARE_FLAGS = frozenset(flag.removeprefix("--") for flag in FLAGS)
 
 
 def _format(value: Any) -> str:

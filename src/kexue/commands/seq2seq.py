@@ -72,7 +72,8 @@ def train(
     run = recipe.train_seq2seq(corpus, settings, threads, device, results, resume, overwrite, out)
     losses = ", ".join(f"{k} {v:.3f}" for k, v in run.valid_ce.items())
     dropped = (
-        f" ({run.left_out} more left out: a target over --settings.max_target_tokens {settings.max_target_tokens})"
+        f" ({run.left_out} more left out: a target empty or over --settings.max_target_tokens "
+        f"{settings.max_target_tokens})"
         if run.left_out
         else ""
     )

@@ -228,9 +228,10 @@ def split_by_group(
     order = sorted(sizes, key=lambda g: _rank(g, seed))
     wanted = [i for i, f in enumerate(fractions) if f > 0]
     if len(order) < len(wanted):
+        splits = " / ".join(("train", "valid", "test")[i] for i in wanted)
         raise KexueError(
             f"{name + ': ' if name else ''}cannot split {len(order)} group(s) into {len(wanted)} non-empty splits "
-            f"(train / valid / test): give pairs of at least {len(wanted)} different groups (a pair without a group "
+            f"({splits}): give pairs of at least {len(wanted)} different groups (a pair without a group "
             "is grouped by its source text)"
         )
     ends = [sum(fractions[: k + 1]) * len(pairs) for k in range(3)]  # cumulative pairs where split k ends
