@@ -80,8 +80,9 @@ def run(out: Path, quick: bool = True) -> SectionResult:
     )
     t = s["train"]
     losses = ", ".join(f"{name} {ce:.2f}" for name, ce in trained.valid_ce.items())
-    distinct = ", ".join(f"{name} {100 * share:.0f}%" for name, share in ev.distinct.items() if name != "reference")
-    collapsed = [name for name, share in ev.distinct.items() if name != "reference" and share < 0.5]
+    shares = {name: share for name, share in ev.distinct.items() if name != "reference"}
+    distinct = ", ".join(f"{name} {100 * share:.0f}%" for name, share in shares.items())
+    collapsed = [name for name, share in shares.items() if share < 0.5]
     notes = (
         f"Setting: debian-en (long description -> short description), {trained.pairs} training pairs, "
         f"{trained.tokenizer} tokenizer; three models of width {t['dim']}, {t['encoder_layers']}+"
