@@ -321,7 +321,9 @@ def test_full_reproduce_runs_the_documented_measured_setting():
     docs = (Path(__file__).parents[1] / "docs" / "seq2seq.md").read_text(encoding="utf-8")
     measured = docs[docs.index("## Measured") :]
     block = measured[measured.index("```bash") : measured.index("```", measured.index("```bash") + 7)]
-    train, evaluate = (line for line in block.replace("\\\n", " ").splitlines() if line.startswith("kexue"))
+    lines = [line for line in block.replace("\\\n", " ").splitlines() if line.startswith("kexue")]
+    (train,) = (line for line in lines if line.startswith("kexue seq2seq train"))
+    (evaluate,) = (line for line in lines if line.endswith("--results benchmarks/results/seq2seq.json"))
     words = train.split()
     documented = {
         w.removeprefix("--settings."): words[i + 1] for i, w in enumerate(words) if w.startswith("--settings.")
