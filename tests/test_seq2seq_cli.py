@@ -323,7 +323,11 @@ def test_full_reproduce_runs_the_documented_measured_setting():
     block = measured[measured.index("```bash") : measured.index("```", measured.index("```bash") + 7)]
     lines = [line for line in block.replace("\\\n", " ").splitlines() if line.startswith("kexue")]
     (train,) = (line for line in lines if line.startswith("kexue seq2seq train"))
-    (evaluate,) = (line for line in lines if line.endswith("--results benchmarks/results/seq2seq.json"))
+    (evaluate,) = (
+        line
+        for line in lines
+        if line.startswith("kexue seq2seq eval") and line.endswith("--results benchmarks/results/seq2seq.json")
+    )
     words = train.split()
     documented = {
         w.removeprefix("--settings."): words[i + 1] for i, w in enumerate(words) if w.startswith("--settings.")
@@ -343,6 +347,7 @@ def test_full_reproduce_runs_the_documented_measured_setting():
         else inspect.signature(recipe.evaluate_seq2seq).parameters["beam"].default
     )
     assert int(beam) == BEAM
+    assert "--scoring" not in words or words[words.index("--scoring") + 1] == "su"  # the default, Su's k² pairs
 
 
 def test_text_in_another_script_than_the_runs_tokenizer_warns(run, zh_run, capsys):
