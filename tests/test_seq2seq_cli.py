@@ -161,10 +161,13 @@ def test_generate_from_a_file_with_processors_and_half_beam(run, data, capsys):
     assert len(capsys.readouterr().out.strip().splitlines()) == 3  # blank lines skipped, one title a text
 
 
-def test_cross_weight_zero_trains_the_capacity_control(data, tmp_path):
+def test_cross_weight_zero_trains_the_capacity_control(data, tmp_path, capsys):
     """λ = 0: the third model is one decoder trained on both directions that never reads the other; its
-    figures are named `shared`, so they never overwrite the bidirectional model's rows."""
+    figures (and the train summary) name it `shared`, so they never overwrite the bidirectional model's rows."""
+    capsys.readouterr()
     out = train_en(data, "shared", "--settings.steps", "2", "--settings.cross_weight", "0")
+    summary = capsys.readouterr().out
+    assert ", shared " in summary and "bidirectional" not in summary
     cfg = json.loads((out / "bidirectional" / "model.json").read_text())
     assert cfg["directions"] == "both" and cfg["cross_weight"] == 0.0
     models, _, _ = recipe.load_models(out, ("bidirectional",))

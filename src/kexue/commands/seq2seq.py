@@ -70,7 +70,8 @@ def train(
         The run folder (tokenizer.json, l2r/, r2l/, bidirectional/, results.json).
     """
     run = recipe.train_seq2seq(corpus, settings, threads, device, results, resume, overwrite, out)
-    losses = ", ".join(f"{k} {v:.3f}" for k, v in run.valid_ce.items())
+    third = "shared" if settings.cross_weight == 0 else "bidirectional"  # the λ = 0 capacity control
+    losses = ", ".join(f"{third if k == 'bidirectional' else k} {v:.3f}" for k, v in run.valid_ce.items())
     dropped = (
         f" ({run.left_out} more left out: a target empty or over --settings.max_target_tokens "
         f"{settings.max_target_tokens})"
