@@ -70,8 +70,8 @@ def train(
         The run folder (tokenizer.json, l2r/, r2l/, bidirectional/, results.json).
     """
     run = recipe.train_seq2seq(corpus, settings, threads, device, results, resume, overwrite, out)
-    third = "shared" if settings.cross_weight == 0 else "bidirectional"  # the λ = 0 capacity control
-    losses = ", ".join(f"{third if k == 'bidirectional' else k} {v:.3f}" for k, v in run.valid_ce.items())
+    # named as in the figures (the λ = 0 control's third model is `shared`)
+    losses = ", ".join(f"{f.key.removeprefix('seq2seq.valid_ce.')} {f.value:.3f}" for f in run.figures)
     dropped = (
         f" ({run.left_out} more left out: a target empty or over --settings.max_target_tokens "
         f"{settings.max_target_tokens})"
